@@ -1,0 +1,238 @@
+//! Supervisor → node commands (binary frames on stdin) and node → supervisor events
+//! (JSON lines on stdout).
+//!
+//! A frame is `u32 little-endian length` (of what follows) `u8 tag` `payload`. The root
+//! DEK travels as 32 raw bytes inside an `Open` frame, read straight into a zeroizing
+//! buffer; it never becomes text.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroizing;
+
+/// Largest frame accepted (TLS material and small JSON only).
+const MAX_FRAME: u32 = 1 << 20;
+
+const TAG_INIT: u8 = 0;
+const TAG_OPEN: u8 = 1;
+const TAG_LOCK: u8 = 2;
+const TAG_SHUTDOWN: u8 = 3;
+
+/// What the node needs before it can listen.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Init {
+    pub cluster: String,
+    pub listen: SocketAddr,
+    pub cert_pem: String,
+    pub key_pem: Zeroizing<String>,
+    /// Reason to report until the first `Open` (the cluster starts Inaccessible when the
+    /// control plane cannot unwrap its key at start).
+    pub initial_reason: String,
+}
+
+impl std::fmt::Debug for Init {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Init")
+            .field("cluster", &self.cluster)
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings that accompany an `Open`.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct OpenParams {
+    /// Created as a `root` user on first open if it does not exist yet.
+    pub admin_user: Option<String>,
+    pub admin_password: Option<Zeroizing<String>>,
+}
+
+/// A command from the supervisor.
+pub enum Command {
+    Init(Init),
+    Open {
+        dek: Zeroizing<[u8; 32]>,
+        params: OpenParams,
+    },
+    Lock {
+        reason: String,
+    },
+    Shutdown,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Init(init) => f.debug_tuple("Init").field(init).finish(),
+            Command::Open { .. } => f.write_str("Open { dek: <redacted> }"),
+            Command::Lock { reason } => f.debug_struct("Lock").field("reason", reason).finish(),
+            Command::Shutdown => f.write_str("Shutdown"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("node channel: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("node channel: frame of {0} bytes is larger than allowed")]
+    TooLarge(u32),
+    #[error("node channel: malformed {what}: {detail}")]
+    Malformed { what: &'static str, detail: String },
+}
+
+fn malformed(what: &'static str, detail: impl ToString) -> ProtocolError {
+    ProtocolError::Malformed {
+        what,
+        detail: detail.to_string(),
+    }
+}
+
+/// Writes one command frame.
+pub async fn write_command<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    command: &Command,
+) -> Result<(), ProtocolError> {
+    let mut frame = Zeroizing::new(Vec::new());
+    match command {
+        Command::Init(init) => {
+            frame.push(TAG_INIT);
+            frame.extend_from_slice(&serde_json::to_vec(init).map_err(|e| malformed("init", e))?);
+        }
+        Command::Open { dek, params } => {
+            frame.push(TAG_OPEN);
+            frame.extend_from_slice(dek.as_ref());
+            let json = Zeroizing::new(serde_json::to_vec(params).map_err(|e| malformed("open", e))?);
+            frame.extend_from_slice(&json);
+        }
+        Command::Lock { reason } => {
+            frame.push(TAG_LOCK);
+            frame.extend_from_slice(reason.as_bytes());
+        }
+        Command::Shutdown => frame.push(TAG_SHUTDOWN),
+    }
+    let len = u32::try_from(frame.len()).map_err(|_| ProtocolError::TooLarge(u32::MAX))?;
+    out.write_all(&len.to_le_bytes()).await?;
+    out.write_all(&frame).await?;
+    out.flush().await?;
+    Ok(())
+}
+
+/// Reads one command frame; `None` at a clean end of input (the supervisor went away).
+pub async fn read_command<R: AsyncRead + Unpin>(
+    input: &mut R,
+) -> Result<Option<Command>, ProtocolError> {
+    let mut len = [0u8; 4];
+    match input.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_le_bytes(len);
+    if len == 0 {
+        return Err(malformed("frame", "empty"));
+    }
+    if len > MAX_FRAME {
+        return Err(ProtocolError::TooLarge(len));
+    }
+    let mut frame = Zeroizing::new(vec![0u8; len as usize]);
+    input.read_exact(&mut frame).await?;
+    let (tag, payload) = (frame[0], &frame[1..]);
+    let command = match tag {
+        TAG_INIT => Command::Init(serde_json::from_slice(payload).map_err(|e| malformed("init", e))?),
+        TAG_OPEN => {
+            if payload.len() < 32 {
+                return Err(malformed("open", "shorter than a key"));
+            }
+            let mut dek = Zeroizing::new([0u8; 32]);
+            dek.copy_from_slice(&payload[..32]);
+            let params = serde_json::from_slice(&payload[32..]).map_err(|e| malformed("open", e))?;
+            Command::Open { dek, params }
+        }
+        TAG_LOCK => Command::Lock {
+            reason: String::from_utf8_lossy(payload).into_owned(),
+        },
+        TAG_SHUTDOWN => Command::Shutdown,
+        other => return Err(malformed("frame", format!("unknown tag {other}"))),
+    };
+    Ok(Some(command))
+}
+
+/// An event from the node, one JSON object per line on its stdout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "camelCase")]
+pub enum Event {
+    /// The MongoDB endpoint is accepting connections (Inaccessible until `Open`).
+    Listening { port: u16 },
+    /// The engine is open and clients are served.
+    Ready,
+    /// Keys are wiped, connections closed; clients are told `reason`.
+    Locked { reason: String },
+    /// A command failed; the node keeps its previous state.
+    Failed { message: String },
+}
+
+impl Event {
+    pub fn to_line(&self) -> String {
+        let mut line = serde_json::to_string(self).unwrap_or_else(|_| "{}".into());
+        line.push('\n');
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip() {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let init = Init {
+            cluster: "orders".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cert_pem: "CERT".into(),
+            key_pem: Zeroizing::new("KEY".into()),
+            initial_reason: "Pending".into(),
+        };
+        write_command(&mut a, &Command::Init(init)).await.unwrap();
+        let params = OpenParams {
+            admin_user: Some("admin".into()),
+            admin_password: Some(Zeroizing::new("pw".into())),
+        };
+        write_command(&mut a, &Command::Open { dek: Zeroizing::new([7u8; 32]), params }).await.unwrap();
+        write_command(&mut a, &Command::Lock { reason: "KeyDisabled: x".into() }).await.unwrap();
+        write_command(&mut a, &Command::Shutdown).await.unwrap();
+        drop(a);
+        match read_command(&mut b).await.unwrap() {
+            Some(Command::Init(i)) => assert_eq!((i.cluster.as_str(), i.key_pem.as_str()), ("orders", "KEY")),
+            other => panic!("{other:?}"),
+        }
+        match read_command(&mut b).await.unwrap() {
+            Some(Command::Open { dek, params }) => {
+                assert_eq!(*dek, [7u8; 32]);
+                assert_eq!(params.admin_user.as_deref(), Some("admin"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(read_command(&mut b).await.unwrap(), Some(Command::Lock { reason }) if reason == "KeyDisabled: x"));
+        assert!(matches!(read_command(&mut b).await.unwrap(), Some(Command::Shutdown)));
+        assert!(read_command(&mut b).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn malformed_frames_are_errors() {
+        for bytes in [vec![0, 0, 0, 0], vec![9, 0, 0, 0, 1, 2], vec![1, 0, 0, 0, 42], (u32::MAX).to_le_bytes().to_vec()] {
+            let (mut a, mut b) = tokio::io::duplex(64);
+            a.write_all(&bytes).await.unwrap();
+            drop(a);
+            assert!(read_command(&mut b).await.is_err(), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_keys() {
+        let open = Command::Open { dek: Zeroizing::new([0xAB; 32]), params: OpenParams::default() };
+        assert!(!format!("{open:?}").contains("171"));
+    }
+}

@@ -1,0 +1,224 @@
+//! The HTTPS management API: `Microsoft.DocumentDB/mongoClusters`-shaped routes over
+//! [`Plane`], authenticated with bearer tokens from the identity service.
+//!
+//! | method | path (under `/subscriptions/{sub}`) | does |
+//! |---|---|---|
+//! | PUT | `/resourceGroups/{rg}/providers/Microsoft.DocumentDB/mongoClusters/{name}` | create, or update an existing cluster |
+//! | PATCH | same | update |
+//! | GET | same | show |
+//! | DELETE | same | delete (crypto-shreds the root key) |
+//! | GET | `/resourceGroups/{rg}/providers/Microsoft.DocumentDB/mongoClusters` | list in a group |
+//! | GET | `/providers/Microsoft.DocumentDB/mongoClusters` | list all |
+//! | POST | `…/mongoClusters/{name}/revalidate` | revalidate the key now |
+//! | POST | `…/mongoClusters/{name}/listConnectionStrings` | connection strings |
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::model::{ErrorDetail, ErrorResponse, MongoCluster};
+use crate::{Plane, PlaneError};
+
+/// Audiences accepted on management tokens.
+pub const MANAGEMENT_AUDIENCES: &[&str] = &["https://management.azure.com", "https://management.azure.com/"];
+
+#[derive(Clone)]
+struct Api {
+    plane: Arc<Plane>,
+    verifier: Arc<identity::verify::Verifier>,
+    admins: Arc<Vec<String>>,
+    authority: String,
+}
+
+pub fn router(
+    plane: Arc<Plane>,
+    verifier: Arc<identity::verify::Verifier>,
+    admins: Vec<String>,
+    authority: String,
+) -> Router {
+    let api = Api {
+        plane,
+        verifier,
+        admins: Arc::new(admins),
+        authority,
+    };
+    const ONE: &str = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.DocumentDB/mongoClusters/{name}";
+    let protected = Router::new()
+        .route(ONE, get(show).put(put).patch(patch).delete(remove))
+        .route(&format!("{ONE}/revalidate"), post(revalidate))
+        .route(&format!("{ONE}/listConnectionStrings"), post(connection_strings))
+        .route(
+            "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.DocumentDB/mongoClusters",
+            get(list_group),
+        )
+        .route("/subscriptions/{sub}/providers/Microsoft.DocumentDB/mongoClusters", get(list_all))
+        .route_layer(middleware::from_fn_with_state(api.clone(), authenticate))
+        .with_state(api);
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(protected)
+        .fallback(|| async { arm_error(StatusCode::NOT_FOUND, "NotFound", "No such resource or operation.") })
+}
+
+fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = ErrorResponse {
+        error: ErrorDetail {
+            code: code.to_string(),
+            message: message.to_string(),
+        },
+    };
+    (status, Json(body)).into_response()
+}
+
+impl IntoResponse for PlaneError {
+    fn into_response(self) -> Response {
+        match &self {
+            PlaneError::BadRequest { code, message } => arm_error(StatusCode::BAD_REQUEST, code, message),
+            PlaneError::NotFound(name) => arm_error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                &format!("The mongoCluster '{name}' was not found."),
+            ),
+            PlaneError::Conflict(m) => arm_error(StatusCode::CONFLICT, "Conflict", m),
+            PlaneError::Kek(e) => arm_error(StatusCode::BAD_REQUEST, "KeyEncryptionKeyError", &e.to_string()),
+            PlaneError::Internal(_) | PlaneError::Sealed(_) => {
+                tracing::error!(error = %self, "management operation failed");
+                arm_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", &self.to_string())
+            }
+        }
+    }
+}
+
+/// Bearer token → verified claims → the caller must be a control-plane administrator.
+async fn authenticate(State(api): State<Api>, req: Request, next: Next) -> Response {
+    let challenge = || {
+        let mut resp = arm_error(
+            StatusCode::UNAUTHORIZED,
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing or its bearer token is not valid.",
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "Bearer authorization_uri=\"{}\", error=\"invalid_token\"",
+            api.authority
+        )) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        resp
+    };
+    let Some(token) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return challenge();
+    };
+    let audiences: Vec<String> = MANAGEMENT_AUDIENCES.iter().map(|s| s.to_string()).collect();
+    let claims = match api.verifier.verify_for(token, &audiences).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(error = %e, "management token rejected");
+            return challenge();
+        }
+    };
+    if !api.admins.iter().any(|a| a.eq_ignore_ascii_case(&claims.oid)) {
+        return arm_error(
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailed",
+            &format!(
+                "The client '{}' with object id '{}' does not have authorization to manage mongoClusters.",
+                claims.appid, claims.oid
+            ),
+        );
+    }
+    next.run(req).await
+}
+
+type Segments = Path<(String, String, String)>;
+
+async fn show(State(api): State<Api>, Path((_, _, name)): Segments) -> Result<Json<MongoCluster>, PlaneError> {
+    Ok(Json(api.plane.get(&name).await?))
+}
+
+async fn put(
+    State(api): State<Api>,
+    Path((sub, rg, name)): Segments,
+    body: Result<Json<MongoCluster>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, PlaneError> {
+    let Json(req) = body.map_err(|e| PlaneError::BadRequest {
+        code: "InvalidRequestContent".into(),
+        message: format!("The request content was invalid and could not be deserialized: {e}"),
+    })?;
+    if api.plane.runtime(&name).is_some() {
+        return Ok(Json(api.plane.update(&name, req).await?).into_response());
+    }
+    let created = api.plane.create(&sub, &rg, &name, req).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn patch(
+    State(api): State<Api>,
+    Path((_, _, name)): Segments,
+    body: Result<Json<MongoCluster>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<MongoCluster>, PlaneError> {
+    let Json(req) = body.map_err(|e| PlaneError::BadRequest {
+        code: "InvalidRequestContent".into(),
+        message: format!("The request content was invalid and could not be deserialized: {e}"),
+    })?;
+    Ok(Json(api.plane.update(&name, req).await?))
+}
+
+async fn remove(State(api): State<Api>, Path((_, _, name)): Segments) -> Result<StatusCode, PlaneError> {
+    match api.plane.delete(&name).await {
+        Ok(()) => Ok(StatusCode::OK),
+        Err(PlaneError::NotFound(_)) => Ok(StatusCode::NO_CONTENT),
+        Err(e) => Err(e),
+    }
+}
+
+async fn revalidate(State(api): State<Api>, Path((_, _, name)): Segments) -> Result<Json<MongoCluster>, PlaneError> {
+    Ok(Json(api.plane.revalidate(&name).await?))
+}
+
+async fn connection_strings(
+    State(api): State<Api>,
+    Path((_, _, name)): Segments,
+) -> Result<Json<serde_json::Value>, PlaneError> {
+    let cluster = api.plane.get(&name).await?;
+    Ok(Json(json!({
+        "connectionStrings": [{
+            "connectionString": cluster.properties.connection_string,
+            "description": "default connection string (SCRAM-SHA-256, TLS)",
+        }]
+    })))
+}
+
+async fn list_group(State(api): State<Api>, Path((sub, rg)): Path<(String, String)>) -> Json<serde_json::Value> {
+    let prefix = format!("/subscriptions/{sub}/resourceGroups/{rg}/").to_ascii_lowercase();
+    let value: Vec<MongoCluster> = api
+        .plane
+        .list()
+        .await
+        .into_iter()
+        .filter(|c| c.id.as_deref().is_some_and(|id| id.to_ascii_lowercase().starts_with(&prefix)))
+        .collect();
+    Json(json!({ "value": value }))
+}
+
+async fn list_all(State(api): State<Api>, Path(sub): Path<String>) -> Json<serde_json::Value> {
+    let prefix = format!("/subscriptions/{sub}/").to_ascii_lowercase();
+    let value: Vec<MongoCluster> = api
+        .plane
+        .list()
+        .await
+        .into_iter()
+        .filter(|c| c.id.as_deref().is_some_and(|id| id.to_ascii_lowercase().starts_with(&prefix)))
+        .collect();
+    Json(json!({ "value": value }))
+}

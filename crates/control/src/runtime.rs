@@ -1,0 +1,284 @@
+//! One cluster at run time: its envelope, its node process, and its Ready/Inaccessible
+//! state machine, driven by the revalidation loop.
+//!
+//! ```text
+//!            revalidate ok                     revalidate failed (decided cause,
+//!   Provisioning ──────────► Ready ◄───────┐   or transient beyond the grace period)
+//!                              │           │
+//!                              └──────────►Inaccessible{reason}
+//!                            lock: node wipes keys,     next good revalidation:
+//!                            closes connections         Open with the unwrapped DEK
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cluster::protocol::{Init, OpenParams};
+use cluster::supervisor::NodeProcess;
+use envelope::{Envelope, KekError, Reason};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+use zeroize::Zeroizing;
+
+/// What the cluster is doing now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Provisioning,
+    Ready,
+    Inaccessible { reason: Reason, message: String },
+}
+
+impl Status {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Provisioning => "Provisioning",
+            Status::Ready => "Ready",
+            Status::Inaccessible { .. } => "Inaccessible",
+        }
+    }
+}
+
+/// The last revalidation's view of the key.
+#[derive(Debug, Clone, Default)]
+pub struct KeyView {
+    pub active_kid: Option<String>,
+    pub last_validated: Option<time::OffsetDateTime>,
+    /// A transient failure being ridden out (the cluster stays Ready meanwhile).
+    pub warning: Option<String>,
+}
+
+/// How nodes are started and how revalidation behaves.
+#[derive(Clone)]
+pub struct NodeSettings {
+    pub program: PathBuf,
+    pub args: Vec<std::ffi::OsString>,
+    pub cert_pem: String,
+    pub key_pem: Zeroizing<String>,
+    pub revalidation_interval: Duration,
+    /// How long a vault outage may last before a Ready cluster turns Inaccessible.
+    pub grace_period: Duration,
+}
+
+pub struct Runtime {
+    pub name: String,
+    pub dir: PathBuf,
+    port: u16,
+    settings: NodeSettings,
+    envelope: RwLock<Arc<Envelope>>,
+    node: tokio::sync::Mutex<Option<NodeProcess>>,
+    /// Whether the node currently holds an open engine (false right after a (re)spawn).
+    node_open: Mutex<bool>,
+    status: Mutex<Status>,
+    key: Mutex<KeyView>,
+    failing_since: Mutex<Option<Instant>>,
+    /// Admin credentials to create on the first open of a new cluster.
+    pending_admin: Mutex<Option<OpenParams>>,
+    wake: Notify,
+    /// Serialises revalidation passes (the loop and "revalidate now").
+    pass: tokio::sync::Mutex<()>,
+}
+
+impl Runtime {
+    pub fn new(
+        name: String,
+        dir: PathBuf,
+        port: u16,
+        settings: NodeSettings,
+        envelope: Envelope,
+        pending_admin: Option<OpenParams>,
+    ) -> Arc<Runtime> {
+        Arc::new(Runtime {
+            name,
+            dir,
+            port,
+            settings,
+            envelope: RwLock::new(Arc::new(envelope)),
+            node: tokio::sync::Mutex::new(None),
+            node_open: Mutex::new(false),
+            status: Mutex::new(Status::Provisioning),
+            key: Mutex::new(KeyView::default()),
+            failing_since: Mutex::new(None),
+            pending_admin: Mutex::new(pending_admin),
+            wake: Notify::new(),
+            pass: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.lock().clone()
+    }
+
+    pub fn key_view(&self) -> KeyView {
+        self.key.lock().clone()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn envelope(&self) -> Arc<Envelope> {
+        self.envelope.read().clone()
+    }
+
+    /// Swaps the KEK (a key or identity update that already re-wrapped the DEK).
+    pub fn set_envelope(&self, envelope: Envelope) {
+        *self.envelope.write() = Arc::new(envelope);
+    }
+
+    /// The node's process id, for tests that inspect or kill it.
+    pub async fn node_pid(&self) -> Option<u32> {
+        self.node.lock().await.as_ref().and_then(|n| n.pid())
+    }
+
+    /// Runs the revalidation loop until the runtime is dropped by its owner (the task is
+    /// aborted on delete/shutdown).
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            self.revalidate_once().await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.settings.revalidation_interval) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Asks the loop for a pass now (the "revalidate" action); returns at once.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// One revalidation pass: make sure the node runs, revalidate the key, and move the
+    /// node to match the outcome.
+    pub async fn revalidate_once(&self) {
+        let _pass = self.pass.lock().await;
+        if let Err(e) = self.ensure_node().await {
+            tracing::error!(cluster = %self.name, error = %e, "cluster node cannot be started");
+            *self.status.lock() = Status::Inaccessible {
+                reason: Reason::Internal,
+                message: format!("the cluster process cannot start: {e}"),
+            };
+            return;
+        }
+        let envelope = self.envelope();
+        match envelope.revalidate().await {
+            Ok(outcome) => {
+                *self.failing_since.lock() = None;
+                if let Some(from) = &outcome.rewrapped_from {
+                    tracing::info!(cluster = %self.name, %from, to = %outcome.active_kid, "root key re-wrapped");
+                }
+                {
+                    let mut key = self.key.lock();
+                    key.active_kid = Some(outcome.active_kid.clone());
+                    key.last_validated = Some(time::OffsetDateTime::now_utc());
+                    key.warning = None;
+                }
+                if !*self.node_open.lock() {
+                    let params = self.pending_admin.lock().clone().unwrap_or_default();
+                    let opened = {
+                        let mut node = self.node.lock().await;
+                        match node.as_mut() {
+                            Some(n) => n.open(outcome.dek.as_bytes(), params).await,
+                            None => Err(cluster::supervisor::NodeError::Exited),
+                        }
+                    };
+                    match opened {
+                        Ok(()) => {
+                            *self.node_open.lock() = true;
+                            self.pending_admin.lock().take();
+                        }
+                        Err(e) => {
+                            *self.status.lock() = Status::Inaccessible {
+                                reason: Reason::Internal,
+                                message: format!("the cluster could not open its data: {e}"),
+                            };
+                            return;
+                        }
+                    }
+                }
+                let previous = std::mem::replace(&mut *self.status.lock(), Status::Ready);
+                if previous != Status::Ready {
+                    tracing::info!(cluster = %self.name, from = previous.as_str(), "cluster is Ready");
+                }
+            }
+            Err(error) => self.fail(error).await,
+        }
+    }
+
+    async fn fail(&self, error: KekError) {
+        let reason = error.reason();
+        let message = format!("{reason}: {error}");
+        let ready = *self.status.lock() == Status::Ready;
+        if reason.is_transient() && ready {
+            let since = *self.failing_since.lock().get_or_insert_with(Instant::now);
+            if since.elapsed() < self.settings.grace_period {
+                tracing::warn!(cluster = %self.name, %message, "key vault unreachable; within the grace period");
+                self.key.lock().warning = Some(message);
+                return;
+            }
+        }
+        if *self.node_open.lock() {
+            let mut node = self.node.lock().await;
+            if let Some(n) = node.as_mut()
+                && let Err(e) = n.lock(&message).await
+            {
+                // A node that cannot lock is killed: no key may outlive revocation.
+                tracing::error!(cluster = %self.name, error = %e, "node failed to lock; stopping it");
+                if let Some(n) = node.take() {
+                    n.shutdown().await;
+                }
+            }
+            *self.node_open.lock() = false;
+        }
+        let changed = {
+            let mut status = self.status.lock();
+            let next = Status::Inaccessible {
+                reason,
+                message: message.clone(),
+            };
+            let changed = *status != next;
+            *status = next;
+            changed
+        };
+        if changed {
+            tracing::warn!(cluster = %self.name, %message, "cluster is Inaccessible");
+        }
+    }
+
+    /// Starts the node process if it is not running (first start, or after a crash).
+    async fn ensure_node(&self) -> Result<(), cluster::supervisor::NodeError> {
+        let mut node = self.node.lock().await;
+        if let Some(n) = node.as_mut() {
+            if !n.has_exited() {
+                return Ok(());
+            }
+            tracing::warn!(cluster = %self.name, "cluster node exited; restarting it");
+            *node = None;
+            *self.node_open.lock() = false;
+        }
+        let initial_reason = match &*self.status.lock() {
+            Status::Inaccessible { message, .. } => message.clone(),
+            _ => "the cluster is starting; its key has not been validated yet".to_string(),
+        };
+        let init = Init {
+            cluster: self.name.clone(),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], self.port)),
+            cert_pem: self.settings.cert_pem.clone(),
+            key_pem: self.settings.key_pem.clone(),
+            initial_reason,
+        };
+        let mut args = self.settings.args.clone();
+        args.push("--data-dir".into());
+        args.push(self.dir.join("data").into_os_string());
+        *node = Some(NodeProcess::spawn(&self.settings.program, &args, init).await?);
+        Ok(())
+    }
+
+    /// Stops the node (delete or shutdown).
+    pub async fn stop(&self) {
+        if let Some(node) = self.node.lock().await.take() {
+            node.shutdown().await;
+        }
+        *self.node_open.lock() = false;
+    }
+}

@@ -1,0 +1,135 @@
+//! [`Kv`] for the encrypted LSM engine (`storage::Engine`), and [`Db::open`].
+
+use std::io::Read;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use storage::{Direction, Durability, Engine, Snapshot, TempWriter, WriteBatch};
+
+use crate::db::{Db, DbConfig};
+use crate::error::{Error, Result};
+use crate::kv::{Batch, Kv, KvSnapshot, ScanFn, TempStore, TempWrite};
+
+fn map_err(e: storage::Error) -> Error {
+    Error::internal(format!("storage engine: {e}"))
+}
+
+/// The real engine behind docdb.
+pub struct EngineKv {
+    engine: Engine,
+}
+
+impl EngineKv {
+    pub fn new(engine: Engine) -> Self {
+        EngineKv { engine }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+struct EngineSnap(Snapshot);
+
+fn owned(b: Bound<&[u8]>) -> Bound<Vec<u8>> {
+    match b {
+        Bound::Included(x) => Bound::Included(x.to_vec()),
+        Bound::Excluded(x) => Bound::Excluded(x.to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+impl KvSnapshot for EngineSnap {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.0.get(key).map_err(map_err)
+    }
+
+    fn scan(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        reverse: bool,
+        f: &mut ScanFn,
+    ) -> Result<()> {
+        let dir = if reverse {
+            Direction::Reverse
+        } else {
+            Direction::Forward
+        };
+        let it = self
+            .0
+            .iter((owned(start), owned(end)), dir)
+            .map_err(map_err)?;
+        for item in it {
+            let (k, v) = item.map_err(map_err)?;
+            if !f(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct EngineTemp(TempWriter);
+
+impl std::io::Write for EngineTemp {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl TempWrite for EngineTemp {
+    fn finish(self: Box<Self>) -> Result<Box<dyn Read + Send>> {
+        Ok(Box::new(self.0.finish().map_err(map_err)?))
+    }
+}
+
+impl TempStore for EngineKv {
+    fn temp_file(&self) -> Result<Box<dyn TempWrite>> {
+        Ok(Box::new(EngineTemp(
+            self.engine.temp_file().map_err(map_err)?,
+        )))
+    }
+}
+
+impl Kv for EngineKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.engine.get(key).map_err(map_err)
+    }
+
+    fn write(&self, batch: Batch, sync: bool) -> Result<()> {
+        let mut wb = WriteBatch::new();
+        for (k, v) in &batch.ops {
+            match v {
+                Some(v) => wb.put(k, v),
+                None => wb.delete(k),
+            };
+        }
+        let d = if sync {
+            Durability::Sync
+        } else {
+            Durability::Buffered
+        };
+        self.engine.write(wb, d).map_err(map_err)
+    }
+
+    fn snapshot(&self) -> Result<Arc<dyn KvSnapshot>> {
+        Ok(Arc::new(EngineSnap(self.engine.snapshot())))
+    }
+}
+
+impl Db {
+    /// Open the document database on the encrypted engine with default settings.
+    pub fn open(engine: Engine) -> Result<Db> {
+        Db::open_with(engine, DbConfig::default())
+    }
+
+    /// Open with explicit settings (e.g. a small sort memory limit in tests).
+    pub fn open_with(engine: Engine, cfg: DbConfig) -> Result<Db> {
+        Db::open_kv(Arc::new(EngineKv::new(engine)), cfg)
+    }
+}

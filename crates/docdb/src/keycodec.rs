@@ -1,0 +1,414 @@
+//! Order-preserving, prefix-free byte encoding of BSON values.
+//!
+//! `memcmp(encode(a), encode(b))` has the sign of [`order::cmp(a, b)`](crate::order::cmp),
+//! so encoded values serve directly as storage keys (`_id` keys, index keys) and range
+//! scans over the LSM follow MongoDB's order.
+//!
+//! Layout (ascending). Every value starts with its canonical type bracket as one tag byte
+//! (never 0, which terminates composites):
+//! - MinKey/Undefined/Null/MaxKey: the tag only.
+//! - numbers (int32, int64, double, decimal128 — one bracket): 8 bytes of a *sortable
+//!   double* (sign-flipped IEEE bits; NaN is all zeros, below -inf; -0 is folded into +0)
+//!   followed by an *exactness tail*: `0x02` when the value equals that double, or
+//!   `0x01`/`0x03` plus 8 sign-flipped big-endian bytes holding the (negative/positive)
+//!   difference between an int64 and its rounded double. Thus 1, 1.0 and NumberLong(1) encode
+//!   identically, and int64 values above 2^53 keep their exact order.
+//!   Decimal128 is encoded through its nearest double (documented limitation).
+//! - strings/symbols/code: bytes with 0x00 escaped as `00 FF`, terminated by `00 01`.
+//! - objects: per element `tag, escaped name, body`, then `00`.
+//! - arrays: per element `tag, body`, then `00`.
+//! - binData: u32 BE length, subtype, bytes (MongoDB orders by length first).
+//! - ObjectId: 12 bytes; bool: 1 byte; date: sign-flipped i64 BE; timestamp: u32 t, u32 i.
+//! - regex: pattern string, options string.
+//!
+//! The encoding is prefix-free, so compound keys are plain concatenations. A descending
+//! field is the bitwise inverse of its ascending encoding: inverting bytes reverses the
+//! order of any two prefix-free encodings (they differ at a byte inside both).
+
+use bson::Bson;
+
+use crate::error::{Error, Result};
+use crate::order::{self, Num};
+
+const STR_TERM: [u8; 2] = [0x00, 0x01];
+const STR_ESC: [u8; 2] = [0x00, 0xFF];
+
+/// Encode one value in ascending order, appending to `out`.
+pub fn encode_value(v: &Bson, out: &mut Vec<u8>) {
+    out.push(order::bracket(v));
+    encode_body(v, out);
+}
+
+/// Encode one value (ascending) into a fresh buffer.
+pub fn encode(v: &Bson) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    encode_value(v, &mut out);
+    out
+}
+
+/// Encode one value for a descending key field (bitwise inverse of ascending).
+pub fn encode_desc(v: &Bson, out: &mut Vec<u8>) {
+    let start = out.len();
+    encode_value(v, out);
+    for b in &mut out[start..] {
+        *b = !*b;
+    }
+}
+
+/// Encode a compound key: `values[i]` with direction `ascending[i]`.
+pub fn encode_compound(values: &[Bson], ascending: &[bool]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 * values.len());
+    for (v, asc) in values.iter().zip(ascending.iter()) {
+        if *asc {
+            encode_value(v, &mut out);
+        } else {
+            encode_desc(v, &mut out);
+        }
+    }
+    out
+}
+
+fn push_str(s: &[u8], out: &mut Vec<u8>) {
+    for &b in s {
+        if b == 0 {
+            out.extend_from_slice(&STR_ESC);
+        } else {
+            out.push(b);
+        }
+    }
+    out.extend_from_slice(&STR_TERM);
+}
+
+/// Sortable bytes of a double: NaN lowest, -0 == +0.
+pub fn sortable_double(f: f64) -> [u8; 8] {
+    if f.is_nan() {
+        return [0u8; 8];
+    }
+    let f = if f == 0.0 { 0.0 } else { f };
+    let bits = f.to_bits();
+    let s = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    };
+    s.to_be_bytes()
+}
+
+fn push_i64(i: i64, out: &mut Vec<u8>) {
+    out.extend_from_slice(&((i as u64) ^ (1 << 63)).to_be_bytes());
+}
+
+fn encode_number(n: Num, out: &mut Vec<u8>) {
+    match n {
+        Num::Double(f) => {
+            out.extend_from_slice(&sortable_double(f));
+            out.push(0x02);
+        }
+        Num::Int(i) => {
+            let d = i as f64;
+            out.extend_from_slice(&sortable_double(d));
+            // d is integral with |d| <= 2^63, so the difference is exact in i128 and
+            // small (|diff| <= 2^10) after rounding to 53 bits.
+            let diff = i as i128 - d as i128;
+            match diff.cmp(&0) {
+                std::cmp::Ordering::Equal => out.push(0x02),
+                std::cmp::Ordering::Less => {
+                    out.push(0x01);
+                    push_i64(diff as i64, out);
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push(0x03);
+                    push_i64(diff as i64, out);
+                }
+            }
+        }
+    }
+}
+
+fn encode_body(v: &Bson, out: &mut Vec<u8>) {
+    match v {
+        Bson::MinKey | Bson::MaxKey | Bson::Null | Bson::Undefined => {}
+        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_) => {
+            if let Some(n) = order::as_num(v) {
+                encode_number(n, out);
+            }
+        }
+        Bson::String(s) | Bson::Symbol(s) | Bson::JavaScriptCode(s) => push_str(s.as_bytes(), out),
+        Bson::Document(d) => {
+            for (k, val) in d {
+                out.push(order::bracket(val));
+                push_str(k.as_bytes(), out);
+                encode_body(val, out);
+            }
+            out.push(0);
+        }
+        Bson::Array(a) => {
+            for val in a {
+                encode_value(val, out);
+            }
+            out.push(0);
+        }
+        Bson::Binary(b) => {
+            out.extend_from_slice(&(b.bytes.len() as u32).to_be_bytes());
+            out.push(u8::from(b.subtype));
+            out.extend_from_slice(&b.bytes);
+        }
+        Bson::ObjectId(o) => out.extend_from_slice(&o.bytes()),
+        Bson::Boolean(b) => out.push(u8::from(*b)),
+        Bson::DateTime(d) => push_i64(d.timestamp_millis(), out),
+        Bson::Timestamp(t) => {
+            out.extend_from_slice(&t.time.to_be_bytes());
+            out.extend_from_slice(&t.increment.to_be_bytes());
+        }
+        Bson::RegularExpression(r) => {
+            push_str(r.pattern.as_str().as_bytes(), out);
+            push_str(r.options.as_str().as_bytes(), out);
+        }
+        Bson::DbPointer(p) => push_str(format!("{p:?}").as_bytes(), out),
+        Bson::JavaScriptCodeWithScope(c) => {
+            push_str(c.code.as_bytes(), out);
+            encode_body(&Bson::Document(c.scope.clone()), out);
+        }
+    }
+}
+
+/// Reads bytes of an encoding, optionally inverted (descending fields).
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    inv: bool,
+}
+
+impl Reader<'_> {
+    fn byte(&mut self) -> Result<u8> {
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or_else(|| Error::internal("truncated key"))?;
+        self.pos += 1;
+        Ok(if self.inv { !b } else { b })
+    }
+
+    fn skip(&mut self, n: usize) -> Result<()> {
+        if self.pos + n > self.buf.len() {
+            return Err(Error::internal("truncated key"));
+        }
+        self.pos += n;
+        Ok(())
+    }
+
+    fn read_fixed<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut out = [0u8; N];
+        for b in &mut out {
+            *b = self.byte()?;
+        }
+        Ok(out)
+    }
+
+    fn skip_str(&mut self) -> Result<()> {
+        loop {
+            if self.byte()? == 0 {
+                match self.byte()? {
+                    0x01 => return Ok(()),
+                    0xFF => {}
+                    _ => return Err(Error::internal("corrupt key string")),
+                }
+            }
+        }
+    }
+
+    fn skip_body(&mut self, tag: u8) -> Result<()> {
+        match tag {
+            1 | 2 | 3 | 100 => Ok(()),
+            10 => {
+                self.skip(8)?;
+                match self.byte()? {
+                    0x02 => Ok(()),
+                    0x01 | 0x03 => self.skip(8),
+                    _ => Err(Error::internal("corrupt key number")),
+                }
+            }
+            15 | 60 => self.skip_str(),
+            20 => loop {
+                let t = self.byte()?;
+                if t == 0 {
+                    return Ok(());
+                }
+                self.skip_str()?;
+                self.skip_body(t)?;
+            },
+            25 => loop {
+                let t = self.byte()?;
+                if t == 0 {
+                    return Ok(());
+                }
+                self.skip_body(t)?;
+            },
+            30 => {
+                let len = u32::from_be_bytes(self.read_fixed::<4>()?) as usize;
+                self.skip(1 + len)
+            }
+            35 => self.skip(12),
+            40 => self.skip(1),
+            45 | 47 => self.skip(8),
+            50 => {
+                self.skip_str()?;
+                self.skip_str()
+            }
+            55 => self.skip_str(),
+            65 => {
+                self.skip_str()?;
+                self.skip_body(20)
+            }
+            _ => Err(Error::internal("corrupt key tag")),
+        }
+    }
+}
+
+/// Length in bytes of the encoded value starting at `buf[0]` (`inverted` for a descending
+/// field). Used to split `[key fields][_id]` index entries.
+pub fn encoded_len(buf: &[u8], inverted: bool) -> Result<usize> {
+    let mut r = Reader {
+        buf,
+        pos: 0,
+        inv: inverted,
+    };
+    let tag = r.byte()?;
+    r.skip_body(tag)?;
+    Ok(r.pos)
+}
+
+/// Smallest byte string greater than every string that starts with `prefix`
+/// (None when no such string exists, i.e. the prefix is all 0xFF).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut p = prefix.to_vec();
+    while let Some(last) = p.pop() {
+        if last != 0xFF {
+            p.push(last + 1);
+            return Some(p);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::order::cmp;
+    use bson::{
+        Binary, Decimal128, Document, Regex, Timestamp, oid::ObjectId, spec::BinarySubtype,
+    };
+    use proptest::prelude::*;
+    use std::str::FromStr;
+
+    fn arb_leaf() -> impl Strategy<Value = Bson> {
+        prop_oneof![
+            Just(Bson::MinKey),
+            Just(Bson::MaxKey),
+            Just(Bson::Null),
+            Just(Bson::Undefined),
+            any::<i32>().prop_map(Bson::Int32),
+            any::<i64>().prop_map(Bson::Int64),
+            (-3i64..3).prop_map(Bson::Int64),
+            (-3i32..3).prop_map(Bson::Int32),
+            prop_oneof![
+                Just(0.0),
+                Just(-0.0),
+                Just(1.0),
+                Just(-1.0),
+                Just(2.5),
+                Just(f64::NAN),
+                Just(f64::INFINITY),
+                Just(f64::NEG_INFINITY),
+                Just(9007199254740992.0),
+                Just(9.223372036854776e18),
+                any::<f64>()
+            ]
+            .prop_map(Bson::Double),
+            prop_oneof![Just("1"), Just("-2.5"), Just("0"), Just("1E+2")]
+                .prop_map(|s| Bson::Decimal128(Decimal128::from_str(s).unwrap())),
+            "[a-c\u{0}é]{0,4}".prop_map(Bson::String),
+            "[ab]{0,2}".prop_map(Bson::Symbol),
+            any::<bool>().prop_map(Bson::Boolean),
+            any::<i64>().prop_map(|m| Bson::DateTime(bson::DateTime::from_millis(m))),
+            (any::<u32>(), any::<u32>()).prop_map(|(t, i)| Bson::Timestamp(Timestamp {
+                time: t,
+                increment: i
+            })),
+            any::<[u8; 12]>().prop_map(|b| Bson::ObjectId(ObjectId::from_bytes(b))),
+            (prop::collection::vec(any::<u8>(), 0..4), 0u8..3).prop_map(|(bytes, s)| Bson::Binary(
+                Binary {
+                    subtype: BinarySubtype::from(s),
+                    bytes
+                }
+            )),
+            ("[ab]{0,2}", "[im]{0,1}").prop_map(|(p, o)| Bson::RegularExpression(Regex {
+                pattern: p.try_into().unwrap(),
+                options: o.try_into().unwrap()
+            })),
+        ]
+    }
+
+    fn arb_bson() -> impl Strategy<Value = Bson> {
+        arb_leaf().prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Bson::Array),
+                prop::collection::vec(("[ab]{0,2}", inner), 0..4).prop_map(|kv| {
+                    let mut d = Document::new();
+                    for (k, v) in kv {
+                        d.insert(k, v);
+                    }
+                    Bson::Document(d)
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn memcmp_agrees_with_order(a in arb_bson(), b in arb_bson()) {
+            let (ea, eb) = (encode(&a), encode(&b));
+            prop_assert_eq!(ea.cmp(&eb), cmp(&a, &b), "{:?} vs {:?}", a, b);
+            let mut da = Vec::new();
+            encode_desc(&a, &mut da);
+            let mut db = Vec::new();
+            encode_desc(&b, &mut db);
+            prop_assert_eq!(da.cmp(&db), cmp(&a, &b).reverse());
+            prop_assert_eq!(encoded_len(&ea, false).unwrap(), ea.len());
+            prop_assert_eq!(encoded_len(&da, true).unwrap(), da.len());
+        }
+
+        #[test]
+        fn compound_keys_order(a1 in arb_leaf(), a2 in arb_leaf(), b1 in arb_leaf(), b2 in arb_leaf(), asc1: bool, asc2: bool) {
+            let ka = encode_compound(&[a1.clone(), a2.clone()], &[asc1, asc2]);
+            let kb = encode_compound(&[b1.clone(), b2.clone()], &[asc1, asc2]);
+            let o1 = if asc1 { cmp(&a1, &b1) } else { cmp(&a1, &b1).reverse() };
+            let o2 = if asc2 { cmp(&a2, &b2) } else { cmp(&a2, &b2).reverse() };
+            prop_assert_eq!(ka.cmp(&kb), o1.then(o2));
+        }
+    }
+
+    #[test]
+    fn numeric_equivalence() {
+        let one = encode(&Bson::Int32(1));
+        assert_eq!(one, encode(&Bson::Double(1.0)));
+        assert_eq!(one, encode(&Bson::Int64(1)));
+        assert_eq!(
+            one,
+            encode(&Bson::Decimal128(Decimal128::from_str("1").unwrap()))
+        );
+        assert_eq!(encode(&Bson::Double(-0.0)), encode(&Bson::Int32(0)));
+        let big = (1i64 << 53) + 1;
+        assert!(encode(&Bson::Int64(big)) > encode(&Bson::Double((1u64 << 53) as f64)));
+        assert!(encode(&Bson::Int64(big)) < encode(&Bson::Int64(big + 1)));
+        assert!(encode(&Bson::Double(f64::NAN)) < encode(&Bson::Double(f64::NEG_INFINITY)));
+    }
+
+    #[test]
+    fn prefix_end_works() {
+        assert_eq!(prefix_end(&[1, 2]), Some(vec![1, 3]));
+        assert_eq!(prefix_end(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xFF]), None);
+    }
+}

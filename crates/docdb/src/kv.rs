@@ -1,0 +1,65 @@
+//! The key-value contract docdb needs from the storage engine.
+//!
+//! docdb is written against this small object-safe trait so the rest of the crate does not
+//! depend on iterator lifetimes of the engine; [`crate::engine`] implements it for
+//! `storage::Engine`. Scans are callback-based and resumable by key: a cursor reads a chunk,
+//! remembers the last key, and continues later from `Excluded(last)` on the same snapshot.
+
+use std::io::{Read, Write};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::error::Result;
+
+/// One atomic group of puts/deletes.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.ops.push((k, Some(v)));
+    }
+
+    pub fn delete(&mut self, k: Vec<u8>) {
+        self.ops.push((k, None));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Callback for scans: return `Ok(false)` to stop.
+pub type ScanFn<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
+
+/// A consistent read view.
+pub trait KvSnapshot: Send + Sync {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    fn scan(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        reverse: bool,
+        f: &mut ScanFn,
+    ) -> Result<()>;
+}
+
+/// Writer of an encrypted temporary file (sort spills).
+pub trait TempWrite: Write + Send {
+    fn finish(self: Box<Self>) -> Result<Box<dyn Read + Send>>;
+}
+
+/// Source of temporary files.
+pub trait TempStore: Send + Sync {
+    fn temp_file(&self) -> Result<Box<dyn TempWrite>>;
+}
+
+/// The engine.
+pub trait Kv: TempStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Apply a batch atomically; `sync` asks for durability before returning.
+    fn write(&self, batch: Batch, sync: bool) -> Result<()>;
+    fn snapshot(&self) -> Result<Arc<dyn KvSnapshot>>;
+}

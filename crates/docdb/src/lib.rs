@@ -1,0 +1,34 @@
+//! docdb — the document engine of Strongroom (below the wire protocol).
+//!
+//! Layer 1 (pure logic): [`order`], [`keycodec`], [`path`], [`matcher`], [`expr`],
+//! [`projection`], [`update`], [`sort`], [`aggregate`], [`spill`].
+//! Layer 2 (storage-backed): [`kv`] (the engine contract), [`catalog`], [`index`],
+//! [`planner`], [`cursor`] behind the [`Db`] facade in [`db`].
+pub mod aggregate;
+pub mod catalog;
+pub mod cursor;
+pub mod db;
+pub mod engine;
+pub mod error;
+pub mod expr;
+pub mod index;
+pub mod keycodec;
+pub mod kv;
+pub mod matcher;
+pub mod memkv;
+pub mod numeric;
+pub mod order;
+pub mod path;
+pub mod planner;
+pub mod projection;
+pub mod sort;
+pub mod spill;
+pub mod update;
+
+pub use cursor::Cursor;
+pub use db::{
+    AggregateOptions, CollectionStats, CreateIndexesResult, DatabaseInfo, Db, DbConfig, DeleteOp,
+    DeleteResult, FindAndModifyOptions, FindAndModifyResult, FindOptions, InsertResult, UpdateDoc,
+    UpdateOp, UpdateResult, WriteError,
+};
+pub use error::{Error, ErrorCode, Result};

@@ -1,0 +1,158 @@
+//! Dotted field paths with MongoDB's array semantics.
+//!
+//! Query matching walks a path through documents and, when it meets an array, either
+//! indexes it (numeric component) or fans out into each element that is a document
+//! (implicit traversal). The result is the list of *leaves* a predicate is tested against;
+//! a leaf is `None` where the path is missing, because `{a: null}` matches missing fields.
+
+use bson::{Bson, Document};
+
+/// Split `"a.b.0"` into components.
+pub fn split(path: &str) -> Vec<String> {
+    path.split('.').map(str::to_string).collect()
+}
+
+/// Parse a component as an array index (digits only, as MongoDB requires).
+pub fn as_index(c: &str) -> Option<usize> {
+    if c.is_empty() || !c.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    c.parse().ok()
+}
+
+/// Leaves reachable through `path` for query matching.
+pub fn leaves<'a>(doc: &'a Document, path: &[String]) -> Vec<Option<&'a Bson>> {
+    let mut out = Vec::new();
+    match path.split_first() {
+        None => {}
+        Some((first, rest)) => match doc.get(first) {
+            Some(v) => walk(v, rest, &mut out),
+            None => out.push(None),
+        },
+    }
+    out
+}
+
+fn walk<'a>(v: &'a Bson, rest: &[String], out: &mut Vec<Option<&'a Bson>>) {
+    let Some((first, tail)) = rest.split_first() else {
+        out.push(Some(v));
+        return;
+    };
+    match v {
+        Bson::Document(d) => match d.get(first) {
+            Some(x) => walk(x, tail, out),
+            None => out.push(None),
+        },
+        Bson::Array(arr) => {
+            let before = out.len();
+            if let Some(i) = as_index(first)
+                && let Some(e) = arr.get(i)
+            {
+                walk(e, tail, out);
+            }
+            for e in arr {
+                if let Bson::Document(d) = e {
+                    match d.get(first) {
+                        Some(x) => walk(x, tail, out),
+                        None => {
+                            if as_index(first).is_none() {
+                                out.push(None)
+                            }
+                        }
+                    }
+                }
+            }
+            if out.len() == before {
+                out.push(None);
+            }
+        }
+        _ => out.push(None),
+    }
+}
+
+/// Value of a path as an aggregation expression sees it (`"$a.b"`): arrays along the
+/// path map to arrays of the sub-values (missing ones dropped); numeric components do not
+/// index arrays.
+pub fn expr_get(v: &Bson, path: &[String]) -> Option<Bson> {
+    let Some((first, rest)) = path.split_first() else {
+        return Some(v.clone());
+    };
+    match v {
+        Bson::Document(d) => d.get(first).and_then(|x| expr_get(x, rest)),
+        Bson::Array(arr) => {
+            let items: Vec<Bson> = arr
+                .iter()
+                .filter(|e| matches!(e, Bson::Document(_) | Bson::Array(_)))
+                .filter_map(|e| expr_get(e, path))
+                .collect();
+            Some(Bson::Array(items))
+        }
+        _ => None,
+    }
+}
+
+/// Plain lookup without array fan-out (numeric components index arrays).
+pub fn get<'a>(doc: &'a Document, path: &[String]) -> Option<&'a Bson> {
+    let (first, rest) = path.split_first()?;
+    let mut cur = doc.get(first)?;
+    for c in rest {
+        cur = match cur {
+            Bson::Document(d) => d.get(c)?,
+            Bson::Array(a) => a.get(as_index(c)?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+/// Values used for sort keys and index keys on a path: every leaf, with arrays expanded
+/// one level; a missing path yields `null`.
+pub fn key_values(doc: &Document, path: &[String]) -> Vec<Bson> {
+    let mut out = Vec::new();
+    for leaf in leaves(doc, path) {
+        match leaf {
+            None => out.push(Bson::Null),
+            Some(Bson::Array(a)) if a.is_empty() => out.push(Bson::Undefined),
+            Some(Bson::Array(a)) => out.extend(a.iter().cloned()),
+            Some(v) => out.push(v.clone()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    fn p(s: &str) -> Vec<String> {
+        split(s)
+    }
+
+    #[test]
+    fn traversal() {
+        let d = doc! {"a": [{"b": 1}, {"b": [2, 3]}, 5, {"c": 1}]};
+        let l = leaves(&d, &p("a.b"));
+        assert_eq!(
+            l,
+            vec![
+                Some(&Bson::Int32(1)),
+                Some(&Bson::Array(vec![2.into(), 3.into()])),
+                None
+            ]
+        );
+        let d = doc! {"a": [10, 20]};
+        assert_eq!(leaves(&d, &p("a.1")), vec![Some(&Bson::Int32(20))]);
+        assert_eq!(leaves(&d, &p("x.y")), vec![None]);
+        assert_eq!(get(&d, &p("a.0")), Some(&Bson::Int32(10)));
+    }
+
+    #[test]
+    fn expression_paths_map_arrays() {
+        let d = Bson::Document(doc! {"a": [{"b": 1}, {"c": 2}, {"b": 3}]});
+        assert_eq!(
+            expr_get(&d, &p("a.b")),
+            Some(Bson::Array(vec![1.into(), 3.into()]))
+        );
+    }
+}

@@ -1,0 +1,185 @@
+//! Crash tests: docdb over the engine with a fault-injecting file system.
+
+use std::sync::Arc;
+
+use bson::{Bson, Document, doc};
+use docdb::{Db, DbConfig, DeleteOp, FindOptions, UpdateDoc, UpdateOp};
+use storage::{CrashMode, Engine, FaultyFs, Options, RootKey};
+
+fn open(dir: &std::path::Path, key: [u8; 32], fs: &FaultyFs, sync: bool) -> Db {
+    let opts = Options {
+        fs: Arc::new(fs.clone()),
+        ..Options::default()
+    };
+    let engine = Engine::open(dir, RootKey::from_bytes(key), opts).unwrap();
+    Db::open_with(
+        engine,
+        DbConfig {
+            sync_writes: sync,
+            ..DbConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+fn ids(db: &Db, opts: FindOptions) -> Vec<Bson> {
+    let mut v: Vec<Bson> = db
+        .find("t", "c", opts)
+        .unwrap()
+        .map(|d| d.unwrap().get("_id").unwrap().clone())
+        .collect();
+    v.sort_by(docdb::order::cmp);
+    v
+}
+
+#[test]
+fn acknowledged_writes_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let key: [u8; 32] = rand::random();
+    let fs = FaultyFs::new();
+    {
+        let db = open(dir.path(), key, &fs, true);
+        db.create_indexes(
+            "t",
+            "c",
+            &[doc! {"key": {"n": 1}, "name": "n_1", "unique": true}],
+        )
+        .unwrap();
+        for i in 0..50 {
+            assert_eq!(
+                db.insert("t", "c", vec![doc! {"_id": i, "n": i}], true)
+                    .unwrap()
+                    .n,
+                1
+            );
+        }
+        fs.crash(CrashMode::DropUnsynced).unwrap();
+        drop(db);
+    }
+    fs.revive();
+    let db = open(dir.path(), key, &fs, true);
+    assert_eq!(ids(&db, FindOptions::default()).len(), 50);
+    assert_eq!(db.list_indexes("t", "c").unwrap().len(), 2);
+    // The unique index is intact after recovery.
+    assert_eq!(
+        db.insert("t", "c", vec![doc! {"_id": 99, "n": 7}], true)
+            .unwrap()
+            .write_errors[0]
+            .error
+            .code,
+        11000
+    );
+}
+
+#[test]
+fn documents_and_index_entries_agree_after_a_torn_crash() {
+    for mode in [CrashMode::DropUnsynced, CrashMode::TearLastWrite] {
+        let dir = tempfile::tempdir().unwrap();
+        let key: [u8; 32] = rand::random();
+        let fs = FaultyFs::new();
+        {
+            let db = open(dir.path(), key, &fs, true);
+            db.create_indexes(
+                "t",
+                "c",
+                &[
+                    doc! {"key": {"n": 1}, "name": "n_1"},
+                    doc! {"key": {"tags": 1}, "name": "tags_1"},
+                ],
+            )
+            .unwrap();
+        }
+        {
+            // Unsynced (Buffered) writes: some may be lost, but never half of one.
+            let db = open(dir.path(), key, &fs, false);
+            for i in 0..200 {
+                db.insert(
+                    "t",
+                    "c",
+                    vec![doc! {"_id": i, "n": i, "tags": [i % 3, i % 5]}],
+                    true,
+                )
+                .unwrap();
+            }
+            for i in 0..50 {
+                let op = UpdateOp {
+                    q: doc! {"_id": i},
+                    u: UpdateDoc::Doc(doc! {"$set": {"n": 1000 + i}}),
+                    multi: false,
+                    upsert: false,
+                    array_filters: vec![],
+                    hint: None,
+                };
+                db.update("t", "c", vec![op], true).unwrap();
+            }
+            db.delete(
+                "t",
+                "c",
+                vec![DeleteOp {
+                    q: doc! {"_id": {"$gte": 150}},
+                    limit: 0,
+                    hint: None,
+                }],
+                true,
+            )
+            .unwrap();
+            fs.crash(mode).unwrap();
+            drop(db);
+        }
+        fs.revive();
+        let db = open(dir.path(), key, &fs, true);
+        let all = ids(&db, FindOptions::default());
+        let via_n = ids(
+            &db,
+            FindOptions {
+                hint: Some(Bson::String("n_1".into())),
+                ..Default::default()
+            },
+        );
+        let via_tags = ids(
+            &db,
+            FindOptions {
+                hint: Some(Bson::String("tags_1".into())),
+                ..Default::default()
+            },
+        );
+        assert_eq!(all, via_n, "{mode:?}");
+        assert_eq!(all, via_tags, "{mode:?}");
+        // No dangling index entries: one n_1 key per document.
+        let ex = db
+            .explain_find(
+                "t",
+                "c",
+                FindOptions {
+                    hint: Some(Bson::String("n_1".into())),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let keys = ex
+            .get_document("executionStats")
+            .unwrap()
+            .get_i64("totalKeysExamined")
+            .unwrap();
+        assert_eq!(keys as usize, all.len(), "{mode:?}");
+        // Every surviving document is a whole version: n is either the original or updated.
+        let docs: Vec<Document> = db
+            .find("t", "c", FindOptions::default())
+            .unwrap()
+            .map(|d| d.unwrap())
+            .collect();
+        for d in docs {
+            let id = d.get_i32("_id").unwrap();
+            let n = d.get_i32("n").unwrap();
+            assert!(n == id || n == 1000 + id, "{d:?}");
+            let hits = ids(
+                &db,
+                FindOptions {
+                    filter: doc! {"n": n},
+                    ..Default::default()
+                },
+            );
+            assert_eq!(hits, vec![Bson::Int32(id)]);
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! The Azure Key Vault keys REST API as a KEK provider.
+//!
+//! It talks the public wire contract (api-version 7.4: `GET /keys/{name}/{version}`,
+//! `POST …/wrapkey`, `POST …/unwrapkey`, RSA-OAEP-256), so the same code works against
+//! Strongroom's own vault and, by design, against a real one. Errors are classified into
+//! the causes the control plane reports; a 401 is retried once with a fresh token,
+//! because a cached token of a deleted identity is the usual reason for one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::{KekProvider, KeyState, KeyUrl};
+use crate::{KekError, RootDek, TokenSource, WrappedDek};
+
+const API_VERSION: &str = "7.4";
+const VAULT_RESOURCE: &str = "https://vault.azure.net";
+/// The wrapping algorithm for root DEKs: OAEP with SHA-256 (SHA-1 OAEP and PKCS#1 v1.5
+/// are accepted by the vault for compatibility but not used here).
+pub const WRAP_ALGORITHM: &str = "RSA-OAEP-256";
+
+/// An HTTP client that trusts exactly the given CA and, for first-party services,
+/// presents a client certificate (how the vault firewall recognises trusted services).
+pub fn http_client(
+    ca_pem: &str,
+    client_identity: Option<&pki::CertifiedKey>,
+    timeout: Duration,
+) -> Result<reqwest::Client, KekError> {
+    let tls = match client_identity {
+        Some(identity) => pki::client_config_with_identity(ca_pem, identity),
+        None => pki::client_config(ca_pem),
+    }
+    .map_err(|e| KekError::Crypto(format!("TLS configuration: {e}")))?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(Arc::unwrap_or_clone(tls))
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| KekError::Crypto(format!("HTTP client: {e}")))
+}
+
+/// A KEK held in an Azure Key Vault–compatible service.
+pub struct AzureKeyVault {
+    http: reqwest::Client,
+    key: KeyUrl,
+    tokens: Arc<dyn TokenSource>,
+}
+
+#[derive(Deserialize)]
+struct KeyBundle {
+    key: JsonWebKey,
+    #[serde(default)]
+    attributes: Attributes,
+}
+
+#[derive(Deserialize)]
+struct JsonWebKey {
+    kid: String,
+    kty: String,
+    #[serde(default)]
+    key_ops: Vec<String>,
+    #[serde(default)]
+    n: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct Attributes {
+    #[serde(default = "enabled_default")]
+    enabled: bool,
+    nbf: Option<i64>,
+    exp: Option<i64>,
+}
+
+fn enabled_default() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+struct OperationResult {
+    kid: String,
+    value: String,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorDetail {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    innererror: Option<Box<ErrorDetail>>,
+}
+
+impl AzureKeyVault {
+    pub fn new(http: reqwest::Client, key: KeyUrl, tokens: Arc<dyn TokenSource>) -> Self {
+        AzureKeyVault { http, key, tokens }
+    }
+
+    /// Sends one request with a bearer token; on 401, once more with a fresh token.
+    async fn send(
+        &self,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+        subject: &str,
+    ) -> Result<reqwest::Response, KekError> {
+        for attempt in 0..2 {
+            let token = self.tokens.token(VAULT_RESOURCE).await?;
+            let resp = build(token.token.as_str())
+                .send()
+                .await
+                .map_err(|e| self.transport_error(e))?;
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
+                self.tokens.invalidate();
+                continue;
+            }
+            if resp.status().is_success() {
+                return Ok(resp);
+            }
+            return Err(self.classify(resp, subject).await);
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> KekError {
+        let mut detail = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            detail = format!("{detail}: {s}");
+            source = s.source();
+        }
+        KekError::VaultUnreachable {
+            vault: self.key.vault.clone(),
+            detail,
+        }
+    }
+
+    async fn classify(&self, resp: reqwest::Response, subject: &str) -> KekError {
+        let status = resp.status().as_u16();
+        let body: ErrorBody = resp.json().await.unwrap_or_default();
+        let code = body.error.code.clone();
+        let inner = body
+            .error
+            .innererror
+            .as_ref()
+            .map(|i| i.code.clone())
+            .unwrap_or_default();
+        let message = body.error.message.replace("\r\n", " ");
+        let key = subject.to_string();
+        let vault = self.key.vault.clone();
+        match (status, code.as_str(), inner.as_str()) {
+            (401, ..) => KekError::Unauthenticated { vault, message },
+            (403, _, "KeyDisabled") => KekError::KeyDisabled { key },
+            (403, _, "ForbiddenByFirewall" | "ForbiddenByConnection") => {
+                KekError::FirewallDenied { vault, message }
+            }
+            (403, ..) => KekError::AccessDenied { key, message },
+            (404, "VaultNotFound", _) | (404, _, "VaultNotFound") => {
+                KekError::VaultDeleted { vault }
+            }
+            (404, ..) => KekError::KeyNotFound { key, message },
+            _ => KekError::Protocol {
+                endpoint: key,
+                status,
+                message: if message.is_empty() { code } else { message },
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl KekProvider for AzureKeyVault {
+    fn key_url(&self) -> &KeyUrl {
+        &self.key
+    }
+
+    async fn key_state(&self) -> Result<KeyState, KekError> {
+        let url = format!(
+            "{}/keys/{}/{}",
+            self.key.vault,
+            self.key.name,
+            self.key.version.as_deref().unwrap_or("")
+        );
+        let resp = self
+            .send(
+                |token| {
+                    self.http
+                        .get(&url)
+                        .query(&[("api-version", API_VERSION)])
+                        .bearer_auth(token)
+                },
+                &self.key.to_string(),
+            )
+            .await?;
+        let vault_time = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64);
+        let bundle: KeyBundle = resp.json().await.map_err(|e| KekError::Protocol {
+            endpoint: url.clone(),
+            status: 200,
+            message: format!("malformed key bundle: {e}"),
+        })?;
+        let key_size = bundle
+            .key
+            .n
+            .as_deref()
+            .and_then(|n| URL_SAFE_NO_PAD.decode(n.trim_end_matches('=')).ok())
+            .map(|n| {
+                let significant = n.iter().skip_while(|b| **b == 0).count() as u32;
+                significant * 8
+            });
+        Ok(KeyState {
+            kid: bundle.key.kid,
+            kty: bundle.key.kty,
+            key_size,
+            enabled: bundle.attributes.enabled,
+            nbf: bundle.attributes.nbf,
+            exp: bundle.attributes.exp,
+            key_ops: bundle.key.key_ops,
+            vault_time,
+        })
+    }
+
+    async fn wrap(&self, kid: &str, dek: &RootDek) -> Result<WrappedDek, KekError> {
+        let url = format!("{}/wrapkey", kid.trim_end_matches('/'));
+        let value = Zeroizing::new(URL_SAFE_NO_PAD.encode(dek.as_bytes()));
+        let resp = self
+            .send(
+                |token| {
+                    self.http
+                        .post(&url)
+                        .query(&[("api-version", API_VERSION)])
+                        .bearer_auth(token)
+                        .json(&json!({ "alg": WRAP_ALGORITHM, "value": value.as_str() }))
+                },
+                kid,
+            )
+            .await?;
+        let result: OperationResult = resp.json().await.map_err(|e| KekError::Protocol {
+            endpoint: url.clone(),
+            status: 200,
+            message: format!("malformed wrapKey result: {e}"),
+        })?;
+        let ciphertext = URL_SAFE_NO_PAD
+            .decode(result.value.trim_end_matches('='))
+            .map_err(|e| KekError::Protocol {
+                endpoint: url.clone(),
+                status: 200,
+                message: format!("wrapKey value is not base64url: {e}"),
+            })?;
+        Ok(WrappedDek::new(result.kid, WRAP_ALGORITHM, ciphertext))
+    }
+
+    async fn unwrap(&self, wrapped: &WrappedDek) -> Result<RootDek, KekError> {
+        let url = format!("{}/unwrapkey", wrapped.kid.trim_end_matches('/'));
+        let value = URL_SAFE_NO_PAD.encode(&wrapped.ciphertext);
+        let result = self
+            .send(
+                |token| {
+                    self.http
+                        .post(&url)
+                        .query(&[("api-version", API_VERSION)])
+                        .bearer_auth(token)
+                        .json(&json!({ "alg": wrapped.alg, "value": value }))
+                },
+                &wrapped.kid,
+            )
+            .await;
+        let resp = match result {
+            Err(KekError::Protocol {
+                status: 400,
+                message,
+                ..
+            }) => {
+                return Err(KekError::WrappedKeyRejected {
+                    kid: wrapped.kid.clone(),
+                    message,
+                });
+            }
+            other => other?,
+        };
+        let mut result: OperationResult = resp.json().await.map_err(|e| KekError::Protocol {
+            endpoint: url.clone(),
+            status: 200,
+            message: format!("malformed unwrapKey result: {e}"),
+        })?;
+        let decoded = URL_SAFE_NO_PAD.decode(result.value.trim_end_matches('='));
+        // The base64 text is the key too: wipe it before anything can fail.
+        zeroize::Zeroize::zeroize(&mut result.value);
+        let plain = Zeroizing::new(
+            decoded.map_err(|_| KekError::Crypto("unwrapKey value is not base64url".into()))?,
+        );
+        RootDek::from_slice(&plain)
+    }
+}

@@ -1,0 +1,296 @@
+//! Bearer tokens for the key vault: managed identity (what clusters use) and client
+//! secret (what administrators and tools use). Both cache a token until shortly before
+//! it expires, as the Azure SDKs do.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::KekError;
+
+/// A bearer token and when it stops being valid (unix seconds).
+#[derive(Clone)]
+pub struct AccessToken {
+    pub token: Zeroizing<String>,
+    pub expires_on: i64,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("token", &"<redacted>")
+            .field("expires_on", &self.expires_on)
+            .finish()
+    }
+}
+
+/// Something that hands out tokens for a resource such as `https://vault.azure.net`.
+#[async_trait]
+pub trait TokenSource: Send + Sync {
+    async fn token(&self, resource: &str) -> Result<AccessToken, KekError>;
+    /// Forgets cached tokens, so that the next call asks the identity service again
+    /// (used after a vault answered 401: the identity may have been deleted).
+    fn invalidate(&self);
+    /// Names the identity in error messages (never a secret).
+    fn describe(&self) -> String;
+}
+
+/// Refresh a cached token once less than this much of its life is left.
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+#[derive(Default)]
+struct Cache(Mutex<Option<(String, AccessToken)>>);
+
+impl Cache {
+    fn get(&self, resource: &str) -> Option<AccessToken> {
+        let guard = self.0.lock();
+        let (cached_for, token) = guard.as_ref()?;
+        let fresh = token.expires_on - now_unix() > REFRESH_MARGIN.as_secs() as i64;
+        (cached_for == resource && fresh).then(|| token.clone())
+    }
+
+    fn put(&self, resource: &str, token: &AccessToken) {
+        *self.0.lock() = Some((resource.to_string(), token.clone()));
+    }
+
+    fn clear(&self) {
+        *self.0.lock() = None;
+    }
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `expires_on` arrives as a number from some endpoints and as a string from others.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IntOrString {
+    Int(i64),
+    Str(String),
+}
+
+impl IntOrString {
+    fn value(&self) -> Option<i64> {
+        match self {
+            IntOrString::Int(v) => Some(*v),
+            IntOrString::Str(s) => s.parse().ok(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    expires_on: Option<IntOrString>,
+    expires_in: Option<IntOrString>,
+}
+
+impl TokenResponse {
+    fn into_token(self) -> Result<AccessToken, KekError> {
+        let expires_on = match (&self.expires_on, &self.expires_in) {
+            (Some(on), _) => on.value(),
+            (None, Some(inn)) => inn.value().map(|s| now_unix() + s),
+            (None, None) => None,
+        }
+        .ok_or_else(|| KekError::Token("token response without a valid expiry".into()))?;
+        Ok(AccessToken {
+            token: Zeroizing::new(self.access_token),
+            expires_on,
+        })
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct EntraError {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+async fn read_error(resp: reqwest::Response) -> (u16, String) {
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    let parsed: EntraError = serde_json::from_str(&body).unwrap_or_default();
+    let message = if parsed.error.is_empty() {
+        body.chars().take(300).collect()
+    } else {
+        format!("{}: {}", parsed.error, parsed.error_description)
+    };
+    (status, message)
+}
+
+/// How a managed identity is named in a token request.
+#[derive(Debug, Clone)]
+pub enum IdentitySelector {
+    ClientId(String),
+    ObjectId(String),
+    ResourceId(String),
+}
+
+/// Tokens of a user-assigned managed identity, from the App Service–style endpoint
+/// (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`): the caller proves which resource it is with
+/// the per-resource secret header and names the identity it wants.
+pub struct ManagedIdentityTokens {
+    http: reqwest::Client,
+    endpoint: String,
+    secret: Zeroizing<String>,
+    identity: IdentitySelector,
+    cache: Cache,
+}
+
+impl ManagedIdentityTokens {
+    pub fn new(
+        http: reqwest::Client,
+        endpoint: impl Into<String>,
+        secret: Zeroizing<String>,
+        identity: IdentitySelector,
+    ) -> Self {
+        ManagedIdentityTokens {
+            http,
+            endpoint: endpoint.into(),
+            secret,
+            identity,
+            cache: Cache::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl TokenSource for ManagedIdentityTokens {
+    async fn token(&self, resource: &str) -> Result<AccessToken, KekError> {
+        if let Some(token) = self.cache.get(resource) {
+            return Ok(token);
+        }
+        let (name, value) = match &self.identity {
+            IdentitySelector::ClientId(v) => ("client_id", v),
+            IdentitySelector::ObjectId(v) => ("object_id", v),
+            IdentitySelector::ResourceId(v) => ("mi_res_id", v),
+        };
+        let resp = self
+            .http
+            .get(&self.endpoint)
+            .query(&[
+                ("api-version", "2019-08-01"),
+                ("resource", resource),
+                (name, value),
+            ])
+            .header("X-IDENTITY-HEADER", self.secret.as_str())
+            .send()
+            .await
+            .map_err(|e| KekError::Token(format!("{}: {e}", self.endpoint)))?;
+        if resp.status().is_success() {
+            let token = resp
+                .json::<TokenResponse>()
+                .await
+                .map_err(|e| KekError::Token(format!("malformed token response: {e}")))?
+                .into_token()?;
+            self.cache.put(resource, &token);
+            return Ok(token);
+        }
+        let (status, message) = read_error(resp).await;
+        if (400..500).contains(&status) && status != 401 && status != 403 {
+            // The endpoint knows the resource but cannot issue for this identity: it was
+            // deleted (or detached). That is the "identity deleted" cause, not a bug.
+            return Err(KekError::IdentityDeleted {
+                identity: self.describe(),
+                message,
+            });
+        }
+        Err(KekError::Token(format!(
+            "managed identity endpoint answered HTTP {status}: {message}"
+        )))
+    }
+
+    fn invalidate(&self) {
+        self.cache.clear();
+    }
+
+    fn describe(&self) -> String {
+        match &self.identity {
+            IdentitySelector::ClientId(v) => format!("clientId {v}"),
+            IdentitySelector::ObjectId(v) => format!("principalId {v}"),
+            IdentitySelector::ResourceId(v) => v.clone(),
+        }
+    }
+}
+
+/// Tokens of a service principal by the OAuth2 client-credentials grant.
+pub struct ClientSecretTokens {
+    http: reqwest::Client,
+    authority: String,
+    tenant: String,
+    client_id: String,
+    secret: Zeroizing<String>,
+    cache: Cache,
+}
+
+impl ClientSecretTokens {
+    pub fn new(
+        http: reqwest::Client,
+        authority: impl Into<String>,
+        tenant: impl Into<String>,
+        client_id: impl Into<String>,
+        secret: Zeroizing<String>,
+    ) -> Self {
+        ClientSecretTokens {
+            http,
+            authority: authority.into().trim_end_matches('/').to_string(),
+            tenant: tenant.into(),
+            client_id: client_id.into(),
+            secret,
+            cache: Cache::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl TokenSource for ClientSecretTokens {
+    async fn token(&self, resource: &str) -> Result<AccessToken, KekError> {
+        if let Some(token) = self.cache.get(resource) {
+            return Ok(token);
+        }
+        let url = format!("{}/{}/oauth2/v2.0/token", self.authority, self.tenant);
+        let scope = format!("{}/.default", resource.trim_end_matches('/'));
+        let resp = self
+            .http
+            .post(&url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", self.client_id.as_str()),
+                ("client_secret", self.secret.as_str()),
+                ("scope", scope.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(|e| KekError::Token(format!("{url}: {e}")))?;
+        if !resp.status().is_success() {
+            let (status, message) = read_error(resp).await;
+            return Err(KekError::Token(format!(
+                "{url} answered HTTP {status}: {message}"
+            )));
+        }
+        let token = resp
+            .json::<TokenResponse>()
+            .await
+            .map_err(|e| KekError::Token(format!("malformed token response: {e}")))?
+            .into_token()?;
+        self.cache.put(resource, &token);
+        Ok(token)
+    }
+
+    fn invalidate(&self) {
+        self.cache.clear();
+    }
+
+    fn describe(&self) -> String {
+        format!("service principal {}", self.client_id)
+    }
+}

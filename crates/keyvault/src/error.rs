@@ -1,0 +1,19 @@
+//! Library-level errors (startup, storage, crypto). HTTP-facing errors live in
+//! [`crate::api_error`].
+
+/// Errors from starting or running the vault service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("storage is corrupt: {0}")]
+    Corrupt(String),
+    #[error("cryptographic failure: {0}")]
+    Crypto(&'static str),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("serialization error: {0}")]
+    Json(#[from] serde_json::Error),
+}

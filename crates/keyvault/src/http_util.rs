@@ -1,0 +1,250 @@
+//! HTTP plumbing shared by both planes: TLS accept loop on hyper, connection facts (peer
+//! address, trusted-service client certificate), body/JSON helpers, and TLS client setup.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::api_error::ApiError;
+
+/// URI SAN that marks a first-party ("trusted") service client certificate.
+pub const TRUSTED_SERVICE_URI: &str = "spiffe://strongroom/trusted-service";
+/// Largest request body accepted (JSON requests are tiny; backups are the largest).
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+pub type Body = Full<Bytes>;
+
+/// Facts about one accepted connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub remote: SocketAddr,
+    /// The client presented a certificate (verified by rustls against the service CA) with the
+    /// trusted-service URI SAN.
+    pub trusted_service_cert: bool,
+}
+
+/// A request handler for one listener.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+}
+
+/// Accepts TLS connections on `listener` until `stop` turns true; then closes the listener
+/// and asks every open connection to finish (graceful shutdown of keep-alive connections).
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    handler: Arc<H>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stopped(&mut stop) => break,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let handler = handler.clone();
+        let mut stop_conn = stop.clone();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(t)) => t,
+                    _ => return,
+                };
+            let trusted = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| cert_has_uri_san(c.as_ref(), TRUSTED_SERVICE_URI))
+                .unwrap_or(false);
+            let info = Arc::new(ConnInfo {
+                remote,
+                trusted_service_cert: trusted,
+            });
+            let svc = hyper::service::service_fn(move |req| {
+                let h = handler.clone();
+                let info = info.clone();
+                async move { Ok::<_, Infallible>(h.handle(req, info).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(tls), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stopped(&mut stop_conn) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+                }
+            }
+        });
+    }
+}
+
+/// Resolves once the stop flag is true (or its sender is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// True when the DER certificate has `uri` among its subjectAltName URIs.
+pub fn cert_has_uri_san(der: &[u8], uri: &str) -> bool {
+    use x509_parser::prelude::*;
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return false;
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    san.value
+        .general_names
+        .iter()
+        .any(|n| matches!(n, GeneralName::URI(u) if *u == uri))
+}
+
+/// Reads the whole body, bounded by [`MAX_BODY`].
+pub async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(_) => Err(ApiError::bad_parameter(
+            "The request body could not be read.",
+        )),
+    }
+}
+
+/// A compact JSON response.
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    resp
+}
+
+/// An empty response with `status`.
+pub fn empty_response(status: StatusCode) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// Renders an [`ApiError`] (with its `WWW-Authenticate` challenge, if any).
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    let mut resp = json_response(e.status, &e.body());
+    if let Some(ch) = &e.challenge
+        && let Ok(v) = HeaderValue::from_str(ch)
+    {
+        resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// Decodes `a=b&c=d` (percent-decoding values).
+pub fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
+    match q {
+        None => Vec::new(),
+        Some(q) => url::form_urlencoded::parse(q.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+    }
+}
+
+pub fn query_get<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    q.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Extracts the bearer token from an `Authorization` header value.
+pub fn bearer(req_headers: &http::HeaderMap) -> Option<&str> {
+    let v = req_headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let t = token.trim();
+    if t.is_empty() { None } else { Some(t) }
+}
+
+/// A rustls client config trusting `ca_pem`, optionally presenting a client certificate.
+pub fn rustls_client_config(
+    ca_pem: &str,
+    client_identity: Option<(&str, &str)>,
+) -> Result<rustls::ClientConfig, crate::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| crate::Error::Config(format!("bad CA PEM: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| crate::Error::Config(format!("bad CA certificate: {e}")))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| crate::Error::Config(e.to_string()))?
+    .with_root_certificates(roots);
+    let cfg = match client_identity {
+        None => builder.with_no_client_auth(),
+        Some((cert_pem, key_pem)) => {
+            let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| crate::Error::Config(format!("bad client cert PEM: {e}")))?;
+            let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+                .map_err(|e| crate::Error::Config(format!("bad client key PEM: {e}")))?
+                .ok_or_else(|| crate::Error::Config("no private key in PEM".into()))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| crate::Error::Config(e.to_string()))?
+        }
+    };
+    Ok(cfg)
+}
+
+/// A reqwest client trusting `ca_pem` (aws-lc-rs rustls), optionally with a client cert.
+pub fn reqwest_client(
+    ca_pem: &str,
+    client_identity: Option<(&str, &str)>,
+) -> Result<reqwest::Client, crate::Error> {
+    let tls = rustls_client_config(ca_pem, client_identity)?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| crate::Error::Config(format!("http client: {e}")))
+}

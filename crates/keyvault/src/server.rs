@@ -1,0 +1,196 @@
+//! Process wiring: the management listener, one data-plane listener per vault (its own
+//! loopback port, persisted and re-bound at restart), the scheduler, and shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::audit::AuditLog;
+use crate::auth::{IdentityVerifier, TokenVerifier};
+use crate::config::Config;
+use crate::data_plane::DataHandler;
+use crate::error::Error;
+use crate::http_util::serve;
+use crate::mgmt::MgmtHandler;
+use crate::seal::RootKey;
+use crate::state::{State, VaultEntry};
+use crate::store::Store;
+
+/// Shared service context.
+pub struct Ctx {
+    pub cfg: Config,
+    pub state: State,
+    pub verifier: Arc<dyn TokenVerifier>,
+    pub audit: AuditLog,
+    pub acceptor: TlsAcceptor,
+    pub root: RootKey,
+    scheduler: Notify,
+    mgmt_url: parking_lot::RwLock<String>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ctx {
+    /// Wakes the scheduler (rotation policies, purge dates) right away.
+    pub fn kick_scheduler(&self) {
+        self.scheduler.notify_one();
+    }
+
+    /// `https://{data_host}:{port}` for a vault port.
+    pub fn vault_base(&self, port: u16) -> String {
+        format!("https://{}:{}", self.cfg.data_host, port)
+    }
+
+    pub fn mgmt_url(&self) -> String {
+        self.mgmt_url.read().clone()
+    }
+
+    /// Resolves when [`Ctx::kick_scheduler`] is called.
+    pub async fn scheduler_notified(&self) {
+        self.scheduler.notified().await
+    }
+
+    /// Binds a vault's data listener (port 0 = allocate) and starts serving. Returns the port.
+    pub async fn start_vault_listener(
+        self: &Arc<Self>,
+        v: &Arc<VaultEntry>,
+        port: u16,
+    ) -> Result<u16, Error> {
+        self.stop_vault_listener(v);
+        let listener = TcpListener::bind(SocketAddr::new(self.cfg.data_bind_ip, port)).await?;
+        let port = listener.local_addr()?.port();
+        let (tx, rx) = watch::channel(false);
+        *v.listener.lock() = Some(tx);
+        let handler = Arc::new(DataHandler {
+            ctx: self.clone(),
+            vault: v.name(),
+        });
+        tokio::spawn(serve(listener, self.acceptor.clone(), handler, rx));
+        Ok(port)
+    }
+
+    /// Closes a vault's data listener and its open connections.
+    pub fn stop_vault_listener(&self, v: &VaultEntry) {
+        if let Some(tx) = v.listener.lock().take() {
+            let _ = tx.send(true);
+        }
+    }
+}
+
+/// A running vault service.
+pub struct Server {
+    ctx: Arc<Ctx>,
+    mgmt_addr: SocketAddr,
+    mgmt_stop: watch::Sender<bool>,
+    scheduler: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("mgmt_addr", &self.mgmt_addr)
+            .finish()
+    }
+}
+
+impl Server {
+    /// Starts the service with the JWKS verifier pointed at `cfg.identity_url`.
+    pub async fn start(cfg: Config) -> Result<Server, Error> {
+        let verifier = Arc::new(IdentityVerifier::new(&cfg.identity_url, &cfg.ca_pem)?);
+        Self::start_with_verifier(cfg, verifier).await
+    }
+
+    /// Starts the service with a caller-provided token verifier.
+    pub async fn start_with_verifier(
+        cfg: Config,
+        verifier: Arc<dyn TokenVerifier>,
+    ) -> Result<Server, Error> {
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let root = RootKey::load_or_create(&cfg.data_dir)?;
+        let (store, report) = Store::open(&cfg.data_dir, &root)?;
+        if report.truncated_bytes > 0 {
+            tracing::warn!(?report, "recovered vault state after an interrupted write");
+        }
+        let state = State::load(store)?;
+        let audit = AuditLog::open(&cfg.audit_dir)?;
+        let acceptor = TlsAcceptor::from(cfg.tls.clone());
+        let ctx = Arc::new(Ctx {
+            cfg: cfg.clone(),
+            state,
+            verifier,
+            audit,
+            acceptor: acceptor.clone(),
+            root,
+            scheduler: Notify::new(),
+            mgmt_url: parking_lot::RwLock::new(String::new()),
+        });
+        // Re-bind every live vault on its persisted port.
+        for v in ctx.state.vaults() {
+            if v.is_deleted() {
+                continue;
+            }
+            let port = v.record.read().port;
+            if let Err(e) = ctx.start_vault_listener(&v, port).await {
+                tracing::error!(vault = %v.name(), port, error = %e, "cannot re-bind vault listener");
+            }
+        }
+        let listener = TcpListener::bind(cfg.mgmt_listen).await?;
+        let mgmt_addr = listener.local_addr()?;
+        *ctx.mgmt_url.write() = format!("https://{}:{}", cfg.data_host, mgmt_addr.port());
+        let (mgmt_stop, rx) = watch::channel(false);
+        let handler = Arc::new(MgmtHandler { ctx: ctx.clone() });
+        tokio::spawn(serve(listener, acceptor, handler, rx));
+        let scheduler = tokio::spawn(crate::rotation::run(ctx.clone()));
+        tracing::info!(%mgmt_addr, "key vault service started");
+        Ok(Server {
+            ctx,
+            mgmt_addr,
+            mgmt_stop,
+            scheduler,
+        })
+    }
+
+    /// Base URL of the management plane (`https://127.0.0.1:{port}`).
+    pub fn mgmt_url(&self) -> String {
+        self.ctx.mgmt_url()
+    }
+
+    pub fn mgmt_addr(&self) -> SocketAddr {
+        self.mgmt_addr
+    }
+
+    /// `vaultUri` of a live vault.
+    pub fn vault_uri(&self, name: &str) -> Option<String> {
+        let v = self.ctx.state.vault(name)?;
+        let port = v.record.read().port;
+        Some(format!("{}/", self.ctx.vault_base(port)))
+    }
+
+    /// The shared context (for in-process integrations and tests).
+    pub fn ctx(&self) -> &Arc<Ctx> {
+        &self.ctx
+    }
+
+    /// Stops every listener and the scheduler, flushes the audit log.
+    pub async fn shutdown(self) {
+        let _ = self.mgmt_stop.send(true);
+        for v in self.ctx.state.vaults() {
+            self.ctx.stop_vault_listener(&v);
+        }
+        self.scheduler.abort();
+        let _ = self.scheduler.await;
+        self.ctx.audit.flush();
+        // Give connection tasks a moment to observe the stop signal and release ports.
+        tokio::task::yield_now().await;
+    }
+}

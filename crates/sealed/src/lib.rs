@@ -1,0 +1,277 @@
+//! Sealed state files: how Strongroom's services keep small durable state encrypted.
+//!
+//! The services (identity, key vault, control plane) each hold a little state — object
+//! names, key URLs, hashed secrets, per-resource secrets — that must never sit on disk in
+//! plaintext but is far too small for the storage engine. The pattern is the same
+//! everywhere, so it lives here once:
+//!
+//! - [`MasterKey`]: 32 random bytes in a 0600 file, the service's stand-in for an HSM;
+//!   purpose-specific keys are derived from it with HKDF-SHA256, so no two uses share a key.
+//! - [`seal`] / [`open`]: AES-256-GCM with a random 96-bit nonce (state files are
+//!   rewritten rarely, far below the random-nonce bound) and caller-chosen AAD.
+//! - [`write_atomic`]: temporary file, fsync, rename, fsync of the directory — a crash
+//!   leaves the old or the new file, never a torn one.
+//! - [`SealedJson`]: a serde value stored as one sealed file, with all of the above.
+
+use std::fs;
+use std::io::Write;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::hkdf;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroizing;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: the master key file is malformed ({len} bytes, expected 32)")]
+    BadKeyFile { path: String, len: usize },
+    /// Authentication failed: the file was altered, or sealed under another key.
+    #[error("{path}: sealed data failed authentication (tampered with, or another master key)")]
+    Tampered { path: String },
+    #[error("{path}: {detail}")]
+    Format { path: String, detail: String },
+    #[error("the system random generator failed")]
+    Random,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// A service master key: 32 random bytes kept in a file only its owner can read.
+pub struct MasterKey {
+    bytes: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+impl MasterKey {
+    /// Loads the key at `path`, creating it (mode 0600, durably) when absent.
+    pub fn load_or_create(path: &Path) -> Result<MasterKey, Error> {
+        match fs::read(path) {
+            Ok(data) => {
+                let data = Zeroizing::new(data);
+                let bytes: [u8; 32] = data.as_slice().try_into().map_err(|_| Error::BadKeyFile {
+                    path: path.display().to_string(),
+                    len: data.len(),
+                })?;
+                Ok(MasterKey {
+                    bytes: Zeroizing::new(bytes),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut bytes = Zeroizing::new([0u8; 32]);
+                SystemRandom::new()
+                    .fill(bytes.as_mut())
+                    .map_err(|_| Error::Random)?;
+                write_atomic(path, bytes.as_ref(), 0o600)?;
+                Ok(MasterKey { bytes })
+            }
+            Err(e) => Err(io_error(path)(e)),
+        }
+    }
+
+    /// A key for one purpose: HKDF-SHA256(master, salt = "strongroom sealed v1", info = purpose).
+    pub fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"strongroom sealed v1");
+        let prk = salt.extract(self.bytes.as_ref());
+        let info = [purpose.as_bytes()];
+        let mut out = Zeroizing::new([0u8; 32]);
+        // Expanding 32 bytes from SHA-256 cannot exceed HKDF's output limit.
+        if let Ok(okm) = prk.expand(&info, hkdf::HKDF_SHA256) {
+            let _ = okm.fill(out.as_mut());
+        }
+        out
+    }
+}
+
+/// Seals `plaintext` with AES-256-GCM: `nonce (12) ‖ ciphertext ‖ tag (16)`.
+pub fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut nonce = [0u8; NONCE_LEN];
+    SystemRandom::new().fill(&mut nonce).map_err(|_| Error::Random)?;
+    let key = aead_key(key);
+    let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + 16);
+    out.extend_from_slice(&nonce);
+    let mut body = plaintext.to_vec();
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
+        .map_err(|_| Error::Random)?;
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Opens what [`seal`] produced; `None` when authentication fails.
+pub fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    if sealed.len() < NONCE_LEN + 16 {
+        return None;
+    }
+    let (nonce, body) = sealed.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut buf = Zeroizing::new(body.to_vec());
+    let len = aead_key(key)
+        .open_in_place(nonce, Aad::from(aad), &mut buf)
+        .ok()?
+        .len();
+    buf.truncate(len);
+    Some(buf)
+}
+
+fn aead_key(key: &[u8; 32]) -> LessSafeKey {
+    // AES_256_GCM takes exactly 32 bytes, which the type guarantees.
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("32-byte AES-256 key"))
+}
+
+/// Replaces `path` with `bytes` atomically and durably, creating the file with `mode`.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = io_error(path);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io_error(path))?;
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(io)
+}
+
+/// A serde value kept in one sealed file: `magic ‖ seal(json)` with the magic as AAD.
+pub struct SealedJson<T> {
+    path: PathBuf,
+    key: Zeroizing<[u8; 32]>,
+    magic: &'static [u8],
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned> SealedJson<T> {
+    /// `magic` names the file kind and version (for example `b"SRCTL1"`); it is checked on
+    /// load and bound into the authentication tag, so files of one kind can't stand in for
+    /// another.
+    pub fn new(path: impl Into<PathBuf>, master: &MasterKey, magic: &'static [u8]) -> Self {
+        let purpose = String::from_utf8_lossy(magic).into_owned();
+        SealedJson {
+            path: path.into(),
+            key: master.derive(&purpose),
+            magic,
+            _value: PhantomData,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored value, or `None` if the file does not exist.
+    pub fn load(&self) -> Result<Option<T>, Error> {
+        let data = match fs::read(&self.path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(&self.path)(e)),
+        };
+        let path = self.path.display().to_string();
+        let Some(body) = data.strip_prefix(self.magic) else {
+            return Err(Error::Format {
+                path,
+                detail: "not a sealed state file of this kind".into(),
+            });
+        };
+        let json = open(&self.key, self.magic, body).ok_or(Error::Tampered { path: path.clone() })?;
+        serde_json::from_slice(&json)
+            .map(Some)
+            .map_err(|e| Error::Format {
+                path,
+                detail: e.to_string(),
+            })
+    }
+
+    pub fn store(&self, value: &T) -> Result<(), Error> {
+        let json = Zeroizing::new(serde_json::to_vec(value).map_err(|e| Error::Format {
+            path: self.path.display().to_string(),
+            detail: e.to_string(),
+        })?);
+        let mut out = self.magic.to_vec();
+        out.extend_from_slice(&seal(&self.key, self.magic, &json)?);
+        write_atomic(&self.path, &out, 0o600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct State {
+        names: Vec<String>,
+    }
+
+    #[test]
+    fn sealed_json_round_trips_and_hides_its_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::load_or_create(&dir.path().join("master.key")).unwrap();
+        let file = SealedJson::<State>::new(dir.path().join("state"), &master, b"TEST1");
+        assert_eq!(file.load().unwrap(), None);
+        let state = State { names: vec!["canary-5f2e".into()] };
+        file.store(&state).unwrap();
+        assert_eq!(file.load().unwrap(), Some(state));
+        let raw = fs::read(file.path()).unwrap();
+        assert!(!raw.windows(11).any(|w| w == b"canary-5f2e"));
+    }
+
+    #[test]
+    fn tampering_and_foreign_keys_are_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::load_or_create(&dir.path().join("master.key")).unwrap();
+        let file = SealedJson::<State>::new(dir.path().join("state"), &master, b"TEST1");
+        file.store(&State { names: vec![] }).unwrap();
+        let mut raw = fs::read(file.path()).unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        fs::write(file.path(), &raw).unwrap();
+        assert!(matches!(file.load(), Err(Error::Tampered { .. })));
+
+        file.store(&State { names: vec![] }).unwrap();
+        let other = MasterKey::load_or_create(&dir.path().join("other.key")).unwrap();
+        let foreign = SealedJson::<State>::new(dir.path().join("state"), &other, b"TEST1");
+        assert!(matches!(foreign.load(), Err(Error::Tampered { .. })));
+        let wrong_kind = SealedJson::<State>::new(dir.path().join("state"), &master, b"OTHER");
+        assert!(matches!(wrong_kind.load(), Err(Error::Format { .. })));
+    }
+
+    #[test]
+    fn the_master_key_persists_and_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let a = MasterKey::load_or_create(&path).unwrap().derive("x");
+        let b = MasterKey::load_or_create(&path).unwrap().derive("x");
+        assert_eq!(*a, *b);
+        assert_ne!(*a, *MasterKey::load_or_create(&path).unwrap().derive("y"));
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o077, 0);
+        fs::write(&path, b"short").unwrap();
+        assert!(matches!(MasterKey::load_or_create(&path), Err(Error::BadKeyFile { .. })));
+    }
+}

@@ -1,0 +1,42 @@
+//! Engine options.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::fs::{Fs, RealFs};
+
+/// Tuning and environment of an [`Engine`](crate::Engine).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Memtable size that triggers a flush to an L0 table. Default 8 MiB.
+    pub memtable_bytes: usize,
+    /// Rotate the data key when the newest one is older than this. Default 7 days.
+    pub data_key_rotation: Option<Duration>,
+    /// Run leveled compaction on the background thread. Default true. When false,
+    /// compaction happens only through [`Engine::compact`](crate::Engine::compact).
+    pub background_compaction: bool,
+    /// Plaintext bytes per sealed data block. Default 4096.
+    pub block_size: usize,
+    /// Capacity of the decrypted-block cache. Default 64 MiB.
+    pub block_cache_bytes: usize,
+    /// File system; tests inject [`FaultyFs`](crate::fs::FaultyFs).
+    pub fs: Arc<dyn Fs>,
+    /// Cipher suite for new files. Benchmark builds only.
+    #[cfg(feature = "bench-null-cipher")]
+    pub cipher: crate::crypto::CipherSuite,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            memtable_bytes: 8 << 20,
+            data_key_rotation: Some(Duration::from_secs(7 * 24 * 3600)),
+            background_compaction: true,
+            block_size: 4096,
+            block_cache_bytes: 64 << 20,
+            fs: Arc::new(RealFs),
+            #[cfg(feature = "bench-null-cipher")]
+            cipher: crate::crypto::CipherSuite::Aes256Gcm,
+        }
+    }
+}

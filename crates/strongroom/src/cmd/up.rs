@@ -1,0 +1,247 @@
+//! `strongroom up`: every service on loopback, a default SMK cluster, one connection string.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use zeroize::Zeroizing;
+
+use crate::layout::{Endpoints, Layout};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where everything is kept (CA, identity, vault, control plane, clusters).
+    #[arg(long, env = "STRONGROOM_DATA_DIR", default_value = "strongroom-data")]
+    pub data_dir: PathBuf,
+    /// How often each cluster revalidates its key (production default: 60m).
+    #[arg(long, default_value = "60m", value_parser = super::parse_duration)]
+    pub revalidation_interval: Duration,
+    /// How long a key vault may be unreachable before a Ready cluster turns Inaccessible.
+    #[arg(long, default_value = "5m", value_parser = super::parse_duration)]
+    pub grace_period: Duration,
+    /// Enable the key vault's test controls (clock shift, simulated outages).
+    #[arg(long)]
+    pub dev: bool,
+    /// Do not create the default cluster.
+    #[arg(long)]
+    pub no_default_cluster: bool,
+    /// Rotation period of service-managed keys (ISO 8601 duration).
+    #[arg(long, default_value = "P90D")]
+    pub smk_rotate_after: String,
+}
+
+const SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000001";
+const LOCATION: &str = "local";
+const DEFAULT_CLUSTER: &str = "default";
+const DEFAULT_ADMIN: &str = "strongroom";
+
+/// The port a service had last time (so issuers, vault URIs and connection strings stay
+/// stable across restarts), or 0 for a fresh one.
+fn previous_port(previous: Option<&Endpoints>, pick: impl Fn(&Endpoints) -> &str) -> u16 {
+    previous
+        .and_then(|e| url_port(pick(e)))
+        .unwrap_or(0)
+}
+
+fn url_port(url: &str) -> Option<u16> {
+    url.rsplit(':').next()?.trim_end_matches('/').parse().ok()
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| path.display().to_string())?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// A random password that meets the cluster password rules.
+fn generate_password() -> anyhow::Result<Zeroizing<String>> {
+    use base64::Engine as _;
+    let mut bytes = Zeroizing::new([0u8; 18]);
+    aws_lc_rs::rand::fill(bytes.as_mut()).map_err(|_| anyhow::anyhow!("random generator failed"))?;
+    let body = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref());
+    Ok(Zeroizing::new(format!("Sr9!{body}")))
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let layout = Layout::new(&args.data_dir);
+    std::fs::create_dir_all(&layout.root).with_context(|| layout.root.display().to_string())?;
+    let previous = Endpoints::load(&layout.endpoints()).ok();
+
+    let ca = pki::DevCa::load_or_create(&layout.ca())?;
+    let server_cert = ca.issue_server(&["localhost"])?;
+    let plain_tls = pki::server_config(&server_cert, None)?;
+    let mutual_tls = pki::server_config(&server_cert, Some(ca.ca_pem()))?;
+
+    // Identity.
+    let identity = identity::Server::start(identity::Config {
+        data_dir: layout.identity(),
+        listen: loopback(previous_port(previous.as_ref(), |e| &e.identity_url)),
+        tls: plain_tls.clone(),
+        public_url: None,
+        token_lifetime: Duration::from_secs(3600),
+    })
+    .await
+    .context("starting the identity service")?;
+    let identity_url = identity.base_url();
+    // The identity service holds the data directory's lock now: no other `up` runs here,
+    // and a stale endpoints file must not be mistaken for this run's readiness signal.
+    let _ = std::fs::remove_file(layout.endpoints());
+    let admin = match identity.bootstrap()?.admin {
+        Some(creds) => {
+            creds.save(&layout.admin_credentials())?;
+            creds
+        }
+        None => identity::Credentials::load(&layout.admin_credentials())
+            .context("the identity service was bootstrapped before but admin-credentials.json is missing")?,
+    };
+
+    // Key vault.
+    let mut vault_cfg = keyvault::Config::new(
+        layout.keyvault(),
+        layout.audit(),
+        mutual_tls,
+        identity_url.clone(),
+        ca.ca_pem().to_string(),
+    );
+    vault_cfg.mgmt_listen = loopback(previous_port(previous.as_ref(), |e| &e.keyvault_management_url));
+    vault_cfg.dev_mode = args.dev;
+    vault_cfg.admin_object_ids = vec![admin.object_id.clone()];
+    let vault = keyvault::Server::start(vault_cfg).await.context("starting the key vault")?;
+
+    // Control plane.
+    let control_listener = tokio::net::TcpListener::bind(loopback(previous_port(previous.as_ref(), |e| &e.control_url)))
+        .await
+        .context("binding the control plane")?;
+    let control_url = format!("https://127.0.0.1:{}", control_listener.local_addr()?.port());
+    let node_cert = ca.issue_server(&["localhost"])?;
+    let plane = control::Plane::start(control::Config {
+        data_dir: layout.control(),
+        listen: control_listener.local_addr()?,
+        tls: plain_tls.clone(),
+        ca_pem: ca.ca_pem().to_string(),
+        ca_path: std::fs::canonicalize(ca.ca_path())?,
+        identity_url: identity_url.clone(),
+        admin: admin.clone(),
+        admin_object_ids: vec![admin.object_id.clone()],
+        trusted_service: ca.issue_client("strongroom-control", Some(pki::TRUSTED_SERVICE_URI))?,
+        keyvault_mgmt_url: vault.mgmt_url(),
+        subscription: SUBSCRIPTION.into(),
+        location: LOCATION.into(),
+        node: control::runtime::NodeSettings {
+            program: std::env::current_exe()?,
+            args: vec!["node".into()],
+            cert_pem: node_cert.cert_pem.clone(),
+            key_pem: node_cert.key_pem.clone(),
+            revalidation_interval: args.revalidation_interval,
+            grace_period: args.grace_period,
+        },
+        smk_rotate_after: args.smk_rotate_after.clone(),
+        vault_timeout: Duration::from_secs(10),
+    })
+    .await
+    .context("starting the control plane")?;
+    let verifier = Arc::new(identity::verify::Verifier::new(
+        &identity_url,
+        ca.ca_pem(),
+        control::api::MANAGEMENT_AUDIENCES.iter().map(|s| s.to_string()).collect(),
+    )?);
+    let router = control::api::router(
+        plane.clone(),
+        verifier,
+        vec![admin.object_id.clone()],
+        format!("{identity_url}/{}", admin.tenant_id),
+    );
+    let control_server = httpd::Server::serve(control_listener, plain_tls, router)?;
+
+    // The default cluster.
+    let mut connection_string = None;
+    if !args.no_default_cluster {
+        let password = match std::fs::read_to_string(layout.cluster_password()) {
+            Ok(p) => Zeroizing::new(p.trim().to_string()),
+            Err(_) => {
+                let p = generate_password()?;
+                write_private(&layout.cluster_password(), p.as_bytes())?;
+                p
+            }
+        };
+        let cluster = match plane.get(DEFAULT_CLUSTER).await {
+            Ok(c) => c,
+            Err(_) => {
+                let request: control::model::MongoCluster = serde_json::from_value(serde_json::json!({
+                    "location": LOCATION,
+                    "properties": {"administrator": {"userName": DEFAULT_ADMIN, "password": password.as_str()}}
+                }))?;
+                plane
+                    .create(SUBSCRIPTION, "default", DEFAULT_CLUSTER, request)
+                    .await
+                    .context("creating the default cluster")?
+            }
+        };
+        connection_string = cluster
+            .properties
+            .connection_string
+            .map(|s| s.replace("<password>", password.as_str()));
+    }
+
+    let endpoints = Endpoints {
+        identity_url,
+        keyvault_management_url: vault.mgmt_url(),
+        control_url,
+        ca_path: std::fs::canonicalize(ca.ca_path())?,
+        tenant_id: admin.tenant_id.clone(),
+        subscription_id: SUBSCRIPTION.into(),
+        admin_credentials_path: std::fs::canonicalize(layout.admin_credentials())?,
+        default_cluster: (!args.no_default_cluster).then(|| DEFAULT_CLUSTER.to_string()),
+        connection_string: connection_string.clone(),
+    };
+    write_private(&layout.endpoints(), &serde_json::to_vec_pretty(&endpoints)?)?;
+
+    println!("Strongroom is up.");
+    println!("  identity        {}", endpoints.identity_url);
+    println!("  key vault       {}", endpoints.keyvault_management_url);
+    println!("  control plane   {}", endpoints.control_url);
+    println!("  CA certificate  {}", endpoints.ca_path.display());
+    println!("  admin creds     {}", endpoints.admin_credentials_path.display());
+    if let Some(cs) = &connection_string {
+        println!("\nConnection string of the default cluster:\n  {cs}");
+    }
+    println!("\n(endpoints: {}; Ctrl-C stops everything)", layout.endpoints().display());
+
+    wait_for_signal().await;
+    println!("stopping…");
+    control_server.shutdown().await;
+    plane.shutdown().await;
+    vault.shutdown().await;
+    identity.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,5 @@
+//! Authentication (SCRAM-SHA-256) and authorisation (built-in roles).
+
+pub mod roles;
+pub mod scram;
+pub mod users;

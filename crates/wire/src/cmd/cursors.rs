@@ -1,0 +1,171 @@
+//! Cursor replies (`firstBatch`/`nextBatch`), `getMore` and `killCursors`.
+
+use std::sync::atomic::Ordering;
+
+use bson::{Bson, Document, doc};
+
+use super::{Ctx, opt_i64};
+use crate::cursor::{Cursor, CursorSource, DEFAULT_FIRST_BATCH, Owner};
+use crate::error::{CmdResult, CommandError};
+
+/// The owner of cursors opened by this command: the authenticated user and `lsid.id`.
+pub(crate) fn owner(ctx: &Ctx<'_>) -> Owner {
+    Owner {
+        user: ctx.client.identity(),
+        lsid: ctx
+            .body
+            .get_document("lsid")
+            .ok()
+            .and_then(|l| l.get("id"))
+            .cloned(),
+    }
+}
+
+/// Reads `batchSize` (from `body` or `body.cursor`); negative values are an error.
+pub(crate) fn batch_size(v: Option<i64>) -> CmdResult<Option<usize>> {
+    match v {
+        None => Ok(None),
+        Some(n) if n < 0 => Err(CommandError::bad_value(format!(
+            "BatchSize value must be non-negative, but received: {n}"
+        ))),
+        Some(n) => Ok(Some(n as usize)),
+    }
+}
+
+/// Takes the first batch of `source` and, unless it is exhausted (or `single_batch`),
+/// registers a cursor for the rest. Returns the `{cursor: {firstBatch, id, ns}}` reply.
+pub(crate) async fn first_batch(
+    ctx: &Ctx<'_>,
+    ns: String,
+    source: Box<dyn CursorSource>,
+    batch: Option<usize>,
+    single_batch: bool,
+) -> CmdResult {
+    let mut cursor = Cursor::new(ns.clone(), owner(ctx), source);
+    let limit = batch.unwrap_or(DEFAULT_FIRST_BATCH);
+    let (cursor, batch) = tokio::task::spawn_blocking(move || {
+        let b = cursor.next_batch(Some(limit));
+        (cursor, b)
+    })
+    .await
+    .map_err(|e| CommandError::internal(format!("cursor task failed: {e}")))?;
+    let batch = batch?;
+    let id = if batch.exhausted || single_batch {
+        0i64
+    } else {
+        match ctx
+            .shared
+            .cursors
+            .insert(cursor, ctx.epoch, ctx.shared.epoch())
+        {
+            // The gate closed while this query ran: answering id 0 would pass a partial
+            // result off as complete, so answer the gate's error instead.
+            0 => {
+                return Err(ctx.shared.db().err().unwrap_or_else(|| {
+                    CommandError::internal("the database was reopened during the query")
+                }));
+            }
+            id => id,
+        }
+    };
+    Ok(doc! {
+        "cursor": {
+            "firstBatch": batch.docs.into_iter().map(Bson::Document).collect::<Vec<_>>(),
+            "id": id,
+            "ns": ns,
+        }
+    })
+}
+
+pub(super) async fn get_more(ctx: &mut Ctx<'_>) -> CmdResult {
+    let id = match ctx.body.get("getMore") {
+        Some(Bson::Int64(i)) => *i,
+        Some(Bson::Int32(i)) => *i as i64,
+        _ => {
+            return Err(CommandError::type_mismatch(
+                "BSON field 'getMore.getMore' is the wrong type, expected type 'long'",
+            ));
+        }
+    };
+    let coll = match ctx.body.get("collection") {
+        Some(Bson::String(s)) => s.clone(),
+        _ => {
+            return Err(CommandError::type_mismatch(
+                "BSON field 'getMore.collection' is missing or not a string",
+            ));
+        }
+    };
+    let batch = batch_size(opt_i64(&ctx.body, "batchSize")?)?.filter(|n| *n > 0);
+    let ns = format!("{}.{}", ctx.db, coll);
+    ctx.shared.counters.getmore.fetch_add(1, Ordering::Relaxed);
+    let mut cursor = ctx.shared.cursors.check_out(id, &ns, &owner(ctx))?;
+    let (cursor, result) = tokio::task::spawn_blocking(move || {
+        let b = cursor.next_batch(batch);
+        (cursor, b)
+    })
+    .await
+    .map_err(|e| CommandError::internal(format!("cursor task failed: {e}")))?;
+    // An error kills the cursor, as in MongoDB.
+    let batch = result?;
+    let reply_id = if batch.exhausted {
+        0
+    } else {
+        ctx.shared
+            .cursors
+            .put_back(id, cursor, ctx.epoch, ctx.shared.epoch());
+        id
+    };
+    Ok(doc! {
+        "cursor": {
+            "nextBatch": batch.docs.into_iter().map(Bson::Document).collect::<Vec<_>>(),
+            "id": reply_id,
+            "ns": ns,
+        }
+    })
+}
+
+pub(super) fn kill_cursors(ctx: &mut Ctx<'_>) -> CmdResult {
+    let coll = ctx.collection()?;
+    let ns = format!("{}.{}", ctx.db, coll);
+    let Ok(ids) = ctx.body.get_array("cursors") else {
+        return Err(CommandError::type_mismatch(
+            "killCursors needs a 'cursors' array",
+        ));
+    };
+    let owner = owner(ctx);
+    let (mut killed, mut not_found): (Vec<Bson>, Vec<Bson>) = (Vec::new(), Vec::new());
+    for v in ids {
+        let id = match v {
+            Bson::Int64(i) => *i,
+            Bson::Int32(i) => *i as i64,
+            _ => return Err(CommandError::type_mismatch("cursor ids must be longs")),
+        };
+        if ctx.shared.cursors.kill(id, &ns, &owner)? {
+            killed.push(Bson::Int64(id));
+        } else {
+            not_found.push(Bson::Int64(id));
+        }
+    }
+    Ok(doc! {
+        "cursorsKilled": killed,
+        "cursorsNotFound": not_found,
+        "cursorsAlive": [],
+        "cursorsUnknown": [],
+    })
+}
+
+/// Adapts the engine's lazy document stream to a cursor source.
+pub(crate) struct Stream<I>(pub I);
+
+impl<I> CursorSource for Stream<I>
+where
+    I: Iterator<Item = Result<Document, docdb::Error>> + Send,
+{
+    fn next_doc(&mut self) -> CmdResult<Option<Document>> {
+        match self.0.next() {
+            None => Ok(None),
+            Some(Ok(d)) => Ok(Some(d)),
+            Some(Err(e)) => Err(e.into()),
+        }
+    }
+}

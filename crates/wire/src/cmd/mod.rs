@@ -1,0 +1,476 @@
+//! Command dispatch: one file per command (or small family of commands).
+//!
+//! [`execute`] is the only entry point. For every command it
+//! 1. checks the availability gate (an Inaccessible cluster answers every command,
+//!    `hello` included, with the reason),
+//! 2. looks the command up ([`lookup`]; unknown names get `CommandNotFound`),
+//! 3. checks authentication and the privilege the command needs on its database,
+//! 4. runs it, and renders `{ok: 1, ...}` or `{ok: 0, errmsg, code, codeName}`.
+//!
+//! Logs carry command names, databases, durations and error codes, never bodies.
+
+mod admin;
+mod crud;
+mod cursors;
+mod ddl;
+mod hello;
+mod sasl;
+mod users;
+
+pub(crate) use admin::VERSION;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bson::{Bson, Document};
+
+use crate::auth::roles::{Action, allowed};
+use crate::backend::Db;
+use crate::client::Client;
+use crate::error::{CmdResult, CommandError, code};
+use crate::server::{Shared, truncate};
+
+/// What a command needs before it may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Runs without authentication (handshake, authentication itself, ping).
+    Open,
+    /// Any authenticated user (the command checks finer ownership itself).
+    Authenticated,
+    /// This action on the command's database.
+    On(Action),
+    /// This action on the `admin` database (cluster-wide commands).
+    Cluster(Action),
+}
+
+/// Everything a command handler gets.
+pub(crate) struct Ctx<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub client: &'a mut Client,
+    /// `$db`.
+    pub db: String,
+    /// The command name as sent (first key of the body).
+    pub name: String,
+    pub body: Document,
+    pub handle: Arc<Db>,
+    /// Gate epoch when `handle` was taken (cursors from an older epoch are dropped).
+    pub epoch: u64,
+}
+
+impl Ctx<'_> {
+    /// Runs `f` on the database on a blocking thread: the engine does file I/O and
+    /// must not stall the connection tasks.
+    pub async fn blocking<T, F>(&self, f: F) -> CmdResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db) -> CmdResult<T> + Send + 'static,
+    {
+        let db = self.handle.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| CommandError::internal(format!("command task failed: {e}")))?
+    }
+
+    /// The command's first value as a collection name (`{find: "c"}`).
+    pub fn collection(&self) -> CmdResult<String> {
+        match self.body.get(&self.name) {
+            Some(Bson::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Bson::String(_)) => Err(CommandError::new(
+                code::INVALID_NAMESPACE,
+                format!("Invalid namespace specified '{}.'", self.db),
+            )),
+            _ => Err(CommandError::new(
+                code::INVALID_NAMESPACE,
+                format!(
+                    "collection name has invalid type {}",
+                    docdb::error::type_name(self.body.get(&self.name).unwrap_or(&Bson::Null))
+                ),
+            )),
+        }
+    }
+}
+
+/// Runs one command and renders its reply document.
+pub(crate) async fn execute(
+    shared: &Arc<Shared>,
+    client: &mut Client,
+    db: String,
+    body: Document,
+) -> Document {
+    let started = Instant::now();
+    let name = body.keys().next().cloned().unwrap_or_default();
+    shared.counters.command.fetch_add(1, Ordering::Relaxed);
+    // Bounded (arrays cut at 4 elements, depth at 8), so cheap next to any command.
+    let shape = redacted_shape(&body);
+    let result = run(shared, client, db.clone(), name.clone(), body).await;
+    let elapsed = started.elapsed();
+    let shown = truncate(&name, 64);
+    let error_code = result.as_ref().err().map(|e| e.code);
+    tracing::debug!(conn = client.connection_id, cmd = shown, db = %truncate(&db, 64), micros = elapsed.as_micros() as u64, code = ?error_code, "command");
+    if elapsed >= shared.slow_op_threshold {
+        // Slow-op log: the command's shape with every value replaced by "###".
+        tracing::info!(conn = client.connection_id, cmd = shown, ms = elapsed.as_millis() as u64, code = ?error_code, shape = %shape, "slow operation");
+    }
+    match result {
+        Ok(mut reply) => {
+            if !reply.contains_key("ok") {
+                reply.insert("ok", 1.0);
+            }
+            reply
+        }
+        Err(e) => e.to_document(),
+    }
+}
+
+/// A command with every value replaced by `"###"`: keys and nesting only, so slow-op
+/// logs say what kind of command was slow without carrying any user data.
+pub fn redacted_shape(d: &Document) -> Document {
+    fn redact(v: &Bson, depth: usize) -> Bson {
+        match v {
+            Bson::Document(d) if depth < 8 => Bson::Document(
+                d.iter()
+                    .map(|(k, v)| (k.clone(), redact(v, depth + 1)))
+                    .collect(),
+            ),
+            Bson::Array(a) if depth < 8 => {
+                Bson::Array(a.iter().take(4).map(|v| redact(v, depth + 1)).collect())
+            }
+            _ => Bson::String("###".into()),
+        }
+    }
+    d.iter().map(|(k, v)| (k.clone(), redact(v, 0))).collect()
+}
+
+/// Multi-document transactions need a replica set; this server is a standalone, and
+/// says so exactly as MongoDB does.
+fn refuse_transactions(body: &Document) -> CmdResult<()> {
+    let starts = body.get("startTransaction").is_some();
+    let in_txn = matches!(body.get("autocommit"), Some(Bson::Boolean(false)));
+    if starts || in_txn {
+        return Err(CommandError::new(
+            code::ILLEGAL_OPERATION,
+            "Transaction numbers are only allowed on a replica set member or mongos",
+        ));
+    }
+    Ok(())
+}
+
+async fn run(
+    shared: &Arc<Shared>,
+    client: &mut Client,
+    db: String,
+    name: String,
+    body: Document,
+) -> CmdResult {
+    let epoch = shared.epoch();
+    let handle = shared.db()?;
+    if name.is_empty() {
+        return Err(CommandError::new(
+            code::COMMAND_NOT_FOUND,
+            "no such command: ''",
+        ));
+    }
+    let Some(access) = lookup(&name, &body) else {
+        return Err(CommandError::new(
+            code::COMMAND_NOT_FOUND,
+            format!("no such command: '{}'", truncate(&name, 128)),
+        ));
+    };
+    authorize(client, access, &db, &name, &body)?;
+    refuse_transactions(&body)?;
+    protect_system_namespaces(client, &db, &name, &body)?;
+    let mut ctx = Ctx {
+        shared,
+        client,
+        db,
+        name,
+        body,
+        handle,
+        epoch,
+    };
+    dispatch(&mut ctx).await
+}
+
+/// The access each command needs; `None` for unknown commands.
+pub(crate) fn lookup(name: &str, body: &Document) -> Option<Access> {
+    use Access::*;
+    use Action::*;
+    Some(match name {
+        "hello" | "isMaster" | "ismaster" | "buildInfo" | "buildinfo" | "ping" | "saslStart"
+        | "saslContinue" | "logout" | "whatsmyuri" | "connectionStatus" | "endSessions"
+        | "getnonce" => Open,
+        "getMore" | "killCursors" => Authenticated,
+        "find" | "count" | "distinct" | "listCollections" | "listIndexes" => On(Read),
+        "aggregate" => {
+            if aggregate_writes(body) {
+                On(Write)
+            } else {
+                On(Read)
+            }
+        }
+        "explain" => On(Read),
+        "insert" | "update" | "delete" | "findAndModify" | "findandmodify" | "create" | "drop"
+        | "dropDatabase" | "createIndexes" | "dropIndexes" | "deleteIndexes" => On(Write),
+        // Needs Write on both databases; the handler checks them.
+        "renameCollection" => Authenticated,
+        "listDatabases" => Authenticated,
+        "createUser" | "updateUser" | "dropUser" => On(UserAdmin),
+        "usersInfo" => Authenticated,
+        "serverStatus" | "getCmdLineOpts" | "getParameter" | "hostInfo" => Cluster(ClusterMonitor),
+        _ => return None,
+    })
+}
+
+fn aggregate_writes(body: &Document) -> bool {
+    body.get_array("pipeline").is_ok_and(|stages| {
+        stages.iter().any(|s| {
+            s.as_document()
+                .is_some_and(|d| d.contains_key("$out") || d.contains_key("$merge"))
+        })
+    })
+}
+
+fn authorize(
+    client: &Client,
+    access: Access,
+    db: &str,
+    name: &str,
+    body: &Document,
+) -> CmdResult<()> {
+    let (action, target_db) = match access {
+        Access::Open => return Ok(()),
+        Access::Authenticated => {
+            return match client.user {
+                Some(_) => Ok(()),
+                None => Err(requires_authentication(name)),
+            };
+        }
+        Access::On(a) => (a, db),
+        Access::Cluster(a) => (a, "admin"),
+    };
+    let Some(user) = &client.user else {
+        return Err(requires_authentication(name));
+    };
+    if allowed(&user.roles, action, target_db) {
+        return Ok(());
+    }
+    // A user may always read and change their own password (MongoDB's
+    // changeOwnPassword/viewUser privileges on self).
+    if name == "updateUser" && db == user.db && body.get_str(name).ok() == Some(user.user.as_str())
+    {
+        let only_password = body.keys().all(|k| {
+            matches!(
+                k.as_str(),
+                "updateUser"
+                    | "pwd"
+                    | "$db"
+                    | "lsid"
+                    | "writeConcern"
+                    | "mechanisms"
+                    | "digestPassword"
+                    | "$clusterTime"
+                    | "$readPreference"
+                    | "apiVersion"
+                    | "apiStrict"
+                    | "apiDeprecationErrors"
+            )
+        });
+        if only_password {
+            return Ok(());
+        }
+    }
+    Err(not_authorized(db, name, body))
+}
+
+fn requires_authentication(name: &str) -> CommandError {
+    CommandError::unauthorized(format!(
+        "command {} requires authentication",
+        truncate(name, 64)
+    ))
+}
+
+/// MongoDB's message names the command; only the command's first field is echoed
+/// (never the body, which may hold user data).
+fn not_authorized(db: &str, name: &str, body: &Document) -> CommandError {
+    let first = body
+        .get(name)
+        .map(|v| match v {
+            Bson::String(s) => format!("\"{}\"", truncate(s, 64)),
+            Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Boolean(_) => v.to_string(),
+            _ => "...".to_string(),
+        })
+        .unwrap_or_default();
+    CommandError::unauthorized(format!(
+        "not authorized on {db} to execute command {{ {}: {first}, $db: \"{db}\" }}",
+        truncate(name, 64)
+    ))
+}
+
+/// `admin.system.users` holds credentials: only the user commands write it, and only
+/// user administrators read it. Other `system.*` collections are not writable by CRUD.
+fn protect_system_namespaces(
+    client: &Client,
+    db: &str,
+    name: &str,
+    body: &Document,
+) -> CmdResult<()> {
+    let Some(Bson::String(coll)) = body.get(name) else {
+        return Ok(());
+    };
+    if !coll.starts_with("system.") {
+        return Ok(());
+    }
+    let reads = matches!(
+        name,
+        "find" | "count" | "distinct" | "listIndexes" | "aggregate" | "collStats" | "explain"
+    );
+    if reads && !aggregate_writes(body) {
+        if db == "admin" && coll == "system.users" {
+            let ok = client
+                .user
+                .as_ref()
+                .is_some_and(|u| allowed(&u.roles, Action::UserAdmin, "admin"));
+            if !ok {
+                return Err(not_authorized(db, name, body));
+            }
+        }
+        return Ok(());
+    }
+    if matches!(name, "getMore" | "killCursors") {
+        return Ok(());
+    }
+    Err(CommandError::unauthorized(format!(
+        "not authorized on {db} to execute command {{ {name}: \"{}\" }}: {db}.{} is a system collection",
+        truncate(coll, 64),
+        truncate(coll, 64)
+    )))
+}
+
+async fn dispatch(ctx: &mut Ctx<'_>) -> CmdResult {
+    match ctx.name.as_str() {
+        "hello" | "isMaster" | "ismaster" => hello::hello(ctx).await,
+        "buildInfo" | "buildinfo" => admin::build_info(ctx),
+        "ping" => Ok(Document::new()),
+        "getnonce" => Err(CommandError::new(
+            code::NOT_IMPLEMENTED,
+            "getnonce is not supported; use SCRAM-SHA-256",
+        )),
+        "whatsmyuri" => admin::whatsmyuri(ctx),
+        "connectionStatus" => admin::connection_status(ctx),
+        "endSessions" => admin::end_sessions(ctx),
+        "serverStatus" => admin::server_status(ctx),
+        "getCmdLineOpts" => admin::get_cmd_line_opts(ctx),
+        "getParameter" => admin::get_parameter(ctx),
+        "hostInfo" => admin::host_info(ctx),
+        "saslStart" => sasl::sasl_start(ctx).await,
+        "saslContinue" => sasl::sasl_continue(ctx).await,
+        "logout" => sasl::logout(ctx),
+        "createUser" => users::create_user(ctx).await,
+        "updateUser" => users::update_user(ctx).await,
+        "dropUser" => users::drop_user(ctx).await,
+        "usersInfo" => users::users_info(ctx).await,
+        "getMore" => cursors::get_more(ctx).await,
+        "killCursors" => cursors::kill_cursors(ctx),
+        "find" => crud::find(ctx).await,
+        "aggregate" => crud::aggregate(ctx).await,
+        "count" => crud::count(ctx).await,
+        "distinct" => crud::distinct(ctx).await,
+        "insert" => crud::insert(ctx).await,
+        "update" => crud::update(ctx).await,
+        "delete" => crud::delete(ctx).await,
+        "findAndModify" | "findandmodify" => crud::find_and_modify(ctx).await,
+        "explain" => crud::explain(ctx).await,
+        "create" => ddl::create(ctx).await,
+        "drop" => ddl::drop(ctx).await,
+        "dropDatabase" => ddl::drop_database(ctx).await,
+        "renameCollection" => ddl::rename_collection(ctx).await,
+        "listCollections" => ddl::list_collections(ctx).await,
+        "listDatabases" => ddl::list_databases(ctx).await,
+        "createIndexes" => ddl::create_indexes(ctx).await,
+        "listIndexes" => ddl::list_indexes(ctx).await,
+        "dropIndexes" | "deleteIndexes" => ddl::drop_indexes(ctx).await,
+        other => Err(CommandError::new(
+            code::COMMAND_NOT_FOUND,
+            format!("no such command: '{}'", truncate(other, 128)),
+        )),
+    }
+}
+
+/// Reads an optional non-negative integer argument (any numeric BSON type).
+pub(crate) fn opt_i64(body: &Document, key: &str) -> CmdResult<Option<i64>> {
+    match body.get(key) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Int32(i)) => Ok(Some(*i as i64)),
+        Some(Bson::Int64(i)) => Ok(Some(*i)),
+        Some(Bson::Double(f)) if f.fract() == 0.0 => Ok(Some(*f as i64)),
+        Some(other) => Err(CommandError::type_mismatch(format!(
+            "Field '{key}' should be an integer, but found: {}",
+            docdb::error::type_name(other)
+        ))),
+    }
+}
+
+/// Reads an optional document argument.
+pub(crate) fn opt_doc(body: &Document, key: &str) -> CmdResult<Option<Document>> {
+    match body.get(key) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Document(d)) => Ok(Some(d.clone())),
+        Some(other) => Err(CommandError::type_mismatch(format!(
+            "BSON field '{key}' is the wrong type '{}', expected type 'object'",
+            docdb::error::type_name(other)
+        ))),
+    }
+}
+
+/// Reads an optional boolean argument (numbers count as booleans, as in MongoDB).
+pub(crate) fn opt_bool(body: &Document, key: &str) -> CmdResult<Option<bool>> {
+    match body.get(key) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Boolean(b)) => Ok(Some(*b)),
+        Some(Bson::Int32(i)) => Ok(Some(*i != 0)),
+        Some(Bson::Int64(i)) => Ok(Some(*i != 0)),
+        Some(Bson::Double(f)) => Ok(Some(*f != 0.0)),
+        Some(other) => Err(CommandError::type_mismatch(format!(
+            "BSON field '{key}' is the wrong type '{}', expected type 'bool'",
+            docdb::error::type_name(other)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn redaction_keeps_shape_and_drops_every_value() {
+        let body = doc! {"find": "secret_coll", "filter": {"ssn": "123-45-6789", "age": {"$gt": 40}}, "docs": [1, 2, 3, 4, 5, 6]};
+        let shape = redacted_shape(&body);
+        let text = shape.to_string();
+        assert!(
+            !text.contains("123-45-6789") && !text.contains("secret_coll") && !text.contains("40")
+        );
+        assert_eq!(
+            shape,
+            doc! {"find": "###", "filter": {"ssn": "###", "age": {"$gt": "###"}}, "docs": ["###", "###", "###", "###"]}
+        );
+    }
+
+    #[test]
+    fn every_known_command_has_an_access_rule_and_unknown_ones_none() {
+        for name in [
+            "hello",
+            "find",
+            "insert",
+            "createUser",
+            "serverStatus",
+            "getMore",
+        ] {
+            assert!(lookup(name, &Document::new()).is_some(), "{name}");
+        }
+        assert_eq!(lookup("shutdown", &Document::new()), None);
+        let out = doc! {"aggregate": "c", "pipeline": [{"$match": {}}, {"$out": "x"}]};
+        assert_eq!(lookup("aggregate", &out), Some(Access::On(Action::Write)));
+    }
+}

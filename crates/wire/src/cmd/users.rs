@@ -1,0 +1,203 @@
+//! `createUser`, `updateUser`, `dropUser`, `usersInfo` (SCRAM-SHA-256 users only).
+
+use bson::{Bson, Document, doc};
+use zeroize::Zeroizing;
+
+use super::Ctx;
+use crate::auth::roles::{Action, RoleGrant, allowed, allowed_everywhere};
+use crate::auth::users::{self, UserRecord};
+use crate::error::{CmdResult, CommandError, code};
+
+fn user_name(ctx: &Ctx<'_>) -> CmdResult<String> {
+    match ctx.body.get(&ctx.name) {
+        Some(Bson::String(s)) if !s.is_empty() => Ok(s.clone()),
+        _ => Err(CommandError::bad_value(format!(
+            "{} needs a non-empty user name",
+            ctx.name
+        ))),
+    }
+}
+
+fn password(body: &Document) -> CmdResult<Option<Zeroizing<String>>> {
+    match body.get("pwd") {
+        None => Ok(None),
+        Some(Bson::String(s)) => Ok(Some(Zeroizing::new(s.clone()))),
+        Some(_) => Err(CommandError::type_mismatch("'pwd' must be a string")),
+    }
+}
+
+fn check_mechanisms(body: &Document) -> CmdResult<()> {
+    if let Some(v) = body.get("mechanisms") {
+        let Bson::Array(list) = v else {
+            return Err(CommandError::type_mismatch("'mechanisms' must be an array"));
+        };
+        for m in list {
+            if m.as_str() != Some(users::MECHANISM) {
+                return Err(CommandError::bad_value(format!(
+                    "Unsupported mechanism {}: only SCRAM-SHA-256 is available",
+                    m.as_str().unwrap_or("?")
+                )));
+            }
+        }
+    }
+    if body.get_bool("digestPassword").unwrap_or(true) {
+        Ok(())
+    } else {
+        Err(CommandError::bad_value(
+            "Use of SCRAM-SHA-256 requires undigested passwords",
+        ))
+    }
+}
+
+fn roles(body: &Document, db: &str) -> CmdResult<Option<Vec<RoleGrant>>> {
+    let Some(v) = body.get("roles") else {
+        return Ok(None);
+    };
+    let Bson::Array(list) = v else {
+        return Err(CommandError::type_mismatch("'roles' must be an array"));
+    };
+    let mut out = Vec::new();
+    for r in list {
+        let grant = RoleGrant::parse(r, db).map_err(CommandError::bad_value)?;
+        grant
+            .validate()
+            .map_err(|m| CommandError::new(code::ROLE_NOT_FOUND, m))?;
+        out.push(grant);
+    }
+    Ok(Some(out))
+}
+
+pub(super) async fn create_user(ctx: &mut Ctx<'_>) -> CmdResult {
+    let user = user_name(ctx)?;
+    check_mechanisms(&ctx.body)?;
+    let Some(pwd) = password(&ctx.body)? else {
+        return Err(CommandError::bad_value(
+            "Must provide a 'pwd' field for all user documents, except those with '$external' as the user's source db",
+        ));
+    };
+    let roles = roles(&ctx.body, &ctx.db)?.ok_or_else(|| {
+        CommandError::bad_value("\"createUser\" command requires a \"roles\" array")
+    })?;
+    let db = ctx.db.clone();
+    ctx.blocking(move |h| {
+        let record = UserRecord::new(&db, &user, &pwd, roles)?;
+        users::insert_user(h, &record)
+    })
+    .await?;
+    Ok(Document::new())
+}
+
+pub(super) async fn update_user(ctx: &mut Ctx<'_>) -> CmdResult {
+    let user = user_name(ctx)?;
+    check_mechanisms(&ctx.body)?;
+    let pwd = password(&ctx.body)?;
+    let roles = roles(&ctx.body, &ctx.db)?;
+    if pwd.is_none() && roles.is_none() {
+        return Err(CommandError::bad_value(
+            "Must specify at least one field to update in updateUser",
+        ));
+    }
+    let db = ctx.db.clone();
+    ctx.blocking(move |h| {
+        let mut record =
+            users::find_user(h, &db, &user)?.ok_or_else(|| users::user_not_found(&user, &db))?;
+        if let Some(pwd) = pwd {
+            record.credentials = UserRecord::new(&db, &user, &pwd, Vec::new())?.credentials;
+        }
+        if let Some(roles) = roles {
+            record.roles = roles;
+        }
+        users::replace_user(h, &record)
+    })
+    .await?;
+    Ok(Document::new())
+}
+
+pub(super) async fn drop_user(ctx: &mut Ctx<'_>) -> CmdResult {
+    let user = user_name(ctx)?;
+    let db = ctx.db.clone();
+    ctx.blocking(move |h| users::delete_user(h, &db, &user))
+        .await?;
+    Ok(Document::new())
+}
+
+/// `usersInfo: 1` (all users of this db), `"name"`, `{user, db}` or an array of those;
+/// `forAllDBs: true` with `usersInfo: 1` on admin. A user may always see themself.
+pub(super) async fn users_info(ctx: &mut Ctx<'_>) -> CmdResult {
+    let spec = ctx.body.get("usersInfo").cloned().unwrap_or(Bson::Int32(1));
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    let mut whole_db: Option<Option<String>> = None; // Some(None) = every db
+    let mut parse_one = |v: &Bson| -> CmdResult<()> {
+        match v {
+            Bson::String(u) => wanted.push((ctx.db.clone(), u.clone())),
+            Bson::Document(d) => {
+                let u = d
+                    .get_str("user")
+                    .map_err(|_| CommandError::bad_value("usersInfo needs 'user'"))?;
+                let db = d
+                    .get_str("db")
+                    .map_err(|_| CommandError::bad_value("usersInfo needs 'db'"))?;
+                wanted.push((db.to_string(), u.to_string()));
+            }
+            _ => {
+                return Err(CommandError::bad_value(
+                    "usersInfo entries must be names or {user, db}",
+                ));
+            }
+        }
+        Ok(())
+    };
+    match &spec {
+        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) => {
+            if ctx.body.get_bool("forAllDBs").unwrap_or(false) {
+                whole_db = Some(None);
+            } else {
+                whole_db = Some(Some(ctx.db.clone()));
+            }
+        }
+        Bson::Array(items) => {
+            for i in items {
+                parse_one(i)?;
+            }
+        }
+        other => parse_one(other)?,
+    }
+    // Authorisation: user administrators of the db (or any db), or a user asking only
+    // about themself.
+    let me = ctx.client.user.clone();
+    let is_admin_for = |db: &str| {
+        me.as_ref()
+            .is_some_and(|u| allowed(&u.roles, Action::UserAdmin, db))
+    };
+    let authorised = match &whole_db {
+        Some(None) => me
+            .as_ref()
+            .is_some_and(|u| allowed_everywhere(&u.roles, Action::UserAdmin)),
+        Some(Some(db)) => is_admin_for(db),
+        None => wanted.iter().all(|(db, u)| {
+            is_admin_for(db) || me.as_ref().is_some_and(|m| &m.db == db && &m.user == u)
+        }),
+    };
+    if !authorised {
+        return Err(CommandError::unauthorized(format!(
+            "not authorized on {} to execute command {{ usersInfo: ... }}",
+            ctx.db
+        )));
+    }
+    let filter = match (&whole_db, wanted.is_empty()) {
+        (Some(None), _) => doc! {},
+        (Some(Some(db)), _) => doc! {"db": db.clone()},
+        (None, true) => return Ok(doc! {"users": []}),
+        (None, false) => {
+            doc! {"_id": {"$in": wanted.iter().map(|(d, u)| Bson::String(users::user_key(d, u))).collect::<Vec<_>>()}}
+        }
+    };
+    let found = ctx.blocking(move |h| users::list_users(h, filter)).await?;
+    let mut list: Vec<Document> = found.iter().map(UserRecord::to_info).collect();
+    list.sort_by(|a, b| {
+        a.get_str("_id")
+            .unwrap_or("")
+            .cmp(b.get_str("_id").unwrap_or(""))
+    });
+    Ok(doc! {"users": list})
+}

@@ -1,0 +1,309 @@
+//! The server's cursor registry.
+//!
+//! A query whose results do not fit its first batch leaves a cursor here, keyed by a
+//! random non-zero Int64 id (drivers require Int64; 0 means "exhausted"). A cursor
+//! belongs to the user who opened it and to the session (`lsid`) it was opened in:
+//! `getMore`/`killCursors` by anyone else fail, and `endSessions` closes a session's
+//! cursors. Cursors idle longer than the configured timeout (10 minutes by default)
+//! are reaped by a background task.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bson::{Bson, Document};
+use parking_lot::Mutex;
+
+use crate::error::{CmdResult, CommandError, code};
+
+/// Largest total size of documents in one batch (as MongoDB: 16 MiB).
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Default size of a `find`/`aggregate` first batch when the client gave none.
+pub const DEFAULT_FIRST_BATCH: usize = 101;
+
+/// Where a cursor's documents come from.
+pub trait CursorSource: Send {
+    /// The next document, `None` when exhausted.
+    fn next_doc(&mut self) -> CmdResult<Option<Document>>;
+}
+
+/// Results already materialised (the common case: the query engine returns a vector).
+pub struct Buffered(pub VecDeque<Document>);
+
+impl CursorSource for Buffered {
+    fn next_doc(&mut self) -> CmdResult<Option<Document>> {
+        Ok(self.0.pop_front())
+    }
+}
+
+/// Who opened a cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// `(user, authentication db)`, `None` when authentication is off for this server.
+    pub user: Option<(String, String)>,
+    /// The session id (`lsid.id`) the cursor was opened in, if any.
+    pub lsid: Option<Bson>,
+}
+
+/// An open cursor.
+pub struct Cursor {
+    pub ns: String,
+    pub owner: Owner,
+    source: Box<dyn CursorSource>,
+    /// A document read ahead to learn whether the source is exhausted.
+    peeked: Option<Document>,
+    last_used: Instant,
+}
+
+/// One batch of a cursor and whether anything remains.
+pub struct Batch {
+    pub docs: Vec<Document>,
+    pub exhausted: bool,
+}
+
+impl Cursor {
+    pub fn new(ns: String, owner: Owner, source: Box<dyn CursorSource>) -> Cursor {
+        Cursor {
+            ns,
+            owner,
+            source,
+            peeked: None,
+            last_used: Instant::now(),
+        }
+    }
+
+    /// Takes up to `limit` documents (`None`: as many as fit in [`MAX_BATCH_BYTES`]).
+    pub fn next_batch(&mut self, limit: Option<usize>) -> CmdResult<Batch> {
+        self.last_used = Instant::now();
+        let mut docs = Vec::new();
+        let mut bytes = 0usize;
+        loop {
+            if limit.is_some_and(|l| docs.len() >= l) {
+                break;
+            }
+            let next = match self.peeked.take() {
+                Some(d) => Some(d),
+                None => self.source.next_doc()?,
+            };
+            let Some(doc) = next else {
+                return Ok(Batch {
+                    docs,
+                    exhausted: true,
+                });
+            };
+            let size = doc_size(&doc);
+            if !docs.is_empty() && bytes + size > MAX_BATCH_BYTES {
+                self.peeked = Some(doc);
+                break;
+            }
+            bytes += size;
+            docs.push(doc);
+        }
+        // Look one ahead so an exactly-consumed cursor reports id 0 at once, sparing the
+        // client a getMore that would return nothing.
+        if self.peeked.is_none() {
+            self.peeked = self.source.next_doc()?;
+        }
+        let exhausted = self.peeked.is_none();
+        Ok(Batch { docs, exhausted })
+    }
+}
+
+fn doc_size(d: &Document) -> usize {
+    d.to_vec().map(|v| v.len()).unwrap_or(0)
+}
+
+/// All open cursors of a server.
+pub struct Registry {
+    cursors: Mutex<HashMap<i64, Cursor>>,
+    idle_timeout: Duration,
+}
+
+impl Registry {
+    pub fn new(idle_timeout: Duration) -> Registry {
+        Registry {
+            cursors: Mutex::new(HashMap::new()),
+            idle_timeout,
+        }
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// Stores a cursor opened under gate epoch `epoch` and returns its new id. If the
+    /// gate closed since (`current` differs), the cursor is dropped instead and 0 is
+    /// returned: it must not keep an engine snapshot alive.
+    pub fn insert(&self, cursor: Cursor, epoch: u64, current: u64) -> i64 {
+        if epoch != current {
+            return 0;
+        }
+        let mut map = self.cursors.lock();
+        loop {
+            let id = random_id();
+            if let std::collections::hash_map::Entry::Vacant(slot) = map.entry(id) {
+                slot.insert(cursor);
+                return id;
+            }
+        }
+    }
+
+    /// Checks a cursor out for a `getMore`: it leaves the registry while in use (a second
+    /// concurrent `getMore` on the same id finds nothing) and is put back with
+    /// [`Registry::put_back`] unless exhausted.
+    pub fn check_out(&self, id: i64, ns: &str, owner: &Owner) -> CmdResult<Cursor> {
+        let mut map = self.cursors.lock();
+        let Some(cursor) = map.get(&id) else {
+            return Err(cursor_not_found(id));
+        };
+        if cursor.ns != ns {
+            return Err(CommandError::unauthorized(format!(
+                "Requested getMore on namespace '{ns}', but cursor belongs to a different namespace {}",
+                cursor.ns
+            )));
+        }
+        if cursor.owner.user != owner.user {
+            return Err(CommandError::unauthorized(format!(
+                "cursor id {id} was not created by the authenticated user"
+            )));
+        }
+        if cursor.owner.lsid.is_some() && owner.lsid.is_some() && cursor.owner.lsid != owner.lsid {
+            return Err(CommandError::new(
+                (50738, "Location50738"),
+                format!(
+                    "Cannot run getMore on cursor {id}, which was created in a different session"
+                ),
+            ));
+        }
+        map.remove(&id).ok_or_else(|| cursor_not_found(id))
+    }
+
+    /// Returns a checked-out cursor, unless the gate closed meanwhile (see [`Registry::insert`]).
+    pub fn put_back(&self, id: i64, cursor: Cursor, epoch: u64, current: u64) {
+        if epoch == current {
+            self.cursors.lock().insert(id, cursor);
+        }
+    }
+
+    /// Kills a cursor if `owner` may; returns whether it existed.
+    pub fn kill(&self, id: i64, ns: &str, owner: &Owner) -> CmdResult<bool> {
+        let mut map = self.cursors.lock();
+        match map.get(&id) {
+            None => Ok(false),
+            Some(c) if c.ns != ns => Ok(false),
+            Some(c) if c.owner.user != owner.user => Err(CommandError::unauthorized(format!(
+                "not authorized to kill cursor {id}"
+            ))),
+            Some(_) => Ok(map.remove(&id).is_some()),
+        }
+    }
+
+    /// Closes every cursor opened in session `lsid`.
+    pub fn end_session(&self, lsid: &Bson) -> usize {
+        let mut map = self.cursors.lock();
+        let before = map.len();
+        map.retain(|_, c| c.owner.lsid.as_ref() != Some(lsid));
+        before - map.len()
+    }
+
+    /// Closes cursors idle for longer than the timeout; returns how many.
+    pub fn reap_idle(&self) -> usize {
+        let now = Instant::now();
+        let mut map = self.cursors.lock();
+        let before = map.len();
+        map.retain(|_, c| now.duration_since(c.last_used) < self.idle_timeout);
+        before - map.len()
+    }
+
+    /// Closes every cursor (the database handle is going away).
+    pub fn clear(&self) {
+        self.cursors.lock().clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.cursors.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub fn cursor_not_found(id: i64) -> CommandError {
+    CommandError::new(code::CURSOR_NOT_FOUND, format!("cursor id {id} not found"))
+}
+
+fn random_id() -> i64 {
+    let mut b = [0u8; 8];
+    // The RNG failing is not recoverable in any useful way; fall back to the clock so
+    // ids stay unique-ish rather than panicking the connection task.
+    if aws_lc_rs::rand::fill(&mut b).is_err() {
+        b = (Instant::now().elapsed().as_nanos() as u64 ^ 0x9E37_79B9_7F4A_7C15).to_le_bytes();
+    }
+    let id = i64::from_le_bytes(b) & i64::MAX;
+    if id == 0 { 1 } else { id }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    fn owner(u: &str) -> Owner {
+        Owner {
+            user: Some((u.into(), "admin".into())),
+            lsid: None,
+        }
+    }
+
+    fn cursor(n: i32) -> Cursor {
+        let docs = (0..n).map(|i| doc! {"i": i}).collect();
+        Cursor::new("d.c".into(), owner("a"), Box::new(Buffered(docs)))
+    }
+
+    #[test]
+    fn batches_report_exhaustion_exactly() {
+        let mut c = cursor(4);
+        let b = c.next_batch(Some(2)).expect("batch");
+        assert_eq!(b.docs.len(), 2);
+        assert!(!b.exhausted);
+        let b = c.next_batch(Some(2)).expect("batch");
+        assert_eq!(b.docs.len(), 2);
+        assert!(b.exhausted, "the last full batch must report exhaustion");
+    }
+
+    #[test]
+    fn ownership_and_namespace_are_enforced() {
+        let reg = Registry::new(Duration::from_secs(600));
+        let id = reg.insert(cursor(3), 0, 0);
+        assert_ne!(id, 0);
+        assert!(reg.check_out(id, "d.other", &owner("a")).is_err());
+        assert!(reg.check_out(id, "d.c", &owner("b")).is_err());
+        let c = reg.check_out(id, "d.c", &owner("a")).expect("owner");
+        assert_eq!(
+            reg.check_out(id, "d.c", &owner("a")).err().map(|e| e.code),
+            Some(43)
+        );
+        reg.put_back(id, c, 0, 0);
+        assert!(reg.kill(id, "d.c", &owner("b")).is_err());
+        assert!(reg.kill(id, "d.c", &owner("a")).expect("kill"));
+        assert!(reg.is_empty());
+    }
+
+    #[test]
+    fn idle_cursors_are_reaped_and_sessions_close_theirs() {
+        let reg = Registry::new(Duration::from_millis(0));
+        reg.insert(cursor(3), 0, 0);
+        assert_eq!(reg.reap_idle(), 1);
+        // A cursor from before the gate closed is never registered.
+        assert_eq!(reg.insert(cursor(3), 0, 1), 0);
+        assert!(reg.is_empty());
+        let reg = Registry::new(Duration::from_secs(600));
+        let lsid = Bson::Int32(7);
+        let mut c = cursor(3);
+        c.owner.lsid = Some(lsid.clone());
+        reg.insert(c, 0, 0);
+        reg.insert(cursor(3), 0, 0);
+        assert_eq!(reg.end_session(&lsid), 1);
+        assert_eq!(reg.len(), 1);
+    }
+}

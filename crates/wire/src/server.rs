@@ -1,0 +1,610 @@
+//! The accept loop, per-connection tasks, the connection limit and graceful shutdown.
+//!
+//! One task per connection reads a frame, decodes it, runs the command and writes the
+//! reply; commands on one connection are strictly sequential, as the protocol requires.
+//! The server stops accepting and closes every connection on [`Server::shutdown`]; the
+//! availability gate ([`Server::make_inaccessible`]) closes every connection too but
+//! keeps accepting, so clients learn why they cannot work.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bson::Document;
+use parking_lot::RwLock;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use zeroize::Zeroizing;
+
+use crate::backend::Db;
+use crate::client::Client;
+use crate::cmd;
+use crate::connection::Connection;
+use crate::cursor::Registry;
+use crate::error::{CommandError, Error, ProtocolError};
+use crate::message::{self, Incoming, Request, opcode};
+use crate::state::ClusterState;
+use crate::tls::Stream;
+
+/// How the server is started.
+pub struct ServerConfig {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// TLS configuration (see [`crate::tls::server_config`]). Required unless
+    /// `insecure_plaintext` is set.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Accept plaintext connections. Off by default; only for tests and local tooling.
+    pub insecure_plaintext: bool,
+    /// The database to serve; `None` starts the server Inaccessible (see
+    /// [`ServerConfig::inaccessible`]) until [`Server::make_ready`].
+    pub db: Option<Db>,
+    /// The reason reported while started without a database.
+    pub initial_reason: String,
+    /// Created (SCRAM-SHA-256, role `root` on admin) at start when it does not exist yet.
+    pub admin_user: Option<(String, Zeroizing<String>)>,
+    /// Connections beyond this are closed right after accept.
+    pub max_connections: usize,
+    /// Cursors unused for this long are closed.
+    pub cursor_idle_timeout: Duration,
+    /// Commands slower than this are logged (redacted).
+    pub slow_op_threshold: Duration,
+    /// How long a client may take to complete its TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// How often documents past their TTL index's `expireAfterSeconds` are deleted
+    /// (MongoDB's TTL monitor runs every 60 s).
+    pub ttl_monitor_interval: Duration,
+}
+
+impl ServerConfig {
+    /// A TLS server with defaults: 1000 connections, 10-minute cursor timeout, 100 ms slow-op.
+    pub fn new(listen: SocketAddr, db: Db, tls: Arc<rustls::ServerConfig>) -> ServerConfig {
+        ServerConfig {
+            db: Some(db),
+            ..ServerConfig::inaccessible(listen, tls, String::new())
+        }
+    }
+
+    /// A TLS server that starts Inaccessible with `reason` (the node process listens
+    /// before its keys are unwrapped); [`Server::make_ready`] opens it for business.
+    pub fn inaccessible(
+        listen: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        reason: String,
+    ) -> ServerConfig {
+        ServerConfig {
+            listen,
+            tls: Some(tls),
+            insecure_plaintext: false,
+            db: None,
+            initial_reason: reason,
+            admin_user: None,
+            max_connections: 1000,
+            cursor_idle_timeout: Duration::from_secs(600),
+            slow_op_threshold: Duration::from_millis(100),
+            tls_handshake_timeout: Duration::from_secs(10),
+            ttl_monitor_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Counters for `serverStatus`.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub current_connections: AtomicI64,
+    pub total_connections: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub insert: AtomicU64,
+    pub query: AtomicU64,
+    pub update: AtomicU64,
+    pub delete: AtomicU64,
+    pub getmore: AtomicU64,
+    pub command: AtomicU64,
+}
+
+/// State shared by every connection.
+pub(crate) struct Shared {
+    pub state: RwLock<ClusterState>,
+    /// Bumped to make every connection close (the gate turned Inaccessible).
+    pub epoch: watch::Sender<u64>,
+    pub cursors: Registry,
+    pub next_connection_id: AtomicI64,
+    pub counters: Counters,
+    pub started: Instant,
+    pub slow_op_threshold: Duration,
+    pub tls: bool,
+    pub max_connections: usize,
+    /// Secret for decoy SCRAM salts of unknown users (random per process).
+    pub scram_secret: Zeroizing<[u8; 32]>,
+    pub listen: SocketAddr,
+}
+
+impl Shared {
+    pub fn db(&self) -> Result<Arc<Db>, CommandError> {
+        self.state.read().db()
+    }
+
+    /// The current gate epoch (bumped each time the gate closes).
+    pub fn epoch(&self) -> u64 {
+        *self.epoch.borrow()
+    }
+}
+
+/// A running server.
+pub struct Server {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    accept_task: tokio::task::JoinHandle<()>,
+    reaper_task: tokio::task::JoinHandle<()>,
+    ttl_task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds, creates the admin user if asked, and starts accepting connections.
+    pub async fn start(config: ServerConfig) -> Result<Server, Error> {
+        if config.tls.is_none() && !config.insecure_plaintext {
+            return Err(Error::TlsRequired);
+        }
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let mut secret = Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::fill(secret.as_mut()).map_err(|_| Error::Tls("random".into()))?;
+        let state = match config.db {
+            Some(db) => {
+                let db = Arc::new(db);
+                if let Some((user, password)) = &config.admin_user {
+                    crate::auth::users::ensure_admin(db.clone(), user, password)
+                        .await
+                        .map_err(|e| Error::AdminUser(e.to_string()))?;
+                }
+                ClusterState::Ready(db)
+            }
+            None => ClusterState::Inaccessible {
+                reason: config.initial_reason,
+            },
+        };
+        let (epoch, _) = watch::channel(0u64);
+        let shared = Arc::new(Shared {
+            state: RwLock::new(state),
+            epoch,
+            cursors: Registry::new(config.cursor_idle_timeout),
+            next_connection_id: AtomicI64::new(1),
+            counters: Counters::default(),
+            started: Instant::now(),
+            slow_op_threshold: config.slow_op_threshold,
+            tls: config.tls.is_some(),
+            max_connections: config.max_connections,
+            scram_secret: secret,
+            listen: local_addr,
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let acceptor = config.tls.map(tokio_rustls::TlsAcceptor::from);
+        let accept_task = tokio::spawn(accept_loop(
+            listener,
+            acceptor,
+            shared.clone(),
+            shutdown_rx.clone(),
+            config.max_connections,
+            config.tls_handshake_timeout,
+        ));
+        let reaper_task = tokio::spawn(reap_cursors(shared.clone(), shutdown_rx.clone()));
+        let ttl_task = tokio::spawn(ttl_monitor(
+            shared.clone(),
+            shutdown_rx,
+            config.ttl_monitor_interval,
+        ));
+        tracing::info!(addr = %local_addr, tls = shared.tls, "MongoDB wire server listening");
+        Ok(Server {
+            shared,
+            local_addr,
+            shutdown,
+            accept_task,
+            reaper_task,
+            ttl_task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, closes every connection and waits for their tasks to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.accept_task.await;
+        let _ = self.reaper_task.await;
+        let _ = self.ttl_task.await;
+        self.shared.cursors.clear();
+        tracing::info!(addr = %self.local_addr, "MongoDB wire server stopped");
+    }
+
+    /// Turns the gate to Inaccessible: drops the database handle and every cursor,
+    /// closes every connection; from now on every command answers the reason. Commands
+    /// already running finish on their own reference to the handle; use
+    /// [`Server::make_inaccessible_and_release`] to wait until the last one is gone.
+    pub fn make_inaccessible(&self, reason: String) {
+        drop(self.take_handle(reason));
+    }
+
+    /// [`Server::make_inaccessible`], then waits (up to `timeout`) until no in-flight
+    /// command holds the database any more, so the engine and its keys are really gone.
+    /// Returns false if something still held it when the timeout expired.
+    pub async fn make_inaccessible_and_release(&self, reason: String, timeout: Duration) -> bool {
+        let Some(db) = self.take_handle(reason) else {
+            return true;
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        while Arc::strong_count(&db) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("database handle still in use after the gate closed");
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(db);
+        true
+    }
+
+    fn take_handle(&self, reason: String) -> Option<Arc<Db>> {
+        tracing::warn!(reason = %reason, "cluster made inaccessible");
+        let previous = std::mem::replace(
+            &mut *self.shared.state.write(),
+            ClusterState::Inaccessible { reason },
+        );
+        // The epoch goes first: cursors still being served are then refused re-entry
+        // into the registry. Cursors may hold engine snapshots, so they go before the handle.
+        self.shared.epoch.send_modify(|e| *e += 1);
+        self.shared.cursors.clear();
+        match previous {
+            ClusterState::Ready(db) => Some(db),
+            ClusterState::Inaccessible { .. } => None,
+        }
+    }
+
+    /// Creates `admin.<user>` (SCRAM-SHA-256, role `root`) unless it exists. Fails while
+    /// the gate is Inaccessible.
+    pub async fn ensure_admin_user(
+        &self,
+        user: &str,
+        password: &Zeroizing<String>,
+    ) -> Result<(), Error> {
+        let db = self.shared.db().map_err(|e| Error::AdminUser(e.errmsg))?;
+        crate::auth::users::ensure_admin(db, user, password)
+            .await
+            .map_err(|e| Error::AdminUser(e.to_string()))
+    }
+
+    /// Turns the gate back to Ready with a freshly opened database.
+    pub fn make_ready(&self, db: Db) {
+        *self.shared.state.write() = ClusterState::Ready(Arc::new(db));
+        tracing::info!("cluster ready");
+    }
+
+    /// True while the gate is Ready.
+    pub fn is_ready(&self) -> bool {
+        self.shared.state.read().is_ready()
+    }
+
+    /// Number of open client connections.
+    pub fn connection_count(&self) -> i64 {
+        self.shared
+            .counters
+            .current_connections
+            .load(Ordering::Relaxed)
+    }
+
+    /// Number of open cursors.
+    pub fn open_cursors(&self) -> usize {
+        self.shared.cursors.len()
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    max_connections: usize,
+    handshake_timeout: Duration,
+) {
+    let limit = Arc::new(Semaphore::new(max_connections));
+    let mut tasks = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+        };
+        let (socket, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            shared
+                .counters
+                .rejected_connections
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, max_connections, "connection limit reached; closing");
+            drop(socket);
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let shared = shared.clone();
+        let acceptor = acceptor.clone();
+        let mut shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            match acceptor {
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(socket));
+                    let outcome = tokio::select! {
+                        r = handshake => r,
+                        _ = shutdown.changed() => return,
+                    };
+                    match outcome {
+                        Ok(Ok(tls)) => serve(shared, tls, peer, shutdown).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+                None => serve(shared, socket, peer, shutdown).await,
+            }
+        });
+    }
+    drop(listener);
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn reap_cursors(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let period = (shared.cursors.idle_timeout() / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {
+                let n = shared.cursors.reap_idle();
+                if n > 0 {
+                    tracing::debug!(cursors = n, "closed idle cursors");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Deletes expired documents of TTL indexes, periodically, while the gate is Ready.
+async fn ttl_monitor(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>, period: Duration) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.changed() => return,
+        }
+        let Ok(db) = shared.db() else { continue };
+        let outcome =
+            tokio::task::spawn_blocking(move || db.expire_ttl(bson::DateTime::now())).await;
+        match outcome {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::debug!(documents = n, "TTL monitor removed expired documents"),
+            Ok(Err(e)) => tracing::warn!(code = e.code, "TTL monitor pass failed"),
+            Err(e) => tracing::warn!(error = %e, "TTL monitor task failed"),
+        }
+    }
+}
+
+/// What to do after a frame.
+enum Outcome {
+    Reply(Vec<u8>),
+    NoReply,
+    Close,
+}
+
+async fn serve<S: Stream>(
+    shared: Arc<Shared>,
+    stream: S,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut epoch = shared.epoch.subscribe();
+    let id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
+    shared
+        .counters
+        .current_connections
+        .fetch_add(1, Ordering::Relaxed);
+    shared
+        .counters
+        .total_connections
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(conn = id, %peer, "connection opened");
+    let mut conn = Connection::new(stream);
+    let mut client = Client::new(id, peer);
+    let mut response_id: i32 = 1;
+    loop {
+        let frame = tokio::select! {
+            r = conn.read_frame() => r,
+            _ = shutdown.changed() => break,
+            _ = epoch.changed() => break,
+        };
+        let frame = match frame {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(conn = id, error = %e, "closing connection on framing error");
+                break;
+            }
+        };
+        response_id = response_id.wrapping_add(1);
+        match handle_frame(&shared, &mut client, &frame, response_id).await {
+            Outcome::Reply(bytes) => {
+                // A client that stops reading must not hold up shutdown or the gate.
+                let written = tokio::select! {
+                    r = conn.write_frame(&bytes) => r,
+                    _ = shutdown.changed() => break,
+                    _ = epoch.changed() => break,
+                };
+                if let Err(e) = written {
+                    tracing::debug!(conn = id, error = %e, "write failed");
+                    break;
+                }
+            }
+            Outcome::NoReply => {}
+            Outcome::Close => break,
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.shutdown()).await;
+    // A connection's logical sessions outlive it in MongoDB (they time out); its
+    // cursors stay too, bounded by the idle timeout.
+    shared
+        .counters
+        .current_connections
+        .fetch_sub(1, Ordering::Relaxed);
+    tracing::debug!(conn = id, "connection closed");
+}
+
+async fn handle_frame(
+    shared: &Arc<Shared>,
+    client: &mut Client,
+    frame: &[u8],
+    response_id: i32,
+) -> Outcome {
+    let incoming = match message::decode(frame) {
+        Ok(i) => i,
+        Err(e) => return protocol_error_reply(frame, e, response_id),
+    };
+    let Incoming {
+        header,
+        request,
+        compressor,
+    } = incoming;
+    match request {
+        Request::Msg(msg) => {
+            let more_to_come = msg.more_to_come();
+            let reply = match msg.body.get("$db") {
+                Some(bson::Bson::String(db)) => {
+                    let db = db.clone();
+                    cmd::execute(shared, client, db, msg.body).await
+                }
+                _ => CommandError::new(
+                    (40571, "Location40571"),
+                    "OP_MSG requests require a $db argument",
+                )
+                .to_document(),
+            };
+            if more_to_come {
+                return Outcome::NoReply;
+            }
+            // A reply is compressed exactly when its request was: clients never compress
+            // the handshake and authentication commands, so their replies stay plain too.
+            encode_or_error(
+                message::encode_msg(response_id, header.request_id, &reply, compressor),
+                |d| message::encode_msg(response_id, header.request_id, d, None),
+            )
+        }
+        Request::Query(query) => {
+            let reply = legacy_query(shared, client, query).await;
+            encode_or_error(
+                message::encode_reply(response_id, header.request_id, &reply, None),
+                |d| message::encode_reply(response_id, header.request_id, d, None),
+            )
+        }
+    }
+}
+
+fn encode_or_error(
+    encoded: Result<Vec<u8>, ProtocolError>,
+    fallback: impl Fn(&Document) -> Result<Vec<u8>, ProtocolError>,
+) -> Outcome {
+    match encoded {
+        Ok(bytes) => Outcome::Reply(bytes),
+        Err(e) => {
+            let err = CommandError::new(
+                (10334, "BSONObjectTooLarge"),
+                format!("reply could not be sent: {e}"),
+            );
+            match fallback(&err.to_document()) {
+                Ok(bytes) => Outcome::Reply(bytes),
+                Err(_) => Outcome::Close,
+            }
+        }
+    }
+}
+
+/// A legacy `OP_QUERY`: only the handshake (`hello`/`isMaster` on `<db>.$cmd`) is served,
+/// as in MongoDB 5.1+; anything else gets `UnsupportedOpQueryCommand` (352).
+async fn legacy_query(
+    shared: &Arc<Shared>,
+    client: &mut Client,
+    query: message::OpQuery,
+) -> Document {
+    let Some(db) = query.full_collection_name.strip_suffix(".$cmd") else {
+        return CommandError::new(
+            (352, "UnsupportedOpQueryCommand"),
+            "OP_QUERY is no longer supported for queries; use OP_MSG",
+        )
+        .to_document();
+    };
+    let mut body = query.query;
+    // Drivers may wrap the command as {$query: {...}, $readPreference: ...}.
+    if let Ok(inner) = body.get_document("$query") {
+        body = inner.clone();
+    }
+    let name = body.keys().next().cloned().unwrap_or_default();
+    if !matches!(name.as_str(), "hello" | "isMaster" | "ismaster") {
+        return CommandError::new(
+            (352, "UnsupportedOpQueryCommand"),
+            format!(
+                "Unsupported OP_QUERY command: {}. The client driver may require an upgrade.",
+                truncate(&name, 64)
+            ),
+        )
+        .to_document();
+    }
+    cmd::execute(shared, client, db.to_string(), body).await
+}
+
+fn protocol_error_reply(frame: &[u8], e: ProtocolError, response_id: i32) -> Outcome {
+    tracing::debug!(error = %e, "invalid message");
+    let Ok(header) = message::Header::parse(frame) else {
+        return Outcome::Close;
+    };
+    match e {
+        // Bytes we cannot interpret at all, or a sender that asked for no reply: close.
+        ProtocolError::UnknownOpcode(_) => return Outcome::Close,
+        _ if header.op_code == opcode::OP_MSG
+            && frame.len() >= 20
+            && u32::from_le_bytes([frame[16], frame[17], frame[18], frame[19]])
+                & message::msg_flags::MORE_TO_COME
+                != 0 =>
+        {
+            return Outcome::Close;
+        }
+        _ => {}
+    }
+    let err = CommandError::from(e).to_document();
+    let encoded = if header.op_code == opcode::OP_QUERY {
+        message::encode_reply(response_id, header.request_id, &err, None)
+    } else {
+        message::encode_msg(response_id, header.request_id, &err, None)
+    };
+    match encoded {
+        Ok(bytes) => Outcome::Reply(bytes),
+        Err(_) => Outcome::Close,
+    }
+}
+
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

@@ -1,0 +1,190 @@
+//! `ycsb`: the YCSB-style benchmark, Strongroom (through the official `mongodb` driver,
+//! against a `ycsb-server` child process) side by side with PostgreSQL JSONB (a cluster
+//! the harness creates in a temp dir). Prints Markdown tables; see docs/benchmarks.md.
+//!
+//! ```text
+//! cargo build --release -p ycsb
+//! target/release/ycsb --target both --records 1000000 --clients 1,8,32 --duration 30s
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use ycsb::pg_cluster::{self, PgCluster};
+use ycsb::record::Shape;
+use ycsb::runner::{self, TargetReport};
+use ycsb::server_proc::ServerProcess;
+use ycsb::store::postgres::Postgres;
+use ycsb::store::strongroom::Strongroom;
+use ycsb::workload::{Distribution, Mix, Settings};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    Strongroom,
+    Postgres,
+    Both,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Dist {
+    Zipfian,
+    Uniform,
+}
+
+#[derive(Parser)]
+#[command(about = "YCSB-style benchmark: Strongroom (mongodb driver) vs PostgreSQL JSONB")]
+struct Args {
+    #[arg(long, value_enum, default_value = "both")]
+    target: Target,
+    /// Documents loaded before the runs.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Concurrent client counts, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    clients: Vec<usize>,
+    /// Measured duration of each (mix, clients) run: `30s`, `500ms`, `2m` or seconds.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Unmeasured warm-up before each run.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Approximate bytes of field values per document (10 fields of value-size/10).
+    #[arg(long, default_value_t = 1024)]
+    value_size: usize,
+    /// Documents per insert batch in the load phase (same on both targets).
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// Concurrent loaders in the load phase.
+    #[arg(long, default_value_t = 4)]
+    load_clients: usize,
+    /// Mixes to run: A (50/50), B (95/5), E (range query).
+    #[arg(long, value_delimiter = ',', default_value = "A,B,E", value_parser = parse_mix)]
+    mixes: Vec<Mix>,
+    #[arg(long, value_enum, default_value = "zipfian")]
+    distribution: Dist,
+    #[arg(long, default_value_t = 0x5eed)]
+    seed: u64,
+    /// The `ycsb-server` binary (default: next to this executable).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Directory with PostgreSQL's `initdb` and `pg_ctl` (default: /usr/lib/postgresql/*/bin).
+    #[arg(long)]
+    pg_bin: Option<PathBuf>,
+    /// Parent directory for both databases' data (default: the system temp dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Seconds between load progress lines.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    progress: Duration,
+    /// Also write the Markdown report to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let v: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        _ => return Err(format!("bad duration unit in {s:?} (ms, s, m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
+
+fn parse_mix(s: &str) -> Result<Mix, String> {
+    Mix::parse(s).ok_or_else(|| format!("unknown mix {s:?} (A, B, E)"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let args = Args::parse();
+    let settings = Settings {
+        records: args.records,
+        shape: Shape::for_value_size(args.value_size),
+        batch_size: args.batch_size,
+        load_clients: args.load_clients,
+        clients: args.clients.clone(),
+        mixes: args.mixes.clone(),
+        duration: args.duration,
+        warmup: args.warmup,
+        distribution: match args.distribution {
+            Dist::Zipfian => Distribution::Zipfian,
+            Dist::Uniform => Distribution::Uniform,
+        },
+        seed: args.seed,
+        progress_every: args.progress,
+    };
+    let data_dir = args.data_dir.as_deref();
+    let mut reports: Vec<TargetReport> = Vec::new();
+
+    if matches!(args.target, Target::Strongroom | Target::Both) {
+        let bin = match &args.server_bin {
+            Some(b) => b.clone(),
+            None => std::env::current_exe()?
+                .parent()
+                .map(|d| d.join("ycsb-server"))
+                .ok_or_else(|| anyhow::anyhow!("cannot locate ycsb-server"))?,
+        };
+        let server = ServerProcess::spawn(&bin, data_dir).await?;
+        let store = Strongroom::connect(&server, settings.max_clients()).await?;
+        let report = runner::run_target(Arc::new(store), &settings).await;
+        server.stop().await?;
+        reports.push(report?);
+    }
+    if matches!(args.target, Target::Postgres | Target::Both) {
+        let bin = pg_cluster::find_bin_dir(args.pg_bin.as_deref()).ok_or_else(|| {
+            anyhow::anyhow!("PostgreSQL not found (apt-get install -y postgresql, or --pg-bin)")
+        })?;
+        let cluster = PgCluster::start(&bin, data_dir).await?;
+        let store = Postgres::connect(&cluster.conninfo()).await?;
+        let report = runner::run_target(Arc::new(store), &settings).await;
+        cluster.stop().await?;
+        reports.push(report?);
+    }
+
+    let mut md = String::new();
+    md.push_str(&format!(
+        "records: {}, value size: {} B ({} fields x {} B), distribution: {:?}, batch: {}, \
+         loaders: {}, warm-up {:?}, measured {:?} per run\n\n",
+        settings.records,
+        settings.shape.field_count * settings.shape.field_len,
+        settings.shape.field_count,
+        settings.shape.field_len,
+        settings.distribution,
+        settings.batch_size,
+        settings.load_clients,
+        settings.warmup,
+        settings.duration
+    ));
+    md.push_str("### Load\n\n");
+    md.push_str(&ycsb::report::load_table(&reports.iter().collect::<Vec<_>>()));
+    for r in &reports {
+        md.push_str(&format!("\n### {}\n\n", r.name));
+        md.push_str(&ycsb::report::target_table(r));
+    }
+    if let [sr, pg] = &reports[..] {
+        md.push_str("\n### Ratio (Strongroom / PostgreSQL throughput)\n\n");
+        md.push_str(&ycsb::report::ratio_table(sr, pg));
+    }
+    println!("{md}");
+    if let Some(path) = &args.out {
+        std::fs::write(path, &md)?;
+    }
+    Ok(())
+}

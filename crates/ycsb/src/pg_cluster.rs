@@ -1,0 +1,236 @@
+//! A throw-away PostgreSQL cluster in a temp dir, created and started by the harness
+//! with Debian's binaries (`initdb`, `pg_ctl`).
+//!
+//! PostgreSQL refuses to run as root, so when the harness runs as root the cluster
+//! directory is handed to the `postgres` system user (created by Debian's `postgresql`
+//! package) and both tools run under `runuser -u postgres`. The server listens on a free
+//! port of 127.0.0.1 only, trusts local connections (a benchmark-only cluster), and keeps
+//! PostgreSQL's default durability (`fsync=on`, `synchronous_commit=on`, written
+//! explicitly so nobody wonders).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+use crate::error::{Error, Result};
+
+/// Directories searched for `initdb`/`pg_ctl`, newest major version first.
+const SEARCH: &[&str] = &[
+    "/usr/lib/postgresql/17/bin",
+    "/usr/lib/postgresql/16/bin",
+    "/usr/lib/postgresql/15/bin",
+    "/usr/lib/postgresql/14/bin",
+];
+
+/// The role the benchmark connects as.
+pub const ROLE: &str = "ycsb";
+
+/// The directory holding `initdb` and `pg_ctl`: `explicit` if given, otherwise the first
+/// Debian location that has them. `None` when PostgreSQL is not installed.
+pub fn find_bin_dir(explicit: Option<&Path>) -> Option<PathBuf> {
+    let has_tools = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
+    match explicit {
+        Some(d) => has_tools(d).then(|| d.to_path_buf()),
+        None => SEARCH.iter().map(PathBuf::from).find(|d| has_tools(d)),
+    }
+}
+
+/// Effective uid of this process (the owner of `/proc/self`).
+fn euid() -> Result<u32> {
+    Ok(std::fs::metadata("/proc/self")?.uid())
+}
+
+/// uid and gid of `user` from `/etc/passwd`.
+fn lookup_user(user: &str) -> Result<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd")?;
+    for line in passwd.lines() {
+        let mut parts = line.split(':');
+        if parts.next() != Some(user) {
+            continue;
+        }
+        let uid = parts.nth(1).and_then(|s| s.parse().ok());
+        let gid = parts.next().and_then(|s| s.parse().ok());
+        if let (Some(uid), Some(gid)) = (uid, gid) {
+            return Ok((uid, gid));
+        }
+    }
+    Err(Error::Cluster(format!(
+        "running as root needs the `{user}` system user (apt-get install postgresql creates it)"
+    )))
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+/// A running cluster; stopped by [`PgCluster::stop`] (or, as a last resort, on drop).
+pub struct PgCluster {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    as_postgres_user: bool,
+    running: bool,
+    dir: tempfile::TempDir,
+}
+
+impl PgCluster {
+    /// `initdb` + `pg_ctl start` in a new temp dir under `parent` (system temp when None).
+    pub async fn start(bin: &Path, parent: Option<&Path>) -> Result<PgCluster> {
+        let dir = match parent {
+            Some(p) => tempfile::Builder::new().prefix("ycsb-pg-").tempdir_in(p)?,
+            None => tempfile::Builder::new().prefix("ycsb-pg-").tempdir()?,
+        };
+        let as_postgres_user = euid()? == 0;
+        if as_postgres_user {
+            let (uid, gid) = lookup_user("postgres")?;
+            chown_tree(dir.path(), uid, gid)?;
+        }
+        let data = dir.path().join("data");
+        let mut cluster = PgCluster {
+            bin: bin.to_path_buf(),
+            data,
+            port: 0,
+            as_postgres_user,
+            running: false,
+            dir,
+        };
+        let data_arg = cluster.data.display().to_string();
+        cluster
+            .tool(
+                "initdb",
+                &[
+                    "-D",
+                    &data_arg,
+                    "--auth=trust",
+                    &format!("--username={ROLE}"),
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    // Only initdb's own files skip fsync; the server below runs with fsync=on.
+                    "--no-sync",
+                ],
+            )
+            .await?;
+        cluster.port = free_port()?;
+        let conf = format!(
+            "\n# ycsb harness\nport = {}\nlisten_addresses = '127.0.0.1'\n\
+             unix_socket_directories = '{}'\nmax_connections = 200\n\
+             fsync = on\nsynchronous_commit = on\nfull_page_writes = on\n",
+            cluster.port,
+            cluster.dir.path().display()
+        );
+        append(&cluster.data.join("postgresql.conf"), &conf)?;
+        let log = cluster.dir.path().join("postgres.log").display().to_string();
+        cluster
+            .tool(
+                "pg_ctl",
+                &["-D", &data_arg, "-l", &log, "-w", "-t", "120", "start"],
+            )
+            .await
+            .map_err(|e| {
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                Error::Cluster(format!("{e}; server log:\n{tail}"))
+            })?;
+        cluster.running = true;
+        Ok(cluster)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A tokio-postgres connection string (TCP on loopback).
+    pub fn conninfo(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={ROLE} dbname=postgres",
+            self.port
+        )
+    }
+
+    /// `pg_ctl stop -m fast` and removal of the temp dir.
+    pub async fn stop(mut self) -> Result<()> {
+        let data_arg = self.data.display().to_string();
+        self.tool("pg_ctl", &["-D", &data_arg, "-m", "fast", "-w", "stop"])
+            .await?;
+        self.running = false;
+        Ok(())
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        let path = self.bin.join(tool);
+        if self.as_postgres_user {
+            let mut c = Command::new("runuser");
+            c.arg("-u").arg("postgres").arg("--").arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    async fn tool(&self, tool: &str, args: &[&str]) -> Result<()> {
+        let out = self
+            .command(tool)
+            .args(args)
+            .stdin(Stdio::null())
+            .current_dir(self.dir.path())
+            .output()
+            .await
+            .map_err(|e| Error::Cluster(format!("run {tool}: {e}")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(Error::Cluster(format!(
+                "{tool} failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        if !self.running {
+            return;
+        }
+        // Never leave a postmaster behind (a failed run, a panicking test).
+        let path = self.bin.join("pg_ctl");
+        let mut c = if self.as_postgres_user {
+            let mut c = std::process::Command::new("runuser");
+            c.arg("-u").arg("postgres").arg("--").arg(path);
+            c
+        } else {
+            std::process::Command::new(path)
+        };
+        let _ = c
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .current_dir(self.dir.path())
+            .status();
+    }
+}
+
+fn append(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}

@@ -1,0 +1,134 @@
+//! The whole harness at tiny scale against the real targets: a `ycsb-server` child
+//! process driven through the official `mongodb` driver, and (when PostgreSQL is
+//! installed) a throw-away PostgreSQL cluster. Proves the benchmark works; measures
+//! nothing.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::doc;
+use ycsb::pg_cluster::{self, PgCluster};
+use ycsb::record::{self, Shape};
+use ycsb::runner::{self, TargetReport};
+use ycsb::server_proc::ServerProcess;
+use ycsb::stats::Op;
+use ycsb::store::postgres::Postgres;
+use ycsb::store::strongroom::{COLLECTION, DATABASE, Strongroom};
+use ycsb::workload::{Distribution, Mix, Settings};
+
+fn tiny() -> Settings {
+    Settings {
+        records: 2_000,
+        shape: Shape::DEFAULT,
+        batch_size: 100,
+        load_clients: 2,
+        clients: vec![1],
+        mixes: Mix::ALL.to_vec(),
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(100),
+        distribution: Distribution::Zipfian,
+        seed: 1,
+        progress_every: Duration::from_millis(500),
+    }
+}
+
+/// Every mix ran, did real work and saw no errors; range queries returned full pages.
+fn check(report: &TargetReport, settings: &Settings) {
+    assert_eq!(report.load.records, settings.records);
+    assert_eq!(
+        report.load.recorder.count(Op::InsertBatch),
+        settings.records / settings.batch_size as u64
+    );
+    assert_eq!(report.runs.len(), settings.mixes.len() * settings.clients.len());
+    for run in &report.runs {
+        let r = &run.recorder;
+        assert_eq!(r.total_errors(), 0, "{:?}: {:?}", run.mix, run.first_error);
+        assert!(r.total_ops() > 0, "{:?} did nothing", run.mix);
+        match run.mix {
+            Mix::A | Mix::B => {
+                assert!(r.count(Op::Read) > 0);
+                assert_eq!(r.count(Op::Range), 0);
+                assert_eq!(r.misses, 0);
+            }
+            Mix::E => {
+                assert!(r.count(Op::Range) > 0);
+                assert_eq!(r.range_docs, r.count(Op::Range) * 100);
+            }
+        }
+    }
+    // A has half updates: with one client for a second there are always some.
+    let a = report.run(Mix::A, 1).expect("mix A ran");
+    assert!(a.recorder.count(Op::Update) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strongroom_harness_runs_every_mix_through_the_mongodb_driver() {
+    let settings = tiny();
+    let server = ServerProcess::spawn(Path::new(env!("CARGO_BIN_EXE_ycsb-server")), None)
+        .await
+        .expect("ycsb-server starts and prints READY");
+    assert_ne!(server.port(), 0);
+    let store = Arc::new(
+        Strongroom::connect(&server, settings.max_clients())
+            .await
+            .expect("driver connects over TLS with SCRAM-SHA-256"),
+    );
+    let report = runner::run_target(store.clone(), &settings)
+        .await
+        .expect("harness runs");
+    check(&report, &settings);
+
+    // The documents are really there, with the loaded shape.
+    let coll = store
+        .client()
+        .database(DATABASE)
+        .collection::<bson::Document>(COLLECTION);
+    let d = coll
+        .find_one(doc! {"_id": record::key(7)})
+        .await
+        .expect("find")
+        .expect("record 7 exists");
+    assert_eq!(d.get_i64("rank").ok(), Some(7));
+    for i in 0..10 {
+        let v = d.get_str(record::field_name(i)).expect("field present");
+        assert_eq!(v.len(), 100);
+    }
+    // The range query is served by the rank index, not a collection scan.
+    let plan = store
+        .client()
+        .database(DATABASE)
+        .run_command(doc! {
+            "explain": {"find": COLLECTION, "filter": {"rank": {"$gte": 10_i64, "$lte": 110_i64}}, "limit": 100},
+        })
+        .await
+        .expect("explain");
+    let text = format!("{plan}");
+    assert!(text.contains("IXSCAN") && text.contains("rank_1"), "{text}");
+
+    drop(store);
+    server.stop().await.expect("server exits cleanly when stdin closes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_harness_runs_every_mix_when_postgresql_is_installed() {
+    let Some(bin) = pg_cluster::find_bin_dir(None) else {
+        eprintln!("note: PostgreSQL (initdb) not installed; skipping the PostgreSQL harness test");
+        return;
+    };
+    let settings = tiny();
+    let cluster = PgCluster::start(&bin, None)
+        .await
+        .expect("initdb + pg_ctl start");
+    let store = Arc::new(
+        Postgres::connect(&cluster.conninfo())
+            .await
+            .expect("connect"),
+    );
+    let report = runner::run_target(store.clone(), &settings)
+        .await
+        .expect("harness runs");
+    check(&report, &settings);
+    drop(store);
+    cluster.stop().await.expect("pg_ctl stop");
+}
