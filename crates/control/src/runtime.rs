@@ -152,7 +152,7 @@ impl Runtime {
     /// node to match the outcome.
     pub async fn revalidate_once(&self) {
         let _pass = self.pass.lock().await;
-        if let Err(e) = self.ensure_node().await {
+        if let Err(e) = self.ensure_node(None).await {
             tracing::error!(cluster = %self.name, error = %e, "cluster node cannot be started");
             *self.status.lock() = Status::Inaccessible {
                 reason: Reason::Internal,
@@ -218,17 +218,23 @@ impl Runtime {
             }
         }
         if *self.node_open.lock() {
-            let mut node = self.node.lock().await;
-            if let Some(n) = node.as_mut()
-                && let Err(e) = n.lock(&message).await
-            {
-                // A node that cannot lock is killed: no key may outlive revocation.
-                tracing::error!(cluster = %self.name, error = %e, "node failed to lock; stopping it");
-                if let Some(n) = node.take() {
-                    n.shutdown().await;
+            // The node closes its connections and drops its engine, then the process is
+            // replaced: a fresh node that never saw the key answers clients from now on.
+            // Replacing the process is what makes "no key material remains" hold for
+            // every copy — stack slots, allocator free lists, TLS buffers — not only for
+            // the ones a zeroizing type owned.
+            let old = self.node.lock().await.take();
+            if let Some(mut n) = old {
+                if let Err(e) = n.lock(&message).await {
+                    tracing::error!(cluster = %self.name, error = %e, "node failed to lock");
                 }
+                n.shutdown().await;
             }
             *self.node_open.lock() = false;
+            // The replacement starts with the reason it will tell clients.
+            if let Err(e) = self.ensure_node(Some(message.clone())).await {
+                tracing::error!(cluster = %self.name, error = %e, "locked node cannot be started");
+            }
         }
         let changed = {
             let mut status = self.status.lock();
@@ -246,7 +252,7 @@ impl Runtime {
     }
 
     /// Starts the node process if it is not running (first start, or after a crash).
-    async fn ensure_node(&self) -> Result<(), cluster::supervisor::NodeError> {
+    async fn ensure_node(&self, reason: Option<String>) -> Result<(), cluster::supervisor::NodeError> {
         let mut node = self.node.lock().await;
         if let Some(n) = node.as_mut() {
             if !n.has_exited() {
@@ -256,10 +262,10 @@ impl Runtime {
             *node = None;
             *self.node_open.lock() = false;
         }
-        let initial_reason = match &*self.status.lock() {
+        let initial_reason = reason.unwrap_or_else(|| match &*self.status.lock() {
             Status::Inaccessible { message, .. } => message.clone(),
             _ => "the cluster is starting; its key has not been validated yet".to_string(),
-        };
+        });
         let init = Init {
             cluster: self.name.clone(),
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], self.port)),

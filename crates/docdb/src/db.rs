@@ -359,6 +359,21 @@ impl Db {
             .clone()
     }
 
+    /// The collection's metadata after taking its write lock, which must still belong to
+    /// the same collection incarnation (`id`); a concurrent drop/recreate is reported.
+    fn relock_meta(&self, db: &str, coll: &str, id: u64) -> Result<Arc<CollectionMeta>> {
+        match self.meta(db, coll) {
+            Some(m) if m.id == id => Ok(m),
+            _ => Err(Error::new(
+                code::NAMESPACE_NOT_FOUND,
+                format!(
+                    "collection {} was dropped or recreated concurrently; retry the operation",
+                    ns(db, coll)
+                ),
+            )),
+        }
+    }
+
     fn meta(&self, db: &str, coll: &str) -> Option<Arc<CollectionMeta>> {
         self.inner.catalog.read().get(db, coll)
     }
@@ -449,6 +464,11 @@ impl Db {
         };
         let lock = self.coll_lock(meta.id);
         let _l = lock.lock();
+        // Re-read under the lock: indexes may have changed, or the collection may be gone.
+        let meta = match self.meta(db, coll) {
+            Some(m) if m.id == meta.id => m,
+            _ => return Ok(false),
+        };
         let prefixes = {
             let _g = self.inner.catalog_lock.lock();
             let mut batch = Batch::default();
@@ -633,9 +653,7 @@ impl Db {
         let (meta, created) = self.get_or_create(db, coll)?;
         let lock = self.coll_lock(meta.id);
         let _l = lock.lock();
-        let meta = self
-            .meta(db, coll)
-            .ok_or_else(|| Error::new(code::NAMESPACE_NOT_FOUND, "collection dropped"))?;
+        let meta = self.relock_meta(db, coll, meta.id)?;
         let before = meta.indexes.len() + 1;
         let mut new_meta = (*meta).clone();
         let mut to_build: Vec<IndexMeta> = Vec::new();
@@ -816,9 +834,7 @@ impl Db {
         };
         let lock = self.coll_lock(meta.id);
         let _l = lock.lock();
-        let meta = self
-            .meta(db, coll)
-            .ok_or_else(|| Error::new(code::NAMESPACE_NOT_FOUND, "collection dropped"))?;
+        let meta = self.relock_meta(db, coll, meta.id)?;
         let was = meta.indexes.len() + 1;
         let names: Vec<String> = match index {
             Bson::String(s) if s == "*" => meta.indexes.iter().map(|i| i.name.clone()).collect(),
@@ -989,9 +1005,7 @@ impl Db {
         let (meta, _) = self.get_or_create(db, coll)?;
         let lock = self.coll_lock(meta.id);
         let _l = lock.lock();
-        let mut meta = self
-            .meta(db, coll)
-            .ok_or_else(|| Error::new(code::NAMESPACE_NOT_FOUND, "collection dropped"))?;
+        let mut meta = self.relock_meta(db, coll, meta.id)?;
         let ictx = IndexCtx::new(&meta)?;
         let mut res = InsertResult::default();
         for (i, d) in docs.into_iter().enumerate() {
@@ -1218,9 +1232,7 @@ impl Db {
         };
         let lock = self.coll_lock(meta.id);
         let _l = lock.lock();
-        let mut meta = self
-            .meta(db, coll)
-            .ok_or_else(|| Error::new(code::NAMESPACE_NOT_FOUND, "collection dropped"))?;
+        let mut meta = self.relock_meta(db, coll, meta.id)?;
         let ictx = IndexCtx::new(&meta)?;
         for (i, op) in ops.iter().enumerate() {
             if let Err(e) = self.update_one_stmt(&mut meta, &ictx, op, &mut res, i) {
@@ -1255,9 +1267,7 @@ impl Db {
         };
         let lock = self.coll_lock(meta.id);
         let _l = lock.lock();
-        let mut meta = self
-            .meta(db, coll)
-            .ok_or_else(|| Error::new(code::NAMESPACE_NOT_FOUND, "collection dropped"))?;
+        let mut meta = self.relock_meta(db, coll, meta.id)?;
         let ictx = IndexCtx::new(&meta)?;
         for (i, op) in ops.iter().enumerate() {
             let r = (|| -> Result<u64> {
@@ -1338,9 +1348,7 @@ impl Db {
         };
         let lock = self.coll_lock(meta.id);
         let _l = lock.lock();
-        let mut meta = self
-            .meta(db, coll)
-            .ok_or_else(|| Error::new(code::NAMESPACE_NOT_FOUND, "collection dropped"))?;
+        let mut meta = self.relock_meta(db, coll, meta.id)?;
         let ictx = IndexCtx::new(&meta)?;
         let found = self
             .matching(&meta, &opts.query, sort.as_ref(), None, Some(1))?
@@ -1669,6 +1677,34 @@ impl Db {
             p.stages.remove(sort_pos);
         }
         Ok(Cursor::new(ns(db, coll), p.run(src, &cfg), stats))
+    }
+
+    /// `explain` of an aggregation: the access path of the leading `$match` as a `$cursor`
+    /// stage (with its `queryPlanner`/`executionStats`), followed by the remaining stages.
+    pub fn explain_aggregate(
+        &self,
+        db: &str,
+        coll: &str,
+        pipeline: &[Document],
+        opts: AggregateOptions,
+    ) -> Result<Document> {
+        Pipeline::parse(pipeline)?;
+        let (filter, rest) = match pipeline.first().and_then(|s| s.get("$match")) {
+            Some(Bson::Document(f)) => (f.clone(), &pipeline[1..]),
+            _ => (Document::new(), pipeline),
+        };
+        let cursor = self.explain_find(
+            db,
+            coll,
+            FindOptions {
+                filter,
+                hint: opts.hint,
+                ..Default::default()
+            },
+        )?;
+        let mut stages = vec![Bson::Document(doc! {"$cursor": cursor})];
+        stages.extend(rest.iter().cloned().map(Bson::Document));
+        Ok(doc! {"explainVersion": "1", "stages": stages})
     }
 
     /// `explain` of a find, with `queryPlanner` and `executionStats`.

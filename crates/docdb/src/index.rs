@@ -379,6 +379,10 @@ pub fn index_values(doc: &Document, p: &[String]) -> (Vec<Bson>, bool, bool) {
         }
     }
     let mut vals: Vec<Bson> = Vec::new();
+    if leaves.is_empty() {
+        // e.g. "a.b" over `a: [1, 2]`: indexed like a missing field.
+        vals.push(Bson::Null);
+    }
     for leaf in leaves {
         match leaf {
             None => vals.push(Bson::Null),

@@ -9,11 +9,12 @@
 //! - MinKey/Undefined/Null/MaxKey: the tag only.
 //! - numbers (int32, int64, double, decimal128 — one bracket): 8 bytes of a *sortable
 //!   double* (sign-flipped IEEE bits; NaN is all zeros, below -inf; -0 is folded into +0)
-//!   followed by an *exactness tail*: `0x02` when the value equals that double, or
-//!   `0x01`/`0x03` plus 8 sign-flipped big-endian bytes holding the (negative/positive)
-//!   difference between an int64 and its rounded double. Thus 1, 1.0 and NumberLong(1) encode
-//!   identically, and int64 values above 2^53 keep their exact order.
-//!   Decimal128 is encoded through its nearest double (documented limitation).
+//!   followed by an *exactness tail* holding `value - double` exactly: `0x02` when zero,
+//!   else `0x03` + magnitude (positive) or `0x01` + inverted magnitude (negative), where a
+//!   magnitude `0.d1..dn × 10^adj` is `adj` (sign-flipped u32 BE), the digits as bytes
+//!   1..=10, and `00`. Thus 1, 1.0, NumberLong(1) and NumberDecimal("1.0") encode
+//!   identically, int64 values above 2^53 keep their exact order, and decimals order exactly
+//!   against doubles (`NumberDecimal("0.1")` sorts just below the double 0.1).
 //! - strings/symbols/code: bytes with 0x00 escaped as `00 FF`, terminated by `00 01`.
 //! - objects: per element `tag, escaped name, body`, then `00`.
 //! - arrays: per element `tag, body`, then `00`.
@@ -28,7 +29,8 @@
 use bson::Bson;
 
 use crate::error::{Error, Result};
-use crate::order::{self, Num};
+use crate::exactnum::{Exact, Mag};
+use crate::order;
 
 const STR_TERM: [u8; 2] = [0x00, 0x01];
 const STR_ESC: [u8; 2] = [0x00, 0xFF];
@@ -98,28 +100,27 @@ fn push_i64(i: i64, out: &mut Vec<u8>) {
     out.extend_from_slice(&((i as u64) ^ (1 << 63)).to_be_bytes());
 }
 
-fn encode_number(n: Num, out: &mut Vec<u8>) {
-    match n {
-        Num::Double(f) => {
-            out.extend_from_slice(&sortable_double(f));
-            out.push(0x02);
+fn encode_mag(m: &Mag, out: &mut Vec<u8>) {
+    out.extend_from_slice(&((m.adj as u32) ^ (1 << 31)).to_be_bytes());
+    out.extend(m.digits.iter().map(|d| d + 1));
+    out.push(0);
+}
+
+fn encode_number(v: &Bson, out: &mut Vec<u8>) {
+    let (approx, tail) = order::num_view(v);
+    out.extend_from_slice(&sortable_double(approx));
+    match tail {
+        Exact::Zero => out.push(0x02),
+        Exact::Pos(m) => {
+            out.push(0x03);
+            encode_mag(&m, out);
         }
-        Num::Int(i) => {
-            let d = i as f64;
-            out.extend_from_slice(&sortable_double(d));
-            // d is integral with |d| <= 2^63, so the difference is exact in i128 and
-            // small (|diff| <= 2^10) after rounding to 53 bits.
-            let diff = i as i128 - d as i128;
-            match diff.cmp(&0) {
-                std::cmp::Ordering::Equal => out.push(0x02),
-                std::cmp::Ordering::Less => {
-                    out.push(0x01);
-                    push_i64(diff as i64, out);
-                }
-                std::cmp::Ordering::Greater => {
-                    out.push(0x03);
-                    push_i64(diff as i64, out);
-                }
+        Exact::Neg(m) => {
+            out.push(0x01);
+            let start = out.len();
+            encode_mag(&m, out);
+            for b in &mut out[start..] {
+                *b = !*b;
             }
         }
     }
@@ -129,9 +130,7 @@ fn encode_body(v: &Bson, out: &mut Vec<u8>) {
     match v {
         Bson::MinKey | Bson::MaxKey | Bson::Null | Bson::Undefined => {}
         Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_) => {
-            if let Some(n) = order::as_num(v) {
-                encode_number(n, out);
-            }
+            encode_number(v, out)
         }
         Bson::String(s) | Bson::Symbol(s) | Bson::JavaScriptCode(s) => push_str(s.as_bytes(), out),
         Bson::Document(d) => {
@@ -222,11 +221,16 @@ impl Reader<'_> {
             1 | 2 | 3 | 100 => Ok(()),
             10 => {
                 self.skip(8)?;
-                match self.byte()? {
-                    0x02 => Ok(()),
-                    0x01 | 0x03 => self.skip(8),
-                    _ => Err(Error::internal("corrupt key number")),
-                }
+                let term = match self.byte()? {
+                    0x02 => return Ok(()),
+                    0x03 => 0x00,
+                    // A negative tail is stored inverted: its terminator reads as 0xFF.
+                    0x01 => 0xFF,
+                    _ => return Err(Error::internal("corrupt key number")),
+                };
+                self.skip(4)?;
+                while self.byte()? != term {}
+                Ok(())
             }
             15 | 60 => self.skip_str(),
             20 => loop {
@@ -325,8 +329,24 @@ mod tests {
                 any::<f64>()
             ]
             .prop_map(Bson::Double),
-            prop_oneof![Just("1"), Just("-2.5"), Just("0"), Just("1E+2")]
-                .prop_map(|s| Bson::Decimal128(Decimal128::from_str(s).unwrap())),
+            prop_oneof![
+                Just("1"),
+                Just("-2.5"),
+                Just("0"),
+                Just("1E+2"),
+                Just("0.1"),
+                Just("-0.1"),
+                Just("9007199254740993"),
+                Just("1E+400"),
+                Just("-1E-400"),
+                Just("NaN"),
+                Just("-Infinity"),
+                Just("0.1000000000000000055511151231257827")
+            ]
+            .prop_map(|s| Bson::Decimal128(Decimal128::from_str(s).unwrap())),
+            (any::<i64>(), -30i32..30).prop_map(|(c, e)| Bson::Decimal128(
+                Decimal128::from_str(&format!("{c}E{e}")).unwrap()
+            )),
             "[a-c\u{0}é]{0,4}".prop_map(Bson::String),
             "[ab]{0,2}".prop_map(Bson::Symbol),
             any::<bool>().prop_map(Bson::Boolean),
@@ -403,6 +423,14 @@ mod tests {
         assert!(encode(&Bson::Int64(big)) > encode(&Bson::Double((1u64 << 53) as f64)));
         assert!(encode(&Bson::Int64(big)) < encode(&Bson::Int64(big + 1)));
         assert!(encode(&Bson::Double(f64::NAN)) < encode(&Bson::Double(f64::NEG_INFINITY)));
+        let d = |s: &str| Bson::Decimal128(Decimal128::from_str(s).unwrap());
+        assert_eq!(encode(&d("1.000")), one);
+        assert!(encode(&d("0.1")) < encode(&Bson::Double(0.1)));
+        assert!(encode(&d("0.1")) > encode(&Bson::Double(0.09999999999999999)));
+        assert_eq!(
+            encode(&d("9007199254740993")),
+            encode(&Bson::Int64((1 << 53) + 1))
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod cursor;
 pub mod db;
 pub mod engine;
 pub mod error;
+pub mod exactnum;
 pub mod expr;
 pub mod index;
 pub mod keycodec;

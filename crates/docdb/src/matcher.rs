@@ -822,6 +822,41 @@ mod tests {
     }
 
     #[test]
+    fn null_semantics_match_mongodb_8() {
+        let null_q = doc! {"a.b": {"$eq": null}};
+        for (d, want) in [
+            (doc! {"a": {}}, true),
+            (doc! {"a": null}, true),
+            (doc! {"a": 4}, true),
+            (doc! {}, true),
+            (doc! {"a": {"b": null}}, true),
+            (doc! {"a": {"b": bson::Bson::Undefined}}, false),
+            (doc! {"a": [{"b": 3}, {}]}, true),
+            (doc! {"a": [{"b": null}, {"b": 3}]}, true),
+            (doc! {"a": [{"b": 1}, {"b": "s"}]}, false),
+            (doc! {"a": [1, "string", 4]}, false),
+            (doc! {"a": [null, null]}, false),
+            (doc! {"a": []}, false),
+            (doc! {"a": [[]]}, false),
+        ] {
+            assert_eq!(m(null_q.clone(), d.clone()), want, "{d:?}");
+            assert_eq!(
+                m(doc! {"a.b": {"$ne": null}}, d.clone()),
+                !want,
+                "$ne {d:?}"
+            );
+        }
+        assert!(!m(doc! {"a": null}, doc! {"a": bson::Bson::Undefined}));
+        assert!(m(doc! {"a": null}, doc! {"a": [1, null]}));
+        assert!(!m(doc! {"a": null}, doc! {"a": []}));
+        assert!(m(doc! {"a": {"$ne": null}}, doc! {"a": []}));
+        assert!(m(
+            doc! {"a": {"$elemMatch": {"$eq": null}}},
+            doc! {"a": [1, null]}
+        ));
+    }
+
+    #[test]
     fn parse_errors() {
         assert_eq!(err(doc! {"$and": []}), 2);
         assert_eq!(err(doc! {"a": {"$in": 5}}), 2);

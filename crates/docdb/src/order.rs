@@ -8,12 +8,14 @@
 //! objects compare element by element (canonical type, then field name, then value), and a
 //! prefix sorts first; arrays compare element-wise the same way.
 //!
-//! Decimal128 values are compared through their nearest `f64` (documented limitation:
-//! two decimals that round to the same double compare equal).
+//! Decimal128 values compare exactly against every numeric type through the
+//! `(nearest double, exact remainder)` view of [`crate::exactnum`].
 
 use std::cmp::Ordering;
 
 use bson::{Bson, Decimal128, Document};
+
+use crate::exactnum::{self, Exact};
 
 /// Canonical type bracket (MongoDB's `canonicalizeBSONType`).
 pub fn bracket(v: &Bson) -> u8 {
@@ -113,6 +115,17 @@ pub fn cmp_num(a: Num, b: Num) -> Ordering {
     }
 }
 
+/// `(nearest double, exact remainder)` of a number; see [`crate::exactnum`].
+pub fn num_view(v: &Bson) -> (f64, Exact) {
+    match v {
+        Bson::Int32(i) => (*i as f64, Exact::Zero),
+        Bson::Int64(i) => exactnum::int_view(*i),
+        Bson::Double(f) => (if *f == 0.0 { 0.0 } else { *f }, Exact::Zero),
+        Bson::Decimal128(d) => exactnum::decimal_view(d),
+        _ => (f64::NAN, Exact::Zero),
+    }
+}
+
 /// Compare two BSON values in MongoDB's total order.
 pub fn cmp(a: &Bson, b: &Bson) -> Ordering {
     let (ba, bb) = (bracket(a), bracket(b));
@@ -120,10 +133,17 @@ pub fn cmp(a: &Bson, b: &Bson) -> Ordering {
         return ba.cmp(&bb);
     }
     match (a, b) {
-        _ if ba == NUMBER_BRACKET => match (as_num(a), as_num(b)) {
-            (Some(x), Some(y)) => cmp_num(x, y),
-            _ => Ordering::Equal,
-        },
+        _ if ba == NUMBER_BRACKET => {
+            if matches!(a, Bson::Decimal128(_)) || matches!(b, Bson::Decimal128(_)) {
+                let (x, y) = (num_view(a), num_view(b));
+                cmp_double(x.0, y.0).then_with(|| x.1.cmp(&y.1))
+            } else {
+                match (as_num(a), as_num(b)) {
+                    (Some(x), Some(y)) => cmp_num(x, y),
+                    _ => Ordering::Equal,
+                }
+            }
+        }
         (Bson::String(x) | Bson::Symbol(x), Bson::String(y) | Bson::Symbol(y)) => {
             x.as_bytes().cmp(y.as_bytes())
         }
@@ -301,6 +321,35 @@ mod tests {
             Ordering::Less
         );
         assert!(eq(&Bson::Double(-0.0), &Bson::Int32(0)));
+        let d = |s: &str| Bson::Decimal128(Decimal128::from_str(s).unwrap());
+        assert!(
+            !eq(&d("0.1"), &Bson::Double(0.1)),
+            "decimal 0.1 is not the double 0.1"
+        );
+        assert_eq!(cmp(&d("0.1"), &Bson::Double(0.1)), Ordering::Less);
+        assert!(eq(&d("0.5"), &Bson::Double(0.5)));
+        assert!(eq(&d("-0"), &Bson::Int32(0)));
+        assert_eq!(
+            cmp(&d("9007199254740993"), &Bson::Int64(9007199254740993)),
+            Ordering::Equal
+        );
+        assert_eq!(
+            cmp(&d("9007199254740992.5"), &Bson::Int64(9007199254740993)),
+            Ordering::Less
+        );
+        assert_eq!(
+            cmp(&d("1E+400"), &Bson::Double(f64::INFINITY)),
+            Ordering::Less
+        );
+        assert_eq!(cmp(&d("1E+400"), &d("2E+400")), Ordering::Less);
+        assert_eq!(
+            cmp(&d("NaN"), &Bson::Double(f64::NEG_INFINITY)),
+            Ordering::Less
+        );
+        assert_eq!(
+            cmp(&d("0.1000000000000000000000000000000001"), &d("0.1")),
+            Ordering::Greater
+        );
     }
 
     #[test]

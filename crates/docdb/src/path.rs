@@ -20,7 +20,8 @@ pub fn as_index(c: &str) -> Option<usize> {
     c.parse().ok()
 }
 
-/// Leaves reachable through `path` for query matching.
+/// Leaves reachable through `path` for query matching. Document elements of an array
+/// that lack the field yield a missing leaf; scalar elements yield nothing.
 pub fn leaves<'a>(doc: &'a Document, path: &[String]) -> Vec<Option<&'a Bson>> {
     let mut out = Vec::new();
     match path.split_first() {
@@ -62,9 +63,9 @@ fn walk<'a>(v: &'a Bson, rest: &[String], out: &mut Vec<Option<&'a Bson>>) {
                     }
                 }
             }
-            if out.len() == before {
-                out.push(None);
-            }
+            // Scalars inside an array contribute no leaf (so `{"a.b": null}` does not
+            // match `a: [1, 2]` or `a: []`, as in MongoDB 8.0).
+            let _ = before;
         }
         _ => out.push(None),
     }

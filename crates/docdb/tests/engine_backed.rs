@@ -310,6 +310,44 @@ fn unique_index_violations_carry_key_info() {
             .n,
         1
     );
+    // Numeric keys are compared by exact value across types.
+    db.create_indexes(
+        "t",
+        "num",
+        &[doc! {"key": {"v": 1}, "name": "v_1", "unique": true}],
+    )
+    .unwrap();
+    let dec = |s: &str| Bson::Decimal128(s.parse().unwrap());
+    let r = db
+        .insert(
+            "t",
+            "num",
+            vec![
+                doc! {"v": 1},
+                doc! {"v": dec("1.00")},
+                doc! {"v": 1.0},
+                doc! {"v": 0.1},
+                doc! {"v": dec("0.1")},
+            ],
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        r.n, 3,
+        "1 == 1.00 == 1.0, but the decimal 0.1 differs from the double 0.1"
+    );
+    assert_eq!(r.write_errors.len(), 2);
+    let found = find_opts(
+        &db,
+        "num",
+        FindOptions {
+            filter: doc! {"v": {"$lt": 0.1}},
+            ..Default::default()
+        },
+    );
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].get("v"), Some(&dec("0.1")));
+
     // Building a unique index over existing duplicates fails and leaves no index behind.
     db.insert("t", "u", vec![doc! {"_id": 10, "n": 1}], true)
         .unwrap();
@@ -479,6 +517,34 @@ fn multikey_partial_sparse_and_explain() {
     assert_eq!(got.len(), 10);
     assert_eq!(got[0], doc! {"_id": 199, "n": 199});
     assert_eq!(cur.stats().get().0, 10);
+
+    let ex = db
+        .explain_aggregate(
+            "t",
+            "m",
+            &[doc! {"$match": {"n": 7}}, doc! {"$group": {"_id": null}}],
+            Default::default(),
+        )
+        .unwrap();
+    let stages = ex.get_array("stages").unwrap();
+    let cursor = stages[0]
+        .as_document()
+        .unwrap()
+        .get_document("$cursor")
+        .unwrap();
+    assert_eq!(
+        cursor
+            .get_document("queryPlanner")
+            .unwrap()
+            .get_document("winningPlan")
+            .unwrap()
+            .get_document("inputStage")
+            .unwrap()
+            .get_str("indexName")
+            .unwrap(),
+        "n_1"
+    );
+    assert_eq!(stages.len(), 2);
 
     // $or over indexed branches: union of index scans, deduplicated.
     let ex = db

@@ -179,10 +179,10 @@ async fn a_deleted_identity_is_not_restored_by_a_namesake_only_by_an_update() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(f.view().await["properties"]["clusterStatus"], "Inaccessible");
     // Updating the cluster to the new identity restores it.
-    let (status, body) = f
-        .d
-        .control(reqwest::Method::PATCH, &f.d.cluster_url(&f.name), Some(cmk_cluster(&f.key_url(), &again.id)))
-        .await;
+    // The update names the key and the identity together, as the service requires.
+    let mut update = cmk_cluster(&f.key_url(), &again.id);
+    update["properties"].as_object_mut().unwrap().remove("administrator");
+    let (status, body) = f.d.control(reqwest::Method::PATCH, &f.d.cluster_url(&f.name), Some(update)).await;
     assert_eq!(status, 200, "{body:#}");
     let recover = f.expect_ready_and_intact().await;
     report("identity deleted", revoke, recover);

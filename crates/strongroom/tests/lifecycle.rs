@@ -52,38 +52,38 @@ async fn every_create_rule_is_checked_before_anything_is_created() {
     let stranger = d.create_identity("stranger").await;
     d.vault.assign_role(d.mgmt_url(), &vault.id, CSEU, &granted.principal_id).await.unwrap();
 
-    rejected(&d, "c1", cmk_cluster(&disabled.kid, &granted.id), "AzureKeyVaultKeyDisabled").await;
-    rejected(&d, "c2", cmk_cluster(&future.kid, &granted.id), "AzureKeyVaultKeyNotYetActive").await;
-    rejected(&d, "c3", cmk_cluster(&expired.kid, &granted.id), "AzureKeyVaultKeyExpired").await;
-    rejected(&d, "c4", cmk_cluster(&format!("{}/keys/missing", vault.base()), &granted.id), "AzureKeyVaultKeyNameNotFound").await;
-    rejected(&d, "c5", cmk_cluster(&good.kid, &stranger.id), "AzureKeyVaultAccessDenied").await;
+    rejected(&d, "case1", cmk_cluster(&disabled.kid, &granted.id), "AzureKeyVaultKeyDisabled").await;
+    rejected(&d, "case2", cmk_cluster(&future.kid, &granted.id), "AzureKeyVaultKeyNotYetActive").await;
+    rejected(&d, "case3", cmk_cluster(&expired.kid, &granted.id), "AzureKeyVaultKeyExpired").await;
+    rejected(&d, "case4", cmk_cluster(&format!("{}/keys/missing", vault.base()), &granted.id), "AzureKeyVaultKeyNameNotFound").await;
+    rejected(&d, "case5", cmk_cluster(&good.kid, &stranger.id), "AzureKeyVaultAccessDenied").await;
     if let Ok(ec) = ec {
-        rejected(&d, "c6", cmk_cluster(&ec.kid, &granted.id), "InvalidKeyEncryptionKey").await;
+        rejected(&d, "case6", cmk_cluster(&ec.kid, &granted.id), "InvalidKeyEncryptionKey").await;
     }
     let ghost = format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ghost");
-    rejected(&d, "c7", cmk_cluster(&good.kid, &ghost), "UserAssignedIdentityNotFound").await;
+    rejected(&d, "case7", cmk_cluster(&good.kid, &ghost), "UserAssignedIdentityNotFound").await;
     let mut unlisted = cmk_cluster(&good.kid, &granted.id);
     unlisted["identity"]["userAssignedIdentities"] = json!({ stranger.id.clone(): {} });
-    rejected(&d, "c8", unlisted, "KeyEncryptionKeyIdentityNotAssigned").await;
+    rejected(&d, "case8", unlisted, "KeyEncryptionKeyIdentityNotAssigned").await;
     let mut system = cmk_cluster(&good.kid, &granted.id);
     system["identity"]["type"] = json!("SystemAssigned");
     system["identity"]["userAssignedIdentities"] = json!({});
-    rejected(&d, "c9", system, "UserAssignedIdentityRequired").await;
+    rejected(&d, "case9", system, "UserAssignedIdentityRequired").await;
 
     // The same request with a good key and a granted identity succeeds.
-    let (status, body) = d.put_cluster("c10", cmk_cluster(&good.kid, &granted.id)).await;
+    let (status, body) = d.put_cluster("case10", cmk_cluster(&good.kid, &granted.id)).await;
     assert_eq!(status, 201, "{body:#}");
     assert_eq!(body["identity"]["userAssignedIdentities"][&granted.id]["principalId"], granted.principal_id.as_str());
 
     // Lifecycle rules on update.
-    let (status, body) = d.control(reqwest::Method::PATCH, &d.cluster_url("c10"), Some(json!({"properties": {"encryption": {}}}))).await;
+    let (status, body) = d.control(reqwest::Method::PATCH, &d.cluster_url("case10"), Some(json!({"properties": {"encryption": {}}}))).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("EncryptionModeCannotBeChanged")), "{body:#}");
     let only_key = json!({"properties": {"encryption": {"customerManagedKeyEncryption": {"keyEncryptionKeyUrl": good.kid}}}});
-    let (status, body) = d.control(reqwest::Method::PATCH, &d.cluster_url("c10"), Some(only_key)).await;
+    let (status, body) = d.control(reqwest::Method::PATCH, &d.cluster_url("case10"), Some(only_key)).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("KeyAndIdentityRequiredTogether")), "{body:#}");
-    let (status, _) = d.put_cluster("s1", smk_cluster()).await;
+    let (status, _) = d.put_cluster("smk1", smk_cluster()).await;
     assert_eq!(status, 201);
-    let (status, body) = d.control(reqwest::Method::PATCH, &d.cluster_url("s1"), Some(cmk_cluster(&good.kid, &granted.id))).await;
+    let (status, body) = d.control(reqwest::Method::PATCH, &d.cluster_url("smk1"), Some(cmk_cluster(&good.kid, &granted.id))).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("EncryptionModeCannotBeChanged")), "{body:#}");
 }
 
@@ -194,5 +194,11 @@ async fn a_revoked_cluster_process_holds_no_root_key() {
         .await
         .unwrap();
     d.wait_status("mem", "Inaccessible", Duration::from_secs(20)).await;
-    assert!(!memory_contains(node, &dek), "an Inaccessible node must hold no copy of its root key");
+    // The node that held the key is gone; the one serving refusals never received it.
+    assert!(!std::path::Path::new(&format!("/proc/{node}")).exists(), "the keyed node process must be gone");
+    let nodes = children(d.pid());
+    assert_eq!(nodes.len(), 1, "a locked node answers clients: {nodes:?}");
+    assert!(!memory_contains(nodes[0], &dek), "an Inaccessible cluster's process must hold no copy of its root key");
+    let err = d.mongo(&d.get_cluster("mem").await, "clusteradmin", ADMIN_PASSWORD).await.list_database_names().await.unwrap_err();
+    assert!(err.to_string().contains("KeyDisabled"), "{err}");
 }

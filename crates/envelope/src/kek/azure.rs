@@ -109,7 +109,8 @@ impl AzureKeyVault {
         AzureKeyVault { http, key, tokens }
     }
 
-    /// Sends one request with a bearer token; on 401, once more with a fresh token.
+    /// Sends one request with a bearer token; on 401 or 403 (access denied), once more
+    /// with a fresh token.
     async fn send(
         &self,
         build: impl Fn(&str) -> reqwest::RequestBuilder,
@@ -128,7 +129,14 @@ impl AzureKeyVault {
             if resp.status().is_success() {
                 return Ok(resp);
             }
-            return Err(self.classify(resp, subject).await);
+            let error = self.classify(resp, subject).await;
+            if attempt == 0 && matches!(error, KekError::AccessDenied { .. }) {
+                // A cached token outlives its identity: ask the identity service again,
+                // so that a deleted identity is reported as such, not as a missing role.
+                self.tokens.invalidate();
+                continue;
+            }
+            return Err(error);
         }
         unreachable!("the loop returns on its second pass")
     }
