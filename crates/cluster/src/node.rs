@@ -32,8 +32,16 @@ async fn emit<W: AsyncWrite + Unpin>(out: &mut W, event: Event) -> std::io::Resu
     out.flush().await
 }
 
+/// How a node runs its database.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    pub data_dir: PathBuf,
+    /// Memory a blocking sort may use before it spills to encrypted temporary files.
+    pub sort_memory_limit: Option<usize>,
+}
+
 /// Runs a node over this process's stdin/stdout until `Shutdown` or end of input.
-pub async fn run(data_dir: PathBuf) -> Result<(), NodeRunError> {
+pub async fn run(options: NodeOptions) -> Result<(), NodeRunError> {
     let mut input = tokio::io::stdin();
     let mut output = tokio::io::stdout();
     let init = match read_command(&mut input).await? {
@@ -43,15 +51,27 @@ pub async fn run(data_dir: PathBuf) -> Result<(), NodeRunError> {
     let server = match start_server(&init).await {
         Ok(s) => s,
         Err(e) => {
-            emit(&mut output, Event::Failed { message: e.to_string() }).await?;
+            emit(
+                &mut output,
+                Event::Failed {
+                    message: e.to_string(),
+                },
+            )
+            .await?;
             return Err(e);
         }
     };
-    emit(&mut output, Event::Listening { port: server.local_addr().port() }).await?;
+    emit(
+        &mut output,
+        Event::Listening {
+            port: server.local_addr().port(),
+        },
+    )
+    .await?;
     loop {
         match read_command(&mut input).await? {
             Some(Command::Open { dek, params }) => {
-                let event = match open(&data_dir, dek, &params, &server).await {
+                let event = match open(&options, dek, &params, &server).await {
                     Ok(()) => Event::Ready,
                     Err(message) => Event::Failed { message },
                 };
@@ -62,7 +82,13 @@ pub async fn run(data_dir: PathBuf) -> Result<(), NodeRunError> {
                 emit(&mut output, Event::Locked { reason }).await?;
             }
             Some(Command::Init(_)) => {
-                emit(&mut output, Event::Failed { message: "already initialised".into() }).await?;
+                emit(
+                    &mut output,
+                    Event::Failed {
+                        message: "already initialised".into(),
+                    },
+                )
+                .await?;
             }
             Some(Command::Shutdown) | None => break,
         }
@@ -80,25 +106,31 @@ async fn start_server(init: &Init) -> Result<wire::Server, NodeRunError> {
     let mut tls = Arc::unwrap_or_clone(tls);
     // MongoDB clients do not negotiate ALPN; offering HTTP protocols would only confuse.
     tls.alpn_protocols.clear();
-    let config = wire::ServerConfig::inaccessible(init.listen, Arc::new(tls), init.initial_reason.clone());
+    let config =
+        wire::ServerConfig::inaccessible(init.listen, Arc::new(tls), init.initial_reason.clone());
     wire::Server::start(config)
         .await
         .map_err(|e| NodeRunError::Listen(e.to_string()))
 }
 
 async fn open(
-    data_dir: &std::path::Path,
+    options: &NodeOptions,
     dek: Zeroizing<[u8; 32]>,
     params: &OpenParams,
     server: &wire::Server,
 ) -> Result<(), String> {
     let root = storage::RootKey::from_slice(dek.as_ref()).map_err(|e| e.to_string())?;
     drop(dek);
-    let dir = data_dir.to_path_buf();
+    let dir = options.data_dir.clone();
+    let mut config = docdb::DbConfig::default();
+    if let Some(limit) = options.sort_memory_limit {
+        config.sort_memory_limit = limit;
+    }
     let db = tokio::task::spawn_blocking(move || -> Result<docdb::Db, String> {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let engine = storage::Engine::open(&dir, root, storage::Options::default()).map_err(|e| e.to_string())?;
-        docdb::Db::open(engine).map_err(|e| e.to_string())
+        let engine = storage::Engine::open(&dir, root, storage::Options::default())
+            .map_err(|e| e.to_string())?;
+        docdb::Db::open_with(engine, config).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| format!("opening the database panicked: {e}"))??;

@@ -103,7 +103,8 @@ pub async fn write_command<W: AsyncWrite + Unpin>(
         Command::Open { dek, params } => {
             frame.push(TAG_OPEN);
             frame.extend_from_slice(dek.as_ref());
-            let json = Zeroizing::new(serde_json::to_vec(params).map_err(|e| malformed("open", e))?);
+            let json =
+                Zeroizing::new(serde_json::to_vec(params).map_err(|e| malformed("open", e))?);
             frame.extend_from_slice(&json);
         }
         Command::Lock { reason } => {
@@ -140,14 +141,17 @@ pub async fn read_command<R: AsyncRead + Unpin>(
     input.read_exact(&mut frame).await?;
     let (tag, payload) = (frame[0], &frame[1..]);
     let command = match tag {
-        TAG_INIT => Command::Init(serde_json::from_slice(payload).map_err(|e| malformed("init", e))?),
+        TAG_INIT => {
+            Command::Init(serde_json::from_slice(payload).map_err(|e| malformed("init", e))?)
+        }
         TAG_OPEN => {
             if payload.len() < 32 {
                 return Err(malformed("open", "shorter than a key"));
             }
             let mut dek = Zeroizing::new([0u8; 32]);
             dek.copy_from_slice(&payload[..32]);
-            let params = serde_json::from_slice(&payload[32..]).map_err(|e| malformed("open", e))?;
+            let params =
+                serde_json::from_slice(&payload[32..]).map_err(|e| malformed("open", e))?;
             Command::Open { dek, params }
         }
         TAG_LOCK => Command::Lock {
@@ -200,12 +204,29 @@ mod tests {
             admin_user: Some("admin".into()),
             admin_password: Some(Zeroizing::new("pw".into())),
         };
-        write_command(&mut a, &Command::Open { dek: Zeroizing::new([7u8; 32]), params }).await.unwrap();
-        write_command(&mut a, &Command::Lock { reason: "KeyDisabled: x".into() }).await.unwrap();
+        write_command(
+            &mut a,
+            &Command::Open {
+                dek: Zeroizing::new([7u8; 32]),
+                params,
+            },
+        )
+        .await
+        .unwrap();
+        write_command(
+            &mut a,
+            &Command::Lock {
+                reason: "KeyDisabled: x".into(),
+            },
+        )
+        .await
+        .unwrap();
         write_command(&mut a, &Command::Shutdown).await.unwrap();
         drop(a);
         match read_command(&mut b).await.unwrap() {
-            Some(Command::Init(i)) => assert_eq!((i.cluster.as_str(), i.key_pem.as_str()), ("orders", "KEY")),
+            Some(Command::Init(i)) => {
+                assert_eq!((i.cluster.as_str(), i.key_pem.as_str()), ("orders", "KEY"))
+            }
             other => panic!("{other:?}"),
         }
         match read_command(&mut b).await.unwrap() {
@@ -215,14 +236,24 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(read_command(&mut b).await.unwrap(), Some(Command::Lock { reason }) if reason == "KeyDisabled: x"));
-        assert!(matches!(read_command(&mut b).await.unwrap(), Some(Command::Shutdown)));
+        assert!(
+            matches!(read_command(&mut b).await.unwrap(), Some(Command::Lock { reason }) if reason == "KeyDisabled: x")
+        );
+        assert!(matches!(
+            read_command(&mut b).await.unwrap(),
+            Some(Command::Shutdown)
+        ));
         assert!(read_command(&mut b).await.unwrap().is_none());
     }
 
     #[tokio::test]
     async fn malformed_frames_are_errors() {
-        for bytes in [vec![0, 0, 0, 0], vec![9, 0, 0, 0, 1, 2], vec![1, 0, 0, 0, 42], (u32::MAX).to_le_bytes().to_vec()] {
+        for bytes in [
+            vec![0, 0, 0, 0],
+            vec![9, 0, 0, 0, 1, 2],
+            vec![1, 0, 0, 0, 42],
+            (u32::MAX).to_le_bytes().to_vec(),
+        ] {
             let (mut a, mut b) = tokio::io::duplex(64);
             a.write_all(&bytes).await.unwrap();
             drop(a);
@@ -232,7 +263,10 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_keys() {
-        let open = Command::Open { dek: Zeroizing::new([0xAB; 32]), params: OpenParams::default() };
+        let open = Command::Open {
+            dek: Zeroizing::new([0xAB; 32]),
+            params: OpenParams::default(),
+        };
         assert!(!format!("{open:?}").contains("171"));
     }
 }

@@ -45,7 +45,11 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     /// Starts `program args…`, hands it `init`, and waits until it listens.
-    pub async fn spawn(program: &Path, args: &[OsString], init: Init) -> Result<NodeProcess, NodeError> {
+    pub async fn spawn(
+        program: &Path,
+        args: &[OsString],
+        init: Init,
+    ) -> Result<NodeProcess, NodeError> {
         let mut child = Process::new(program)
             .args(args)
             .stdin(Stdio::piped())
@@ -131,7 +135,10 @@ impl NodeProcess {
     /// Asks the node to stop, and kills it if it does not within a few seconds.
     pub async fn shutdown(mut self) {
         let _ = write_command(&mut self.stdin, &Command::Shutdown).await;
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.kill().await;
         }
     }

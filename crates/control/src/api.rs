@@ -26,7 +26,10 @@ use crate::model::{ErrorDetail, ErrorResponse, MongoCluster};
 use crate::{Plane, PlaneError};
 
 /// Audiences accepted on management tokens.
-pub const MANAGEMENT_AUDIENCES: &[&str] = &["https://management.azure.com", "https://management.azure.com/"];
+pub const MANAGEMENT_AUDIENCES: &[&str] = &[
+    "https://management.azure.com",
+    "https://management.azure.com/",
+];
 
 #[derive(Clone)]
 struct Api {
@@ -52,18 +55,30 @@ pub fn router(
     let protected = Router::new()
         .route(ONE, get(show).put(put).patch(patch).delete(remove))
         .route(&format!("{ONE}/revalidate"), post(revalidate))
-        .route(&format!("{ONE}/listConnectionStrings"), post(connection_strings))
+        .route(
+            &format!("{ONE}/listConnectionStrings"),
+            post(connection_strings),
+        )
         .route(
             "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.DocumentDB/mongoClusters",
             get(list_group),
         )
-        .route("/subscriptions/{sub}/providers/Microsoft.DocumentDB/mongoClusters", get(list_all))
+        .route(
+            "/subscriptions/{sub}/providers/Microsoft.DocumentDB/mongoClusters",
+            get(list_all),
+        )
         .route_layer(middleware::from_fn_with_state(api.clone(), authenticate))
         .with_state(api);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(protected)
-        .fallback(|| async { arm_error(StatusCode::NOT_FOUND, "NotFound", "No such resource or operation.") })
+        .fallback(|| async {
+            arm_error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "No such resource or operation.",
+            )
+        })
 }
 
 fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -79,17 +94,27 @@ fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
 impl IntoResponse for PlaneError {
     fn into_response(self) -> Response {
         match &self {
-            PlaneError::BadRequest { code, message } => arm_error(StatusCode::BAD_REQUEST, code, message),
+            PlaneError::BadRequest { code, message } => {
+                arm_error(StatusCode::BAD_REQUEST, code, message)
+            }
             PlaneError::NotFound(name) => arm_error(
                 StatusCode::NOT_FOUND,
                 "ResourceNotFound",
                 &format!("The mongoCluster '{name}' was not found."),
             ),
             PlaneError::Conflict(m) => arm_error(StatusCode::CONFLICT, "Conflict", m),
-            PlaneError::Kek(e) => arm_error(StatusCode::BAD_REQUEST, "KeyEncryptionKeyError", &e.to_string()),
+            PlaneError::Kek(e) => arm_error(
+                StatusCode::BAD_REQUEST,
+                "KeyEncryptionKeyError",
+                &e.to_string(),
+            ),
             PlaneError::Internal(_) | PlaneError::Sealed(_) => {
                 tracing::error!(error = %self, "management operation failed");
-                arm_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", &self.to_string())
+                arm_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalServerError",
+                    &self.to_string(),
+                )
             }
         }
     }
@@ -127,7 +152,11 @@ async fn authenticate(State(api): State<Api>, req: Request, next: Next) -> Respo
             return challenge();
         }
     };
-    if !api.admins.iter().any(|a| a.eq_ignore_ascii_case(&claims.oid)) {
+    if !api
+        .admins
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(&claims.oid))
+    {
         return arm_error(
             StatusCode::FORBIDDEN,
             "AuthorizationFailed",
@@ -142,7 +171,10 @@ async fn authenticate(State(api): State<Api>, req: Request, next: Next) -> Respo
 
 type Segments = Path<(String, String, String)>;
 
-async fn show(State(api): State<Api>, Path((_, _, name)): Segments) -> Result<Json<MongoCluster>, PlaneError> {
+async fn show(
+    State(api): State<Api>,
+    Path((_, _, name)): Segments,
+) -> Result<Json<MongoCluster>, PlaneError> {
     Ok(Json(api.plane.get(&name).await?))
 }
 
@@ -174,7 +206,10 @@ async fn patch(
     Ok(Json(api.plane.update(&name, req).await?))
 }
 
-async fn remove(State(api): State<Api>, Path((_, _, name)): Segments) -> Result<StatusCode, PlaneError> {
+async fn remove(
+    State(api): State<Api>,
+    Path((_, _, name)): Segments,
+) -> Result<StatusCode, PlaneError> {
     match api.plane.delete(&name).await {
         Ok(()) => Ok(StatusCode::OK),
         Err(PlaneError::NotFound(_)) => Ok(StatusCode::NO_CONTENT),
@@ -182,7 +217,10 @@ async fn remove(State(api): State<Api>, Path((_, _, name)): Segments) -> Result<
     }
 }
 
-async fn revalidate(State(api): State<Api>, Path((_, _, name)): Segments) -> Result<Json<MongoCluster>, PlaneError> {
+async fn revalidate(
+    State(api): State<Api>,
+    Path((_, _, name)): Segments,
+) -> Result<Json<MongoCluster>, PlaneError> {
     Ok(Json(api.plane.revalidate(&name).await?))
 }
 
@@ -199,26 +237,29 @@ async fn connection_strings(
     })))
 }
 
-async fn list_group(State(api): State<Api>, Path((sub, rg)): Path<(String, String)>) -> Json<serde_json::Value> {
-    let prefix = format!("/subscriptions/{sub}/resourceGroups/{rg}/").to_ascii_lowercase();
-    let value: Vec<MongoCluster> = api
-        .plane
-        .list()
-        .await
-        .into_iter()
-        .filter(|c| c.id.as_deref().is_some_and(|id| id.to_ascii_lowercase().starts_with(&prefix)))
-        .collect();
-    Json(json!({ "value": value }))
+async fn list_group(
+    State(api): State<Api>,
+    Path((sub, rg)): Path<(String, String)>,
+) -> Json<serde_json::Value> {
+    list_under(&api, &format!("/subscriptions/{sub}/resourceGroups/{rg}/")).await
 }
 
 async fn list_all(State(api): State<Api>, Path(sub): Path<String>) -> Json<serde_json::Value> {
-    let prefix = format!("/subscriptions/{sub}/").to_ascii_lowercase();
+    list_under(&api, &format!("/subscriptions/{sub}/")).await
+}
+
+/// The clusters whose resource id starts with `scope` (ARM compares ids case-insensitively).
+async fn list_under(api: &Api, scope: &str) -> Json<serde_json::Value> {
+    let scope = scope.to_ascii_lowercase();
     let value: Vec<MongoCluster> = api
         .plane
         .list()
         .await
         .into_iter()
-        .filter(|c| c.id.as_deref().is_some_and(|id| id.to_ascii_lowercase().starts_with(&prefix)))
+        .filter(|c| {
+            c.id.as_deref()
+                .is_some_and(|id| id.to_ascii_lowercase().starts_with(&scope))
+        })
         .collect();
     Json(json!({ "value": value }))
 }

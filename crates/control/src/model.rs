@@ -84,7 +84,11 @@ pub struct Properties {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreParameters {
-    #[serde(default, rename = "pointInTimeUTC", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "pointInTimeUTC",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub point_in_time_utc: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_resource_id: Option<String>,

@@ -9,16 +9,18 @@ use std::time::Duration;
 
 use cluster::protocol::OpenParams;
 use envelope::token::IdentitySelector;
-use envelope::{AzureKeyVault, Envelope, KekError, KeyUrl, ManagedIdentityTokens, Reason, WrappedKeyStore};
+use envelope::{
+    AzureKeyVault, Envelope, KekError, KeyUrl, ManagedIdentityTokens, Reason, WrappedKeyStore,
+};
 use parking_lot::RwLock;
 use zeroize::Zeroizing;
 
+use crate::PlaneError;
 use crate::model::*;
 use crate::registry::{AttachedIdentity, ClusterRecord, Registry, State};
 use crate::runtime::{NodeSettings, Runtime, Status};
 use crate::smk::{SERVICE_IDENTITY, SERVICE_RESOURCE_GROUP, ServiceKeys, ServiceVault};
 use crate::validate::{self, CmkReference, CreateMode, EncryptionMode, Existing, ValidationError};
-use crate::PlaneError;
 
 /// How the control plane runs.
 #[derive(Clone)]
@@ -57,11 +59,14 @@ struct ServiceState {
     resource_secret: Zeroizing<String>,
 }
 
+/// A cluster's runtime and the task running its revalidation loop.
+type Running = (Arc<Runtime>, tokio::task::JoinHandle<()>);
+
 pub struct Plane {
     cfg: Config,
     registry: Registry,
     state: tokio::sync::Mutex<State>,
-    runtimes: RwLock<BTreeMap<String, (Arc<Runtime>, tokio::task::JoinHandle<()>)>>,
+    runtimes: RwLock<BTreeMap<String, Running>>,
     vault_http: reqwest::Client,
     identity_admin: identity::client::AdminClient,
     service: ServiceState,
@@ -85,7 +90,9 @@ fn bad_request(e: ValidationError) -> PlaneError {
 fn parse_identity_id(id: &str) -> Option<(String, String, String)> {
     let parts: Vec<&str> = id.split('/').collect();
     match parts.as_slice() {
-        ["", _, sub, _, rg, _, _, _, name] => Some((sub.to_string(), rg.to_string(), name.to_string())),
+        ["", _, sub, _, rg, _, _, _, name] => {
+            Some((sub.to_string(), rg.to_string(), name.to_string()))
+        }
         _ => None,
     }
 }
@@ -129,9 +136,11 @@ impl Plane {
         let master = sealed::MasterKey::load_or_create(&cfg.data_dir.join("master.key"))?;
         let registry = Registry::open(&cfg.data_dir, &master);
         let state = registry.load()?;
-        let vault_http = envelope::kek::http_client(&cfg.ca_pem, Some(&cfg.trusted_service), cfg.vault_timeout)?;
-        let identity_admin = identity::client::AdminClient::new(&cfg.identity_url, &cfg.ca_pem, &cfg.admin)
-            .map_err(|e| PlaneError::Internal(format!("identity admin client: {e}")))?;
+        let vault_http =
+            envelope::kek::http_client(&cfg.ca_pem, Some(&cfg.trusted_service), cfg.vault_timeout)?;
+        let identity_admin =
+            identity::client::AdminClient::new(&cfg.identity_url, &cfg.ca_pem, &cfg.admin)
+                .map_err(|e| PlaneError::Internal(format!("identity admin client: {e}")))?;
         let service_keys = ServiceKeys {
             http: vault_http.clone(),
             mgmt_url: cfg.keyvault_mgmt_url.trim_end_matches('/').to_string(),
@@ -139,7 +148,11 @@ impl Plane {
             location: cfg.location.clone(),
             tenant_id: cfg.admin.tenant_id.clone(),
         };
-        let service_file = sealed::SealedJson::<ServiceState>::new(cfg.data_dir.join("service.sealed"), &master, b"SRSVC1");
+        let service_file = sealed::SealedJson::<ServiceState>::new(
+            cfg.data_dir.join("service.sealed"),
+            &master,
+            b"SRSVC1",
+        );
         let service = match service_file.load()? {
             Some(s) => s,
             None => {
@@ -158,7 +171,14 @@ impl Plane {
             service,
             service_keys,
         });
-        let records: Vec<ClusterRecord> = plane.state.lock().await.clusters.values().cloned().collect();
+        let records: Vec<ClusterRecord> = plane
+            .state
+            .lock()
+            .await
+            .clusters
+            .values()
+            .cloned()
+            .collect();
         for record in records {
             let envelope = plane.envelope_for(&record)?;
             plane.launch(&record, envelope, None);
@@ -173,15 +193,27 @@ impl Plane {
     ) -> Result<ServiceState, PlaneError> {
         let idf = |e: identity::Error| PlaneError::Internal(format!("service identity: {e}"));
         let identity = admin
-            .create_managed_identity(&cfg.subscription, SERVICE_RESOURCE_GROUP, SERVICE_IDENTITY, &cfg.location)
+            .create_managed_identity(
+                &cfg.subscription,
+                SERVICE_RESOURCE_GROUP,
+                SERVICE_IDENTITY,
+                &cfg.location,
+            )
             .await
             .map_err(idf)?;
         let resource = control_resource_id(&cfg.subscription);
         admin.attach(&resource, &identity.id).await.map_err(idf)?;
         let secret = admin.issue_resource_secret(&resource).await.map_err(idf)?;
-        let token = admin.token("https://management.azure.com/.default").await.map_err(idf)?;
+        let token = admin
+            .token("https://management.azure.com/.default")
+            .await
+            .map_err(idf)?;
         let vault_uri = keys
-            .ensure_vault(token.token.as_str(), &identity.principal_id, &cfg.admin.object_id)
+            .ensure_vault(
+                token.token.as_str(),
+                &identity.principal_id,
+                &cfg.admin.object_id,
+            )
             .await?;
         tracing::info!(%vault_uri, "service-managed key vault ready");
         Ok(ServiceState {
@@ -210,26 +242,38 @@ impl Plane {
     fn envelope_for(&self, record: &ClusterRecord) -> Result<Envelope, PlaneError> {
         let (key_url, tokens) = match &record.mode {
             EncryptionMode::CustomerManaged(cmk) => {
-                let secret = record
-                    .resource_secret
-                    .as_ref()
-                    .ok_or_else(|| PlaneError::Internal(format!("cluster {} has no identity secret", record.name)))?;
-                (cmk.key_url.clone(), self.tokens(secret, &cmk.identity_resource_id))
+                let secret = record.resource_secret.as_ref().ok_or_else(|| {
+                    PlaneError::Internal(format!("cluster {} has no identity secret", record.name))
+                })?;
+                (
+                    cmk.key_url.clone(),
+                    self.tokens(secret, &cmk.identity_resource_id),
+                )
             }
             EncryptionMode::ServiceManaged => {
-                let url = record
-                    .service_key_url
-                    .clone()
-                    .ok_or_else(|| PlaneError::Internal(format!("cluster {} has no service key", record.name)))?;
-                let tokens = self.tokens(&self.service.resource_secret, &self.service.vault.identity_resource_id);
+                let url = record.service_key_url.clone().ok_or_else(|| {
+                    PlaneError::Internal(format!("cluster {} has no service key", record.name))
+                })?;
+                let tokens = self.tokens(
+                    &self.service.resource_secret,
+                    &self.service.vault.identity_resource_id,
+                );
                 (url, tokens)
             }
         };
         let kek = AzureKeyVault::new(self.vault_http.clone(), KeyUrl::parse(&key_url)?, tokens);
-        Ok(Envelope::new(Arc::new(kek), WrappedKeyStore::new(self.cluster_dir(&record.name))))
+        Ok(Envelope::new(
+            Arc::new(kek),
+            WrappedKeyStore::new(self.cluster_dir(&record.name)),
+        ))
     }
 
-    fn launch(self: &Arc<Self>, record: &ClusterRecord, envelope: Envelope, admin: Option<OpenParams>) -> Arc<Runtime> {
+    fn launch(
+        self: &Arc<Self>,
+        record: &ClusterRecord,
+        envelope: Envelope,
+        admin: Option<OpenParams>,
+    ) -> Arc<Runtime> {
         let runtime = Runtime::new(
             record.name.clone(),
             self.cluster_dir(&record.name),
@@ -239,7 +283,9 @@ impl Plane {
             admin,
         );
         let task = tokio::spawn(runtime.clone().run());
-        self.runtimes.write().insert(record.name.clone(), (runtime.clone(), task));
+        self.runtimes
+            .write()
+            .insert(record.name.clone(), (runtime.clone(), task));
         runtime
     }
 
@@ -248,7 +294,10 @@ impl Plane {
     }
 
     /// Looks up the identities of a request and checks they are usable by this service.
-    async fn resolve_identities(&self, ids: &[String]) -> Result<BTreeMap<String, AttachedIdentity>, PlaneError> {
+    async fn resolve_identities(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, AttachedIdentity>, PlaneError> {
         let mut out = BTreeMap::new();
         for id in ids {
             let (sub, rg, name) = parse_identity_id(id).ok_or_else(|| PlaneError::BadRequest {
@@ -323,7 +372,13 @@ impl Plane {
     }
 
     /// PUT on a name that does not exist: validate everything, then create.
-    pub async fn create(self: &Arc<Self>, sub: &str, rg: &str, name: &str, req: MongoCluster) -> Result<MongoCluster, PlaneError> {
+    pub async fn create(
+        self: &Arc<Self>,
+        sub: &str,
+        rg: &str,
+        name: &str,
+        req: MongoCluster,
+    ) -> Result<MongoCluster, PlaneError> {
         let plan = validate::validate_create(name, &req).map_err(bad_request)?;
         if let CreateMode::PointInTimeRestore { .. } = plan.create_mode {
             return Err(PlaneError::BadRequest {
@@ -332,7 +387,9 @@ impl Plane {
             });
         }
         if self.state.lock().await.clusters.contains_key(name) {
-            return Err(PlaneError::Conflict(format!("A cluster named '{name}' already exists.")));
+            return Err(PlaneError::Conflict(format!(
+                "A cluster named '{name}' already exists."
+            )));
         }
         let resource_id = Self::resource_id(sub, rg, name);
         let identities = self.resolve_identities(&plan.identities).await?;
@@ -340,7 +397,10 @@ impl Plane {
         let mut record = ClusterRecord {
             name: name.to_string(),
             resource_id: resource_id.clone(),
-            location: req.location.clone().unwrap_or_else(|| self.cfg.location.clone()),
+            location: req
+                .location
+                .clone()
+                .unwrap_or_else(|| self.cfg.location.clone()),
             tags: req.tags.clone(),
             mode: plan.mode.clone(),
             service_key_url: None,
@@ -374,7 +434,12 @@ impl Plane {
                     let token = self.service_vault_token().await?;
                     let url = self
                         .service_keys
-                        .ensure_cluster_key(&self.service.vault.vault_uri, token.as_str(), name, &self.cfg.smk_rotate_after)
+                        .ensure_cluster_key(
+                            &self.service.vault.vault_uri,
+                            token.as_str(),
+                            name,
+                            &self.cfg.smk_rotate_after,
+                        )
                         .await?;
                     record.service_key_url = Some(url);
                 }
@@ -429,9 +494,15 @@ impl Plane {
     }
 
     /// PUT/PATCH on an existing cluster.
-    pub async fn update(self: &Arc<Self>, name: &str, req: MongoCluster) -> Result<MongoCluster, PlaneError> {
+    pub async fn update(
+        self: &Arc<Self>,
+        name: &str,
+        req: MongoCluster,
+    ) -> Result<MongoCluster, PlaneError> {
         let record = self.record(name).await?;
-        let runtime = self.runtime(name).ok_or_else(|| PlaneError::NotFound(name.into()))?;
+        let runtime = self
+            .runtime(name)
+            .ok_or_else(|| PlaneError::NotFound(name.into()))?;
         let plan = validate::validate_update(
             &Existing {
                 mode: &record.mode,
@@ -457,7 +528,10 @@ impl Plane {
         }
         let mut record = {
             let mut state = self.state.lock().await;
-            let r = state.clusters.get_mut(name).ok_or_else(|| PlaneError::NotFound(name.into()))?;
+            let r = state
+                .clusters
+                .get_mut(name)
+                .ok_or_else(|| PlaneError::NotFound(name.into()))?;
             r.identities.extend(identities);
             r.tags.extend(req.tags.clone());
             let copy = r.clone();
@@ -471,8 +545,17 @@ impl Plane {
     }
 
     /// Moves a CMK cluster to another key and/or identity.
-    async fn switch_key(&self, record: &mut ClusterRecord, runtime: &Arc<Runtime>, target: CmkReference) -> Result<(), PlaneError> {
-        if let Status::Inaccessible { reason: Reason::KeyExpired, .. } = runtime.status() {
+    async fn switch_key(
+        &self,
+        record: &mut ClusterRecord,
+        runtime: &Arc<Runtime>,
+        target: CmkReference,
+    ) -> Result<(), PlaneError> {
+        if let Status::Inaccessible {
+            reason: Reason::KeyExpired,
+            ..
+        } = runtime.status()
+        {
             return Err(PlaneError::BadRequest {
                 code: "KeyExpiredUpdateNotAllowed".into(),
                 message: "The cluster is Inaccessible because its key expired. Extend the key's expiry date and wait for the cluster to be Ready before pointing it at another key or version.".into(),
@@ -491,9 +574,16 @@ impl Plane {
         // the stored wrapping first, then the current identity.
         let dek = match new_envelope.kek().unwrap(&stored).await {
             Ok(dek) => dek,
-            Err(first) => current.kek().unwrap(&stored).await.map_err(|_| key_rejection(&first))?,
+            Err(first) => current
+                .kek()
+                .unwrap(&stored)
+                .await
+                .map_err(|_| key_rejection(&first))?,
         };
-        let kid = current.rekey(&new_envelope, &dek).await.map_err(|e| key_rejection(&e))?;
+        let kid = current
+            .rekey(&new_envelope, &dek)
+            .await
+            .map_err(|e| key_rejection(&e))?;
         drop(dek);
         next.key_status.active_key_version = Some(kid);
         {
@@ -519,12 +609,15 @@ impl Plane {
 
     pub async fn get(&self, name: &str) -> Result<MongoCluster, PlaneError> {
         let record = self.record(name).await?;
-        let runtime = self.runtime(name).ok_or_else(|| PlaneError::NotFound(name.into()))?;
+        let runtime = self
+            .runtime(name)
+            .ok_or_else(|| PlaneError::NotFound(name.into()))?;
         Ok(self.view(&record, &runtime))
     }
 
     pub async fn list(&self) -> Vec<MongoCluster> {
-        let records: Vec<ClusterRecord> = self.state.lock().await.clusters.values().cloned().collect();
+        let records: Vec<ClusterRecord> =
+            self.state.lock().await.clusters.values().cloned().collect();
         records
             .iter()
             .filter_map(|r| self.runtime(&r.name).map(|rt| self.view(r, &rt)))
@@ -533,7 +626,9 @@ impl Plane {
 
     /// Runs a revalidation pass now and returns the resulting view.
     pub async fn revalidate(&self, name: &str) -> Result<MongoCluster, PlaneError> {
-        let runtime = self.runtime(name).ok_or_else(|| PlaneError::NotFound(name.into()))?;
+        let runtime = self
+            .runtime(name)
+            .ok_or_else(|| PlaneError::NotFound(name.into()))?;
         runtime.revalidate_once().await;
         self.get(name).await
     }
@@ -550,11 +645,16 @@ impl Plane {
         }
         let dir = self.cluster_dir(name);
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| PlaneError::Internal(format!("{}: {e}", dir.display())))?;
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| PlaneError::Internal(format!("{}: {e}", dir.display())))?;
         }
         if let Some(url) = &record.service_key_url {
             let token = self.service_vault_token().await?;
-            if let Err(e) = self.service_keys.delete_cluster_key(url, token.as_str()).await {
+            if let Err(e) = self
+                .service_keys
+                .delete_cluster_key(url, token.as_str())
+                .await
+            {
                 tracing::warn!(cluster = %name, error = %e, "service key not deleted");
             }
         }
@@ -583,7 +683,9 @@ impl Plane {
         let (state, reason, message) = match &status {
             Status::Ready => ("Valid", None, key.warning.clone()),
             Status::Provisioning => ("Pending", None, None),
-            Status::Inaccessible { reason, message } => ("Revoked", Some(reason.to_string()), Some(message.clone())),
+            Status::Inaccessible { reason, message } => {
+                ("Revoked", Some(reason.to_string()), Some(message.clone()))
+            }
         };
         let cmk = match &record.mode {
             EncryptionMode::CustomerManaged(c) => Some(c),
@@ -624,25 +726,33 @@ impl Plane {
                     customer_managed_key_encryption: Some(CustomerManagedKeyEncryption {
                         key_encryption_key_identity: Some(KeyEncryptionKeyIdentity {
                             identity_type: Some(KEK_IDENTITY_TYPE.into()),
-                            user_assigned_identity_resource_id: Some(c.identity_resource_id.clone()),
+                            user_assigned_identity_resource_id: Some(
+                                c.identity_resource_id.clone(),
+                            ),
                         }),
                         key_encryption_key_url: Some(c.key_url.clone()),
                     }),
                 }),
-                sharding: Some(Sharding { shard_count: Some(1) }),
+                sharding: Some(Sharding {
+                    shard_count: Some(1),
+                }),
                 provisioning_state: Some("Succeeded".into()),
                 cluster_status: Some(status.as_str().into()),
                 connection_string: Some(self.connection_string(record)),
                 key_status: Some(KeyStatus {
                     mode: mode_name(&record.mode).into(),
                     state: state.into(),
-                    active_key_version: cmk
-                        .and(key.active_kid.clone().or_else(|| record.key_status.active_key_version.clone())),
+                    active_key_version: cmk.and(
+                        key.active_kid
+                            .clone()
+                            .or_else(|| record.key_status.active_key_version.clone()),
+                    ),
                     reason,
                     message,
-                    last_validated: key
-                        .last_validated
-                        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+                    last_validated: key.last_validated.and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    }),
                 }),
                 backup: None,
             },
@@ -651,7 +761,9 @@ impl Plane {
 
     /// Stops every node (the process is shutting down).
     pub async fn shutdown(&self) {
-        let runtimes: Vec<_> = std::mem::take(&mut *self.runtimes.write()).into_values().collect();
+        let runtimes: Vec<_> = std::mem::take(&mut *self.runtimes.write())
+            .into_values()
+            .collect();
         for (runtime, task) in runtimes {
             task.abort();
             runtime.stop().await;
@@ -668,7 +780,9 @@ fn mode_name(mode: &EncryptionMode) -> &'static str {
 
 /// The identity-service resource the control plane itself is (holder of the SMK identity).
 fn control_resource_id(subscription: &str) -> String {
-    format!("/subscriptions/{subscription}/resourceGroups/{SERVICE_RESOURCE_GROUP}/providers/Strongroom.Control/controlPlanes/default")
+    format!(
+        "/subscriptions/{subscription}/resourceGroups/{SERVICE_RESOURCE_GROUP}/providers/Strongroom.Control/controlPlanes/default"
+    )
 }
 
 /// Picks a free loopback port for a new cluster (kept for the cluster's lifetime).

@@ -252,7 +252,10 @@ impl Runtime {
     }
 
     /// Starts the node process if it is not running (first start, or after a crash).
-    async fn ensure_node(&self, reason: Option<String>) -> Result<(), cluster::supervisor::NodeError> {
+    async fn ensure_node(
+        &self,
+        reason: Option<String>,
+    ) -> Result<(), cluster::supervisor::NodeError> {
         let mut node = self.node.lock().await;
         if let Some(n) = node.as_mut() {
             if !n.has_exited() {

@@ -43,7 +43,10 @@ pub struct ServiceKeys {
 }
 
 fn rest_error(what: &str, status: u16, body: &str) -> PlaneError {
-    PlaneError::Internal(format!("{what}: HTTP {status}: {}", body.chars().take(400).collect::<String>()))
+    PlaneError::Internal(format!(
+        "{what}: HTTP {status}: {}",
+        body.chars().take(400).collect::<String>()
+    ))
 }
 
 impl ServiceKeys {
@@ -105,8 +108,11 @@ impl ServiceKeys {
                     "enablePurgeProtection": true,
                 }
             });
-            self.send(self.http.put(&url).bearer_auth(mgmt_token).json(&body), "create the service vault")
-                .await?
+            self.send(
+                self.http.put(&url).bearer_auth(mgmt_token).json(&body),
+                "create the service vault",
+            )
+            .await?
         };
         let vault_uri = vault
             .pointer("/properties/vaultUri")
@@ -119,7 +125,10 @@ impl ServiceKeys {
             (CRYPTO_OFFICER, admin_principal),
         ] {
             // Deterministic assignment names make this idempotent across restarts.
-            let name = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("{role}/{principal}").as_bytes());
+            let name = uuid::Uuid::new_v5(
+                &uuid::Uuid::NAMESPACE_OID,
+                format!("{role}/{principal}").as_bytes(),
+            );
             let url = format!(
                 "{}{vault_id}/providers/Microsoft.Authorization/roleAssignments/{name}?api-version=2022-04-01",
                 self.mgmt_url
@@ -128,8 +137,11 @@ impl ServiceKeys {
                 "roleDefinitionId": format!("/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{role}", self.subscription),
                 "principalId": principal,
             }});
-            self.send(self.http.put(&url).bearer_auth(mgmt_token).json(&body), "grant a role on the service vault")
-                .await?;
+            self.send(
+                self.http.put(&url).bearer_auth(mgmt_token).json(&body),
+                "grant a role on the service vault",
+            )
+            .await?;
         }
         Ok(vault_uri)
     }
@@ -147,20 +159,30 @@ impl ServiceKeys {
         let key_url = format!("{vault_uri}/keys/{name}");
         let create = format!("{key_url}/create?api-version=7.4");
         let body = json!({"kty": "RSA-HSM", "key_size": 3072, "key_ops": ["wrapKey", "unwrapKey"], "attributes": {"enabled": true}});
-        self.send(self.http.post(&create).bearer_auth(vault_token).json(&body), "create the service key")
-            .await?;
+        self.send(
+            self.http.post(&create).bearer_auth(vault_token).json(&body),
+            "create the service key",
+        )
+        .await?;
         let policy = json!({
             "lifetimeActions": [{"trigger": {"timeAfterCreate": rotate_after}, "action": {"type": "Rotate"}}],
             "attributes": {"expiryTime": "P2Y"}
         });
         let url = format!("{key_url}/rotationpolicy?api-version=7.4");
-        self.send(self.http.put(&url).bearer_auth(vault_token).json(&policy), "set the service key's rotation policy")
-            .await?;
+        self.send(
+            self.http.put(&url).bearer_auth(vault_token).json(&policy),
+            "set the service key's rotation policy",
+        )
+        .await?;
         Ok(key_url)
     }
 
     /// Deletes a cluster's service key (soft delete; the vault purges it after retention).
-    pub async fn delete_cluster_key(&self, key_url: &str, vault_token: &str) -> Result<(), PlaneError> {
+    pub async fn delete_cluster_key(
+        &self,
+        key_url: &str,
+        vault_token: &str,
+    ) -> Result<(), PlaneError> {
         let url = format!("{key_url}?api-version=7.4");
         let resp = self
             .http
@@ -171,7 +193,11 @@ impl ServiceKeys {
             .map_err(|e| PlaneError::Internal(format!("delete the service key: {e}")))?;
         match resp.status().as_u16() {
             200 | 204 | 404 => Ok(()),
-            status => Err(rest_error("delete the service key", status, &resp.text().await.unwrap_or_default())),
+            status => Err(rest_error(
+                "delete the service key",
+                status,
+                &resp.text().await.unwrap_or_default(),
+            )),
         }
     }
 }

@@ -143,7 +143,9 @@ fn listed_identities(cluster: &MongoCluster) -> Result<Vec<String>, ValidationEr
         return Ok(Vec::new());
     };
     let types: Vec<&str> = identity.identity_type.split(',').map(str::trim).collect();
-    if !types.contains(&IDENTITY_TYPE_USER_ASSIGNED) && !identity.user_assigned_identities.is_empty() {
+    if !types.contains(&IDENTITY_TYPE_USER_ASSIGNED)
+        && !identity.user_assigned_identities.is_empty()
+    {
         return Err(reject(
             "InvalidIdentityType",
             format!(
@@ -175,9 +177,10 @@ fn validate_cmk(
             "User assigned identity and key vault key need to be provided together: set both keyEncryptionKeyUrl and keyEncryptionKeyIdentity.userAssignedIdentityResourceId.",
         )
     };
-    let (Some(key_url), Some(kek_identity)) =
-        (&cmk.key_encryption_key_url, &cmk.key_encryption_key_identity)
-    else {
+    let (Some(key_url), Some(kek_identity)) = (
+        &cmk.key_encryption_key_url,
+        &cmk.key_encryption_key_identity,
+    ) else {
         return Err(together());
     };
     let Some(identity_id) = &kek_identity.user_assigned_identity_resource_id else {
@@ -195,17 +198,21 @@ fn validate_cmk(
             ));
         }
     }
-    let user_assigned = cluster
-        .identity
-        .as_ref()
-        .is_some_and(|i| i.identity_type.split(',').any(|t| t.trim() == IDENTITY_TYPE_USER_ASSIGNED));
+    let user_assigned = cluster.identity.as_ref().is_some_and(|i| {
+        i.identity_type
+            .split(',')
+            .any(|t| t.trim() == IDENTITY_TYPE_USER_ASSIGNED)
+    });
     if !user_assigned {
         return Err(reject(
             "UserAssignedIdentityRequired",
             "Customer-managed key encryption requires identity.type 'UserAssigned' with the key encryption key identity in identity.userAssignedIdentities.",
         ));
     }
-    if !identities.iter().any(|i| i.eq_ignore_ascii_case(identity_id)) {
+    if !identities
+        .iter()
+        .any(|i| i.eq_ignore_ascii_case(identity_id))
+    {
         return Err(reject(
             "KeyEncryptionKeyIdentityNotAssigned",
             format!(
@@ -262,7 +269,9 @@ pub fn validate_create(name: &str, req: &MongoCluster) -> Result<CreatePlan, Val
         other => {
             return Err(reject(
                 "InvalidCreateMode",
-                format!("createMode '{other}' is not supported; use 'Default' or 'PointInTimeRestore'."),
+                format!(
+                    "createMode '{other}' is not supported; use 'Default' or 'PointInTimeRestore'."
+                ),
             ));
         }
     };
@@ -298,7 +307,10 @@ pub struct Existing<'a> {
     pub create_mode: &'a str,
 }
 
-pub fn validate_update(existing: &Existing<'_>, req: &MongoCluster) -> Result<UpdatePlan, ValidationError> {
+pub fn validate_update(
+    existing: &Existing<'_>,
+    req: &MongoCluster,
+) -> Result<UpdatePlan, ValidationError> {
     let props = &req.properties;
     let identities = listed_identities(req)?;
     if let Some(mode) = props.create_mode.as_deref()

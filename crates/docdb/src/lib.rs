@@ -2,10 +2,13 @@
 //!
 //! Layer 1 (pure logic): [`order`], [`keycodec`], [`path`], [`matcher`], [`expr`],
 //! [`projection`], [`update`], [`sort`], [`aggregate`], [`spill`].
-//! Layer 2 (storage-backed): [`kv`] (the engine contract), [`catalog`], [`index`],
-//! [`planner`], [`cursor`] behind the [`Db`] facade in [`db`].
+//! Layer 2 (storage-backed): [`kv`] (the engine contract, implemented for the encrypted
+//! engine in [`engine`]), [`catalog`], [`index`], [`planner`], [`cursor`], and the [`Db`]
+//! facade ([`db`], [`collection`] writes, [`index_ddl`], [`query`] reads).
+//! See `docs/docdb.md` for formats, semantics and the public API.
 pub mod aggregate;
 pub mod catalog;
+pub mod collection;
 pub mod cursor;
 pub mod db;
 pub mod engine;
@@ -13,6 +16,7 @@ pub mod error;
 pub mod exactnum;
 pub mod expr;
 pub mod index;
+pub mod index_ddl;
 pub mod keycodec;
 pub mod kv;
 pub mod matcher;
@@ -22,6 +26,7 @@ pub mod order;
 pub mod path;
 pub mod planner;
 pub mod projection;
+pub mod query;
 pub mod sort;
 pub mod spill;
 pub mod update;

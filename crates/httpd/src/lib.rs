@@ -17,6 +17,8 @@ use tokio_rustls::TlsAcceptor;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; further clients wait in the kernel's accept backlog.
+const MAX_CONNECTIONS: usize = 1024;
 
 /// Who is on the other end of a request's connection.
 #[derive(Debug, Clone, Copy)]
@@ -36,10 +38,19 @@ pub struct Server {
 
 impl Server {
     /// Serves `router` on an already bound `listener`.
-    pub fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router: Router) -> std::io::Result<Server> {
+    pub fn serve(
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        router: Router,
+    ) -> std::io::Result<Server> {
         let addr = listener.local_addr()?;
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), router, stop_rx));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            TlsAcceptor::from(tls),
+            router,
+            stop_rx,
+        ));
         Ok(Server { addr, stop, task })
     }
 
@@ -56,14 +67,31 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, router: Router, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut conns = JoinSet::new();
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            _ = stop.changed() => break,
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         tokio::select! {
             _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    conns.spawn(serve_connection(tcp, peer, acceptor.clone(), router.clone(), stop.clone()));
+                    let (acceptor, router, stop) = (acceptor.clone(), router.clone(), stop.clone());
+                    conns.spawn(async move {
+                        serve_connection(tcp, peer, acceptor, router, stop).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     // Typically EMFILE: back off instead of spinning.
@@ -75,9 +103,15 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, router: Route
         }
     }
     drop(listener);
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while conns.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
     if drained.is_err() {
         conns.abort_all();
+        // Wait for the cancellations, so that no connection still holds the service's
+        // state (and, with it, a data-directory lock) when `shutdown` returns.
+        while conns.join_next().await.is_some() {}
     }
 }
 
@@ -104,7 +138,10 @@ async fn serve_connection(
         .1
         .peer_certificates()
         .is_some_and(pki::is_trusted_service);
-    let peer = Peer { addr, trusted_service };
+    let peer = Peer {
+        addr,
+        trusted_service,
+    };
     let service = router.layer(axum::Extension(peer));
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));

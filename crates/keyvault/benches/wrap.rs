@@ -29,6 +29,20 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+/// Mean throughput and median of the per-round percentiles.
+fn merge(cells: &[Cell]) -> Cell {
+    let n = cells.len() as f64;
+    let mut p50: Vec<f64> = cells.iter().map(|c| c.p50_us).collect();
+    let mut p99: Vec<f64> = cells.iter().map(|c| c.p99_us).collect();
+    p50.sort_by(f64::total_cmp);
+    p99.sort_by(f64::total_cmp);
+    Cell {
+        ops_per_sec: cells.iter().map(|c| c.ops_per_sec).sum::<f64>() / n,
+        p50_us: p50[p50.len() / 2],
+        p99_us: p99[p99.len() / 2],
+    }
+}
+
 fn raw(key: &Arc<LoadedKey>, unwrap: bool, threads: usize, secs: f64) -> Cell {
     let cek = [0x11u8; 32];
     let ct = key.encrypt(EncAlg::RsaOaep256, &cek).expect("encrypt");
@@ -193,9 +207,18 @@ fn main() {
                         .collect();
                     // Warm up connections and the token cache.
                     let _ = https(&clients, &vault_tok, &key.kid, unwrap, &wrapped, 0.3).await;
-                    let h = https(&clients, &vault_tok, &key.kid, unwrap, &wrapped, secs).await;
-                    let l = local.clone();
-                    let r = tokio::task::spawn_blocking(move || raw(&l, unwrap, conc, secs)).await.expect("raw");
+                    // Interleave HTTPS and raw rounds so load from other processes on the
+                    // shared machine affects both sides alike.
+                    let rounds = 4;
+                    let (mut h_cells, mut r_cells) = (Vec::new(), Vec::new());
+                    for _ in 0..rounds {
+                        h_cells.push(https(&clients, &vault_tok, &key.kid, unwrap, &wrapped, secs / rounds as f64).await);
+                        let l = local.clone();
+                        let per = secs / rounds as f64;
+                        r_cells.push(tokio::task::spawn_blocking(move || raw(&l, unwrap, conc, per)).await.expect("raw"));
+                    }
+                    let h = merge(&h_cells);
+                    let r = merge(&r_cells);
                     println!(
                         "| RSA-{bits} | {} | {conc} | {:.0} | {:.3} | {:.3} | {:.0} | {:.3} | {:.0}% |",
                         if unwrap { "unwrapKey" } else { "wrapKey" },

@@ -349,6 +349,14 @@ impl DataHandler {
             "x-ms-keyvault-service-version",
             HeaderValue::from_static("1.9.0.0-strongroom"),
         );
+        // The vault's own clock (test controls may shift it): clients that judge key
+        // validity windows, like the control plane, judge them on the vault's time.
+        let vault_now = self.ctx.state.clock.now(&self.vault);
+        let vault_time =
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(vault_now.max(0) as u64);
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(vault_time)) {
+            h.insert(hyper::header::DATE, v);
+        }
         if let Ok(v) = HeaderValue::from_str(&format!(
             "conn_type={};addr={};act_addr_fam=InterNetwork;",
             if conn.remote.is_ipv4() {

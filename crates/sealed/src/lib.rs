@@ -66,10 +66,11 @@ impl MasterKey {
         match fs::read(path) {
             Ok(data) => {
                 let data = Zeroizing::new(data);
-                let bytes: [u8; 32] = data.as_slice().try_into().map_err(|_| Error::BadKeyFile {
-                    path: path.display().to_string(),
-                    len: data.len(),
-                })?;
+                let bytes: [u8; 32] =
+                    data.as_slice().try_into().map_err(|_| Error::BadKeyFile {
+                        path: path.display().to_string(),
+                        len: data.len(),
+                    })?;
                 Ok(MasterKey {
                     bytes: Zeroizing::new(bytes),
                 })
@@ -103,13 +104,19 @@ impl MasterKey {
 /// Seals `plaintext` with AES-256-GCM: `nonce (12) ‖ ciphertext ‖ tag (16)`.
 pub fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Error> {
     let mut nonce = [0u8; NONCE_LEN];
-    SystemRandom::new().fill(&mut nonce).map_err(|_| Error::Random)?;
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| Error::Random)?;
     let key = aead_key(key);
     let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + 16);
     out.extend_from_slice(&nonce);
     let mut body = plaintext.to_vec();
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
-        .map_err(|_| Error::Random)?;
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut body,
+    )
+    .map_err(|_| Error::Random)?;
     out.extend_from_slice(&body);
     Ok(out)
 }
@@ -199,7 +206,8 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SealedJson<T> {
                 detail: "not a sealed state file of this kind".into(),
             });
         };
-        let json = open(&self.key, self.magic, body).ok_or(Error::Tampered { path: path.clone() })?;
+        let json =
+            open(&self.key, self.magic, body).ok_or(Error::Tampered { path: path.clone() })?;
         serde_json::from_slice(&json)
             .map(Some)
             .map_err(|e| Error::Format {
@@ -234,7 +242,9 @@ mod tests {
         let master = MasterKey::load_or_create(&dir.path().join("master.key")).unwrap();
         let file = SealedJson::<State>::new(dir.path().join("state"), &master, b"TEST1");
         assert_eq!(file.load().unwrap(), None);
-        let state = State { names: vec!["canary-5f2e".into()] };
+        let state = State {
+            names: vec!["canary-5f2e".into()],
+        };
         file.store(&state).unwrap();
         assert_eq!(file.load().unwrap(), Some(state));
         let raw = fs::read(file.path()).unwrap();
@@ -272,6 +282,9 @@ mod tests {
         assert_ne!(*a, *MasterKey::load_or_create(&path).unwrap().derive("y"));
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o077, 0);
         fs::write(&path, b"short").unwrap();
-        assert!(matches!(MasterKey::load_or_create(&path), Err(Error::BadKeyFile { .. })));
+        assert!(matches!(
+            MasterKey::load_or_create(&path),
+            Err(Error::BadKeyFile { .. })
+        ));
     }
 }

@@ -231,10 +231,14 @@ impl Engine {
         // Flushes and compactions run on separate threads so a long compaction never
         // delays the flush that writers may be stalled on.
         let f = inner.clone();
-        let flush = std::thread::Builder::new().name("storage-flush".into()).spawn(move || f.flush_loop())?;
+        let flush = std::thread::Builder::new()
+            .name("storage-flush".into())
+            .spawn(move || f.flush_loop())?;
         inner.bg_threads.lock().push(flush);
         let c = inner.clone();
-        let compact = std::thread::Builder::new().name("storage-compact".into()).spawn(move || c.compaction_loop())?;
+        let compact = std::thread::Builder::new()
+            .name("storage-compact".into())
+            .spawn(move || c.compaction_loop())?;
         inner.bg_threads.lock().push(compact);
         inner.maybe_rotate()?;
         Ok(Engine {

@@ -202,8 +202,7 @@ impl TempReader {
         let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
         let last = h[4] == 1;
         if h[4] > 1
-            || len < TAG_LEN
-            || len > CHUNK + TAG_LEN
+            || !(TAG_LEN..=CHUNK + TAG_LEN).contains(&len)
             || self.pos + 5 + len as u64 > self.size
         {
             return Err(bad("chunk length out of range", self.idx));

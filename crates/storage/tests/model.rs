@@ -57,6 +57,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     ]
 }
 
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
 fn opts() -> Options {
     Options {
         memtable_bytes: 4 << 10,
@@ -93,7 +95,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let d = tempfile::tempdir().unwrap();
     let mut db = Engine::open(d.path(), root(), opts()).unwrap();
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    let mut snaps: Vec<(Snapshot, BTreeMap<Vec<u8>, Vec<u8>>)> = Vec::new();
+    let mut snaps: Vec<(Snapshot, Model)> = Vec::new();
     for (step, op) in ops.into_iter().enumerate() {
         match op {
             Op::Put(k, v) => {

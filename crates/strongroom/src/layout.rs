@@ -59,8 +59,12 @@ pub struct Endpoints {
 
 impl Endpoints {
     pub fn load(path: &Path) -> anyhow::Result<Endpoints> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| anyhow::anyhow!("{}: {e} (is `strongroom up` running with this --data-dir?)", path.display()))?;
+        let bytes = std::fs::read(path).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e} (is `strongroom up` running with this --data-dir?)",
+                path.display()
+            )
+        })?;
         Ok(serde_json::from_slice(&bytes)?)
     }
 }

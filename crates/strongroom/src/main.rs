@@ -6,7 +6,11 @@ mod layout;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "strongroom", version, about = "An encrypted, MongoDB-compatible document database")]
+#[command(
+    name = "strongroom",
+    version,
+    about = "An encrypted, MongoDB-compatible document database"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,7 +31,9 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(matches!(cli.command, Command::Node(_)));
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Up(args) => cmd::up::run(args).await,

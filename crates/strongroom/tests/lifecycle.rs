@@ -15,11 +15,22 @@ async fn rejected(d: &Deployment, name: &str, body: serde_json::Value, code: &st
     let (status, resp) = d.put_cluster(name, body).await;
     assert_eq!(status, 400, "{resp:#}");
     assert_eq!(resp["error"]["code"], code, "{resp:#}");
-    assert!(!resp["error"]["message"].as_str().unwrap_or_default().is_empty());
-    let (status, _) = d.control(reqwest::Method::GET, &d.cluster_url(name), None).await;
+    assert!(
+        !resp["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+    );
+    let (status, _) = d
+        .control(reqwest::Method::GET, &d.cluster_url(name), None)
+        .await;
     assert_eq!(status, 404, "a rejected create must leave nothing behind");
     let dir = d.dir.path().join("control").join("clusters").join(name);
-    assert!(!dir.exists(), "a rejected create must leave no directory: {}", dir.display());
+    assert!(
+        !dir.exists(),
+        "a rejected create must leave no directory: {}",
+        dir.display()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -27,41 +38,126 @@ async fn every_create_rule_is_checked_before_anything_is_created() {
     let d = Deployment::start("1s", &["--no-default-cluster"]).await;
     let vault = d.create_vault("valvault").await;
     d.grant_admin(&vault).await;
-    let good = d.vault.create_key(vault.base(), "good", &CreateKeyOptions::default()).await.unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let good = d
+        .vault
+        .create_key(vault.base(), "good", &CreateKeyOptions::default())
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let disabled = d
         .vault
-        .create_key(vault.base(), "disabled", &CreateKeyOptions { enabled: Some(false), ..Default::default() })
+        .create_key(
+            vault.base(),
+            "disabled",
+            &CreateKeyOptions {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let future = d
         .vault
-        .create_key(vault.base(), "future", &CreateKeyOptions { nbf: Some(now + 3600), ..Default::default() })
+        .create_key(
+            vault.base(),
+            "future",
+            &CreateKeyOptions {
+                nbf: Some(now + 3600),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
-    let expired = d.vault.create_key(vault.base(), "expired", &CreateKeyOptions::default()).await.unwrap();
+    let expired = d
+        .vault
+        .create_key(vault.base(), "expired", &CreateKeyOptions::default())
+        .await
+        .unwrap();
     d.vault
-        .update_key(&expired.kid, &UpdateKeyOptions { exp: Some(now - 60), ..Default::default() })
+        .update_key(
+            &expired.kid,
+            &UpdateKeyOptions {
+                exp: Some(now - 60),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let ec = d
         .vault
-        .create_key(vault.base(), "ec", &CreateKeyOptions { kty: "EC".into(), ..Default::default() })
+        .create_key(
+            vault.base(),
+            "ec",
+            &CreateKeyOptions {
+                kty: "EC".into(),
+                ..Default::default()
+            },
+        )
         .await;
     let granted = d.create_identity("granted").await;
     let stranger = d.create_identity("stranger").await;
-    d.vault.assign_role(d.mgmt_url(), &vault.id, CSEU, &granted.principal_id).await.unwrap();
+    d.vault
+        .assign_role(d.mgmt_url(), &vault.id, CSEU, &granted.principal_id)
+        .await
+        .unwrap();
 
-    rejected(&d, "case1", cmk_cluster(&disabled.kid, &granted.id), "AzureKeyVaultKeyDisabled").await;
-    rejected(&d, "case2", cmk_cluster(&future.kid, &granted.id), "AzureKeyVaultKeyNotYetActive").await;
-    rejected(&d, "case3", cmk_cluster(&expired.kid, &granted.id), "AzureKeyVaultKeyExpired").await;
-    rejected(&d, "case4", cmk_cluster(&format!("{}/keys/missing", vault.base()), &granted.id), "AzureKeyVaultKeyNameNotFound").await;
-    rejected(&d, "case5", cmk_cluster(&good.kid, &stranger.id), "AzureKeyVaultAccessDenied").await;
+    rejected(
+        &d,
+        "case1",
+        cmk_cluster(&disabled.kid, &granted.id),
+        "AzureKeyVaultKeyDisabled",
+    )
+    .await;
+    rejected(
+        &d,
+        "case2",
+        cmk_cluster(&future.kid, &granted.id),
+        "AzureKeyVaultKeyNotYetActive",
+    )
+    .await;
+    rejected(
+        &d,
+        "case3",
+        cmk_cluster(&expired.kid, &granted.id),
+        "AzureKeyVaultKeyExpired",
+    )
+    .await;
+    rejected(
+        &d,
+        "case4",
+        cmk_cluster(&format!("{}/keys/missing", vault.base()), &granted.id),
+        "AzureKeyVaultKeyNameNotFound",
+    )
+    .await;
+    rejected(
+        &d,
+        "case5",
+        cmk_cluster(&good.kid, &stranger.id),
+        "AzureKeyVaultAccessDenied",
+    )
+    .await;
     if let Ok(ec) = ec {
-        rejected(&d, "case6", cmk_cluster(&ec.kid, &granted.id), "InvalidKeyEncryptionKey").await;
+        rejected(
+            &d,
+            "case6",
+            cmk_cluster(&ec.kid, &granted.id),
+            "InvalidKeyEncryptionKey",
+        )
+        .await;
     }
-    let ghost = format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ghost");
-    rejected(&d, "case7", cmk_cluster(&good.kid, &ghost), "UserAssignedIdentityNotFound").await;
+    let ghost = format!(
+        "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ghost"
+    );
+    rejected(
+        &d,
+        "case7",
+        cmk_cluster(&good.kid, &ghost),
+        "UserAssignedIdentityNotFound",
+    )
+    .await;
     let mut unlisted = cmk_cluster(&good.kid, &granted.id);
     unlisted["identity"]["userAssignedIdentities"] = json!({ stranger.id.clone(): {} });
     rejected(&d, "case8", unlisted, "KeyEncryptionKeyIdentityNotAssigned").await;
@@ -71,26 +167,64 @@ async fn every_create_rule_is_checked_before_anything_is_created() {
     rejected(&d, "case9", system, "UserAssignedIdentityRequired").await;
 
     // The same request with a good key and a granted identity succeeds.
-    let (status, body) = d.put_cluster("case10", cmk_cluster(&good.kid, &granted.id)).await;
+    let (status, body) = d
+        .put_cluster("case10", cmk_cluster(&good.kid, &granted.id))
+        .await;
     assert_eq!(status, 201, "{body:#}");
-    assert_eq!(body["identity"]["userAssignedIdentities"][&granted.id]["principalId"], granted.principal_id.as_str());
+    assert_eq!(
+        body["identity"]["userAssignedIdentities"][&granted.id]["principalId"],
+        granted.principal_id.as_str()
+    );
 
     // Lifecycle rules on update.
-    let (status, body) = d.control(reqwest::Method::PATCH, &d.cluster_url("case10"), Some(json!({"properties": {"encryption": {}}}))).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("EncryptionModeCannotBeChanged")), "{body:#}");
+    let (status, body) = d
+        .control(
+            reqwest::Method::PATCH,
+            &d.cluster_url("case10"),
+            Some(json!({"properties": {"encryption": {}}})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("EncryptionModeCannotBeChanged")),
+        "{body:#}"
+    );
     let only_key = json!({"properties": {"encryption": {"customerManagedKeyEncryption": {"keyEncryptionKeyUrl": good.kid}}}});
-    let (status, body) = d.control(reqwest::Method::PATCH, &d.cluster_url("case10"), Some(only_key)).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("KeyAndIdentityRequiredTogether")), "{body:#}");
+    let (status, body) = d
+        .control(
+            reqwest::Method::PATCH,
+            &d.cluster_url("case10"),
+            Some(only_key),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("KeyAndIdentityRequiredTogether")),
+        "{body:#}"
+    );
     let (status, _) = d.put_cluster("smk1", smk_cluster()).await;
     assert_eq!(status, 201);
-    let (status, body) = d.control(reqwest::Method::PATCH, &d.cluster_url("smk1"), Some(cmk_cluster(&good.kid, &granted.id))).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("EncryptionModeCannotBeChanged")), "{body:#}");
+    let (status, body) = d
+        .control(
+            reqwest::Method::PATCH,
+            &d.cluster_url("smk1"),
+            Some(cmk_cluster(&good.kid, &granted.id)),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("EncryptionModeCannotBeChanged")),
+        "{body:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_default_cluster_is_service_managed_and_serves_clients() {
     let d = Deployment::start("1s", &[]).await;
-    let cs = d.endpoints["connectionString"].as_str().expect("up prints a connection string").to_string();
+    let cs = d.endpoints["connectionString"]
+        .as_str()
+        .expect("up prints a connection string")
+        .to_string();
     let mut options = mongodb::options::ClientOptions::parse(&cs).await.unwrap();
     options.server_selection_timeout = Some(Duration::from_secs(5));
     let client = mongodb::Client::with_options(options).unwrap();
@@ -100,7 +234,10 @@ async fn the_default_cluster_is_service_managed_and_serves_clients() {
     let view = d.get_cluster_in("default", "default").await;
     assert_eq!(view["properties"]["clusterStatus"], "Ready");
     assert_eq!(view["properties"]["keyStatus"]["mode"], "ServiceManaged");
-    assert!(view["properties"].get("encryption").is_none(), "SMK shows no CMK block: {view:#}");
+    assert!(
+        view["properties"].get("encryption").is_none(),
+        "SMK shows no CMK block: {view:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -110,19 +247,32 @@ async fn deleting_a_cluster_destroys_its_wrapped_root_key() {
     assert_eq!(status, 201, "{body:#}");
     let dir = d.dir.path().join("control").join("clusters").join("gone");
     assert!(dir.join("wrapped-dek.json").exists());
-    let (status, _) = d.control(reqwest::Method::DELETE, &d.cluster_url("gone"), None).await;
+    let (status, _) = d
+        .control(reqwest::Method::DELETE, &d.cluster_url("gone"), None)
+        .await;
     assert_eq!(status, 200);
-    assert!(!dir.exists(), "the cluster's directory, wrapped key included, is gone");
-    let (status, _) = d.control(reqwest::Method::GET, &d.cluster_url("gone"), None).await;
+    assert!(
+        !dir.exists(),
+        "the cluster's directory, wrapped key included, is gone"
+    );
+    let (status, _) = d
+        .control(reqwest::Method::GET, &d.cluster_url("gone"), None)
+        .await;
     assert_eq!(status, 404);
 }
 
 /// Children of a process (the cluster nodes of `strongroom up`).
 fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
         if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
         }
     }
     out
@@ -135,12 +285,19 @@ fn memory_contains(pid: u32, needle: &[u8]) -> bool {
     let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
     for line in maps.lines() {
         let mut parts = line.split_whitespace();
-        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else { continue };
+        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else {
+            continue;
+        };
         if !perms.starts_with('r') {
             continue;
         }
-        let Some((lo, hi)) = range.split_once('-') else { continue };
-        let (lo, hi) = (u64::from_str_radix(lo, 16).unwrap(), u64::from_str_radix(hi, 16).unwrap());
+        let Some((lo, hi)) = range.split_once('-') else {
+            continue;
+        };
+        let (lo, hi) = (
+            u64::from_str_radix(lo, 16).unwrap(),
+            u64::from_str_radix(hi, 16).unwrap(),
+        );
         if hi - lo > 1 << 30 {
             continue;
         }
@@ -160,13 +317,25 @@ async fn a_revoked_cluster_process_holds_no_root_key() {
     let d = Deployment::start("1s", &["--no-default-cluster", "--grace-period", "1s"]).await;
     let vault = d.create_vault("memvault").await;
     d.grant_admin(&vault).await;
-    let key = d.vault.create_key(vault.base(), "cmk", &CreateKeyOptions::default()).await.unwrap();
+    let key = d
+        .vault
+        .create_key(vault.base(), "cmk", &CreateKeyOptions::default())
+        .await
+        .unwrap();
     let id = d.create_identity("mem-id").await;
-    d.vault.assign_role(d.mgmt_url(), &vault.id, CSEU, &id.principal_id).await.unwrap();
+    d.vault
+        .assign_role(d.mgmt_url(), &vault.id, CSEU, &id.principal_id)
+        .await
+        .unwrap();
     let (status, body) = d.put_cluster("mem", cmk_cluster(&key.kid, &id.id)).await;
     assert_eq!(status, 201, "{body:#}");
     let client = d.mongo(&body, "clusteradmin", ADMIN_PASSWORD).await;
-    client.database("x").collection::<bson::Document>("y").insert_one(doc! {"a": 1}).await.unwrap();
+    client
+        .database("x")
+        .collection::<bson::Document>("y")
+        .insert_one(doc! {"a": 1})
+        .await
+        .unwrap();
 
     // The test learns the root DEK the way only a key holder can: by unwrapping the
     // stored wrapped key with the vault (the administrator holds Key Vault Administrator).
@@ -180,25 +349,50 @@ async fn a_revoked_cluster_process_holds_no_root_key() {
         .unwrap();
     let (_, dek) = d
         .vault
-        .unwrap_key(wrapped["current"]["kid"].as_str().unwrap(), "RSA-OAEP-256", &ciphertext)
+        .unwrap_key(
+            wrapped["current"]["kid"].as_str().unwrap(),
+            "RSA-OAEP-256",
+            &ciphertext,
+        )
         .await
         .unwrap();
     assert_eq!(dek.len(), 32);
     let nodes = children(d.pid());
     assert_eq!(nodes.len(), 1, "one cluster, one node process");
     let node = nodes[0];
-    assert!(memory_contains(node, &dek), "sanity: a Ready node holds its root key");
+    assert!(
+        memory_contains(node, &dek),
+        "sanity: a Ready node holds its root key"
+    );
 
     d.vault
-        .update_key(&key.kid, &UpdateKeyOptions { enabled: Some(false), ..Default::default() })
+        .update_key(
+            &key.kid,
+            &UpdateKeyOptions {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
-    d.wait_status("mem", "Inaccessible", Duration::from_secs(20)).await;
+    d.wait_status("mem", "Inaccessible", Duration::from_secs(20))
+        .await;
     // The node that held the key is gone; the one serving refusals never received it.
-    assert!(!std::path::Path::new(&format!("/proc/{node}")).exists(), "the keyed node process must be gone");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{node}")).exists(),
+        "the keyed node process must be gone"
+    );
     let nodes = children(d.pid());
     assert_eq!(nodes.len(), 1, "a locked node answers clients: {nodes:?}");
-    assert!(!memory_contains(nodes[0], &dek), "an Inaccessible cluster's process must hold no copy of its root key");
-    let err = d.mongo(&d.get_cluster("mem").await, "clusteradmin", ADMIN_PASSWORD).await.list_database_names().await.unwrap_err();
+    assert!(
+        !memory_contains(nodes[0], &dek),
+        "an Inaccessible cluster's process must hold no copy of its root key"
+    );
+    let err = d
+        .mongo(&d.get_cluster("mem").await, "clusteradmin", ADMIN_PASSWORD)
+        .await
+        .list_database_names()
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("KeyDisabled"), "{err}");
 }

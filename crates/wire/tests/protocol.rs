@@ -566,3 +566,76 @@ async fn starts_inaccessible_opens_later_and_releases_the_handle_on_lock() {
     );
     ts.stop().await;
 }
+
+/// TLS is the default: no TLS config is refused unless explicitly insecure, and a TLS
+/// listener does not speak plaintext MongoDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_is_refused_unless_explicitly_insecure() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = wire::ServerConfig::inaccessible(
+        "127.0.0.1:0".parse().expect("addr"),
+        wire::tls::server_config(
+            &pki::DevCa::load_or_create(&dir.path().join("ca"))
+                .expect("ca")
+                .issue_server(&["localhost"])
+                .expect("cert"),
+        )
+        .expect("tls"),
+        "Pending".into(),
+    );
+    config.tls = None;
+    assert!(matches!(
+        wire::Server::start(config).await,
+        Err(wire::Error::TlsRequired)
+    ));
+
+    // A plaintext OP_MSG sent to the TLS listener gets no MongoDB reply.
+    let ts = TestServer::start().await;
+    let mut tcp = tokio::net::TcpStream::connect(ts.addr).await.expect("tcp");
+    tcp.write_all(&op_msg(1, &doc! {"ping": 1, "$db": "admin"}, &[], false))
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+        .await
+        .expect("server reacts")
+        .unwrap_or(0);
+    // Either closed, or a TLS alert (content type 21) — never an OP_MSG reply.
+    assert!(
+        n == 0 || buf[0] == 21,
+        "plaintext got a non-TLS answer: {:?}",
+        &buf[..n]
+    );
+
+    // With the explicit flag, plaintext works.
+    let mut config = wire::ServerConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        common::open_db(dir.path()),
+        wire::tls::server_config(
+            &pki::DevCa::load_or_create(&dir.path().join("ca"))
+                .expect("ca")
+                .issue_server(&["localhost"])
+                .expect("cert"),
+        )
+        .expect("tls"),
+    );
+    config.tls = None;
+    config.insecure_plaintext = true;
+    let plain = wire::Server::start(config).await.expect("insecure server");
+    let mut tcp = tokio::net::TcpStream::connect(plain.local_addr())
+        .await
+        .expect("tcp");
+    tcp.write_all(&op_msg(2, &doc! {"ping": 1, "$db": "admin"}, &[], false))
+        .await
+        .expect("write");
+    let mut len = [0u8; 4];
+    tcp.read_exact(&mut len).await.expect("reply length");
+    let mut frame = len.to_vec();
+    frame.resize(i32::from_le_bytes(len) as usize, 0);
+    tcp.read_exact(&mut frame[4..]).await.expect("reply");
+    let (_, reply) = wire::message::client::decode_reply(&frame).expect("decode");
+    assert!(ok(&reply), "{reply}");
+    plain.shutdown().await;
+    ts.stop().await;
+}

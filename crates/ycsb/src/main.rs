@@ -173,7 +173,9 @@ async fn main() -> anyhow::Result<()> {
         settings.duration
     ));
     md.push_str("### Load\n\n");
-    md.push_str(&ycsb::report::load_table(&reports.iter().collect::<Vec<_>>()));
+    md.push_str(&ycsb::report::load_table(
+        &reports.iter().collect::<Vec<_>>(),
+    ));
     for r in &reports {
         md.push_str(&format!("\n### {}\n\n", r.name));
         md.push_str(&ycsb::report::target_table(r));

@@ -127,7 +127,12 @@ impl PgCluster {
             cluster.dir.path().display()
         );
         append(&cluster.data.join("postgresql.conf"), &conf)?;
-        let log = cluster.dir.path().join("postgres.log").display().to_string();
+        let log = cluster
+            .dir
+            .path()
+            .join("postgres.log")
+            .display()
+            .to_string();
         cluster
             .tool(
                 "pg_ctl",

@@ -142,8 +142,14 @@ mod tests {
         let sr = report("Strongroom", 300);
         let pg = report("PostgreSQL", 200);
         let t = ratio_table(&sr, &pg);
-        assert!(t.contains("| B 95/5 read/update | 8 | 300 | 200 | 1.50x | met |"), "{t}");
-        assert!(t.contains("| load (docs/s) | – | 1000 | 1000 | 1.00x | met |"), "{t}");
+        assert!(
+            t.contains("| B 95/5 read/update | 8 | 300 | 200 | 1.50x | met |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| load (docs/s) | – | 1000 | 1000 | 1.00x | met |"),
+            "{t}"
+        );
         let t = ratio_table(&pg, &sr);
         assert!(t.contains("0.67x | missed"), "{t}");
     }

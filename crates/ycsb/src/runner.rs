@@ -270,7 +270,12 @@ struct Client {
 }
 
 impl Client {
-    async fn run(mut self, mix: Mix, measure_from: Instant, end: Instant) -> (Recorder, Option<String>) {
+    async fn run(
+        mut self,
+        mix: Mix,
+        measure_from: Instant,
+        end: Instant,
+    ) -> (Recorder, Option<String>) {
         let mut recorder = Recorder::default();
         let mut first_error = None;
         loop {
@@ -336,13 +341,17 @@ impl Client {
                 } else {
                     let field = record::field_name(self.rng.random_range(0..self.field_count));
                     let value = record::random_value(&mut self.rng, self.field_len);
-                    let outcome = self.session.update(&key, &field, &value).await.and_then(|hit| {
-                        if hit {
-                            Ok(())
-                        } else {
-                            Err(Error::Workload(format!("update of {key} matched nothing")))
-                        }
-                    });
+                    let outcome = self
+                        .session
+                        .update(&key, &field, &value)
+                        .await
+                        .and_then(|hit| {
+                            if hit {
+                                Ok(())
+                            } else {
+                                Err(Error::Workload(format!("update of {key} matched nothing")))
+                            }
+                        });
                     (Op::Update, outcome)
                 }
             }

@@ -40,7 +40,10 @@ fn check(report: &TargetReport, settings: &Settings) {
         report.load.recorder.count(Op::InsertBatch),
         settings.records / settings.batch_size as u64
     );
-    assert_eq!(report.runs.len(), settings.mixes.len() * settings.clients.len());
+    assert_eq!(
+        report.runs.len(),
+        settings.mixes.len() * settings.clients.len()
+    );
     for run in &report.runs {
         let r = &run.recorder;
         assert_eq!(r.total_errors(), 0, "{:?}: {:?}", run.mix, run.first_error);
@@ -107,7 +110,10 @@ async fn strongroom_harness_runs_every_mix_through_the_mongodb_driver() {
     assert!(text.contains("IXSCAN") && text.contains("rank_1"), "{text}");
 
     drop(store);
-    server.stop().await.expect("server exits cleanly when stdin closes");
+    server
+        .stop()
+        .await
+        .expect("server exits cleanly when stdin closes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

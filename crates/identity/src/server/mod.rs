@@ -1,5 +1,5 @@
-//! The HTTPS server: a TCP accept loop, TLS via tokio-rustls, HTTP/1.1 and HTTP/2 via
-//! hyper-util, and an axum router over the [`Service`].
+//! The HTTPS server: the shared accept loop (`httpd`: TLS, HTTP/1.1 and HTTP/2) and an
+//! axum router over the [`Service`].
 
 mod admin;
 mod msi;
@@ -15,22 +15,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
-use tokio_rustls::TlsAcceptor;
 
 use crate::Error;
 use crate::service::{Bootstrap, Service};
 
 /// Default access-token lifetime.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Concurrent connections served; further clients wait in the kernel backlog.
-const MAX_CONNECTIONS: usize = 1024;
 
 /// How to run the identity service.
 #[derive(Clone)]
@@ -62,8 +53,7 @@ impl std::fmt::Debug for Config {
 pub struct Server {
     addr: SocketAddr,
     service: Arc<Service>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    http: httpd::Server,
 }
 
 impl Server {
@@ -86,16 +76,13 @@ impl Server {
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))??;
         let service = Arc::new(service);
-        let router = router(service.clone());
-        let (stop, stop_rx) = watch::channel(false);
-        let acceptor = TlsAcceptor::from(cfg.tls);
-        let task = tokio::spawn(accept_loop(listener, acceptor, router, stop_rx));
+        let http = httpd::Server::serve(listener, cfg.tls, router(service.clone()))
+            .map_err(|e| Error::io(format!("listen {}", cfg.listen), e))?;
         tracing::info!(%addr, base = service.issuer_base(), "identity service listening");
         Ok(Server {
             addr,
             service,
-            stop,
-            task,
+            http,
         })
     }
 
@@ -120,10 +107,7 @@ impl Server {
 
     /// Stops accepting, lets in-flight requests finish (bounded), and returns.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        if let Err(e) = self.task.await {
-            tracing::warn!(error = %e, "identity accept loop ended abnormally");
-        }
+        self.http.shutdown().await;
     }
 }
 
@@ -165,88 +149,4 @@ async fn log_request(
     let resp = next.run(req).await;
     tracing::debug!(%method, %path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
     resp
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    router: Router,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut conns = JoinSet::new();
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            _ = stop.changed() => break,
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        tokio::select! {
-            _ = stop.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let acceptor = acceptor.clone();
-                    let router = router.clone();
-                    let stop = stop.clone();
-                    conns.spawn(async move {
-                        serve_connection(tcp, peer, acceptor, router, stop).await;
-                        drop(permit);
-                    });
-                }
-                Err(e) => {
-                    // Typically EMFILE; back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    drop(listener);
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        conns.abort_all();
-        // Wait for the cancellations so no connection still holds the service (and with
-        // it the data-dir lock) when `shutdown` returns.
-        while conns.join_next().await.is_some() {}
-    }
-}
-
-async fn serve_connection(
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    router: Router,
-    mut stop: watch::Receiver<bool>,
-) {
-    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
-    tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => {
-            if let Err(e) = res {
-                tracing::debug!(%peer, error = %e, "connection ended with error");
-            }
-        }
-        _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
 }

@@ -213,13 +213,11 @@ impl Inner {
         let mut group: Vec<Entry> = Vec::new();
         let result = (|| -> Result<()> {
             while merger.next_group(&mut group)? {
-                group.sort_by(|a, b| b.seq.cmp(&a.seq));
-                if drop_versions {
-                    if let Some(cut) = group.iter().position(|e| e.seq <= oldest) {
-                        group.truncate(cut + 1);
-                        if bottom && group.last().is_some_and(|e| e.value.is_none()) {
-                            group.pop();
-                        }
+                group.sort_by_key(|e| std::cmp::Reverse(e.seq));
+                if drop_versions && let Some(cut) = group.iter().position(|e| e.seq <= oldest) {
+                    group.truncate(cut + 1);
+                    if bottom && group.last().is_some_and(|e| e.value.is_none()) {
+                        group.pop();
                     }
                 }
                 if !group.is_empty() {

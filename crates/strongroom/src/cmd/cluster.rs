@@ -11,7 +11,12 @@ use crate::layout::{Endpoints, Layout};
 #[derive(clap::Args, Clone)]
 pub struct Common {
     /// The data directory of a running `strongroom up`.
-    #[arg(long, env = "STRONGROOM_DATA_DIR", default_value = "strongroom-data", global = true)]
+    #[arg(
+        long,
+        env = "STRONGROOM_DATA_DIR",
+        default_value = "strongroom-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
     /// Resource group of the cluster.
     #[arg(long, short = 'g', default_value = "default", global = true)]
@@ -82,7 +87,8 @@ impl Client {
     async fn connect(common: &Common) -> anyhow::Result<Client> {
         let layout = Layout::new(&common.data_dir);
         let endpoints = Endpoints::load(&layout.endpoints())?;
-        let ca = std::fs::read_to_string(&endpoints.ca_path).context("reading the CA certificate")?;
+        let ca =
+            std::fs::read_to_string(&endpoints.ca_path).context("reading the CA certificate")?;
         let creds = identity::Credentials::load(&endpoints.admin_credentials_path)?;
         let http = identity::client::http_client_for_ca(&ca)?;
         let token = identity::client::client_credentials_token(
@@ -113,10 +119,20 @@ impl Client {
         let resp = req.bearer_auth(&self.token).send().await?;
         let status = resp.status();
         let text = resp.text().await?;
-        let body: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? };
+        let body: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)?
+        };
         if !status.is_success() {
-            let code = body.pointer("/error/code").and_then(Value::as_str).unwrap_or("Error");
-            let message = body.pointer("/error/message").and_then(Value::as_str).unwrap_or(&text);
+            let code = body
+                .pointer("/error/code")
+                .and_then(Value::as_str)
+                .unwrap_or("Error");
+            let message = body
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .unwrap_or(&text);
             bail!("({code}) {message}");
         }
         Ok(body)
@@ -135,21 +151,40 @@ fn cmk_body(key_url: &str, identity: &str) -> Value {
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
     let output = match command {
-        Command::Create { name, admin_user, admin_password, key_url, identity, common } => {
+        Command::Create {
+            name,
+            admin_user,
+            admin_password,
+            key_url,
+            identity,
+            common,
+        } => {
             let client = Client::connect(&common).await?;
             let mut body = match (&key_url, &identity) {
                 (Some(k), Some(i)) => cmk_body(k, i),
                 _ => json!({"properties": {}}),
             };
             body["location"] = json!("local");
-            body["properties"]["administrator"] = json!({"userName": admin_user, "password": admin_password});
+            body["properties"]["administrator"] =
+                json!({"userName": admin_user, "password": admin_password});
             client
-                .send(client.http.put(client.cluster_url(&common.resource_group, &name)).json(&body))
+                .send(
+                    client
+                        .http
+                        .put(client.cluster_url(&common.resource_group, &name))
+                        .json(&body),
+                )
                 .await?
         }
         Command::Show { name, common } => {
             let client = Client::connect(&common).await?;
-            client.send(client.http.get(client.cluster_url(&common.resource_group, &name))).await?
+            client
+                .send(
+                    client
+                        .http
+                        .get(client.cluster_url(&common.resource_group, &name)),
+                )
+                .await?
         }
         Command::List { common } => {
             let client = Client::connect(&common).await?;
@@ -159,16 +194,32 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             );
             client.send(client.http.get(url)).await?
         }
-        Command::Update { name, key_url, identity, common } => {
+        Command::Update {
+            name,
+            key_url,
+            identity,
+            common,
+        } => {
             let client = Client::connect(&common).await?;
             let body = cmk_body(&key_url, &identity);
             client
-                .send(client.http.patch(client.cluster_url(&common.resource_group, &name)).json(&body))
+                .send(
+                    client
+                        .http
+                        .patch(client.cluster_url(&common.resource_group, &name))
+                        .json(&body),
+                )
                 .await?
         }
         Command::Delete { name, common } => {
             let client = Client::connect(&common).await?;
-            client.send(client.http.delete(client.cluster_url(&common.resource_group, &name))).await?;
+            client
+                .send(
+                    client
+                        .http
+                        .delete(client.cluster_url(&common.resource_group, &name)),
+                )
+                .await?;
             json!({"deleted": name})
         }
         Command::Revalidate { name, common } => {

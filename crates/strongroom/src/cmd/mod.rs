@@ -7,9 +7,13 @@ pub mod up;
 /// Parses durations written like `500ms`, `1s`, `5m`, `1h` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("'{text}' is not a duration like 1s, 5m or 500ms"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration like 1s, 5m or 500ms"))?;
     let d = match unit {
         "ms" => std::time::Duration::from_millis(n),
         "" | "s" => std::time::Duration::from_secs(n),
@@ -30,7 +34,10 @@ mod tests {
     #[test]
     fn durations_parse() {
         assert_eq!(super::parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(super::parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(
+            super::parse_duration("500ms"),
+            Ok(Duration::from_millis(500))
+        );
         assert_eq!(super::parse_duration("60"), Ok(Duration::from_secs(60)));
         assert_eq!(super::parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert!(super::parse_duration("0s").is_err());

@@ -7,9 +7,16 @@ pub struct Args {
     /// The cluster's data directory (the storage engine's files).
     #[arg(long)]
     pub data_dir: PathBuf,
+    /// Bytes a blocking sort may hold in memory before spilling to encrypted temp files.
+    #[arg(long)]
+    pub sort_memory_limit: Option<usize>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    cluster::node::run(args.data_dir).await?;
+    cluster::node::run(cluster::node::NodeOptions {
+        data_dir: args.data_dir,
+        sort_memory_limit: args.sort_memory_limit,
+    })
+    .await?;
     Ok(())
 }

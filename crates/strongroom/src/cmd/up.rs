@@ -27,6 +27,10 @@ pub struct Args {
     /// Do not create the default cluster.
     #[arg(long)]
     pub no_default_cluster: bool,
+    /// Bytes a cluster's blocking sort may hold in memory before spilling to encrypted
+    /// temporary files (default: the database's own, 100 MiB).
+    #[arg(long)]
+    pub sort_memory_limit: Option<usize>,
     /// Rotation period of service-managed keys (ISO 8601 duration).
     #[arg(long, default_value = "P90D")]
     pub smk_rotate_after: String,
@@ -40,9 +44,7 @@ const DEFAULT_ADMIN: &str = "strongroom";
 /// The port a service had last time (so issuers, vault URIs and connection strings stay
 /// stable across restarts), or 0 for a fresh one.
 fn previous_port(previous: Option<&Endpoints>, pick: impl Fn(&Endpoints) -> &str) -> u16 {
-    previous
-        .and_then(|e| url_port(pick(e)))
-        .unwrap_or(0)
+    previous.and_then(|e| url_port(pick(e))).unwrap_or(0)
 }
 
 fn url_port(url: &str) -> Option<u16> {
@@ -72,7 +74,8 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
 fn generate_password() -> anyhow::Result<Zeroizing<String>> {
     use base64::Engine as _;
     let mut bytes = Zeroizing::new([0u8; 18]);
-    aws_lc_rs::rand::fill(bytes.as_mut()).map_err(|_| anyhow::anyhow!("random generator failed"))?;
+    aws_lc_rs::rand::fill(bytes.as_mut())
+        .map_err(|_| anyhow::anyhow!("random generator failed"))?;
     let body = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref());
     Ok(Zeroizing::new(format!("Sr9!{body}")))
 }
@@ -106,8 +109,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             creds.save(&layout.admin_credentials())?;
             creds
         }
-        None => identity::Credentials::load(&layout.admin_credentials())
-            .context("the identity service was bootstrapped before but admin-credentials.json is missing")?,
+        None => identity::Credentials::load(&layout.admin_credentials()).context(
+            "the identity service was bootstrapped before but admin-credentials.json is missing",
+        )?,
     };
 
     // Key vault.
@@ -118,16 +122,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         identity_url.clone(),
         ca.ca_pem().to_string(),
     );
-    vault_cfg.mgmt_listen = loopback(previous_port(previous.as_ref(), |e| &e.keyvault_management_url));
+    vault_cfg.mgmt_listen = loopback(previous_port(previous.as_ref(), |e| {
+        &e.keyvault_management_url
+    }));
     vault_cfg.dev_mode = args.dev;
     vault_cfg.admin_object_ids = vec![admin.object_id.clone()];
-    let vault = keyvault::Server::start(vault_cfg).await.context("starting the key vault")?;
+    let vault = keyvault::Server::start(vault_cfg)
+        .await
+        .context("starting the key vault")?;
 
     // Control plane.
-    let control_listener = tokio::net::TcpListener::bind(loopback(previous_port(previous.as_ref(), |e| &e.control_url)))
+    let control_listener =
+        tokio::net::TcpListener::bind(loopback(previous_port(previous.as_ref(), |e| {
+            &e.control_url
+        })))
         .await
         .context("binding the control plane")?;
-    let control_url = format!("https://127.0.0.1:{}", control_listener.local_addr()?.port());
+    let control_url = format!(
+        "https://127.0.0.1:{}",
+        control_listener.local_addr()?.port()
+    );
     let node_cert = ca.issue_server(&["localhost"])?;
     let plane = control::Plane::start(control::Config {
         data_dir: layout.control(),
@@ -144,7 +158,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         location: LOCATION.into(),
         node: control::runtime::NodeSettings {
             program: std::env::current_exe()?,
-            args: vec!["node".into()],
+            args: node_args(&args),
             cert_pem: node_cert.cert_pem.clone(),
             key_pem: node_cert.key_pem.clone(),
             revalidation_interval: args.revalidation_interval,
@@ -158,7 +172,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let verifier = Arc::new(identity::verify::Verifier::new(
         &identity_url,
         ca.ca_pem(),
-        control::api::MANAGEMENT_AUDIENCES.iter().map(|s| s.to_string()).collect(),
+        control::api::MANAGEMENT_AUDIENCES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
     )?);
     let router = control::api::router(
         plane.clone(),
@@ -182,10 +199,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let cluster = match plane.get(DEFAULT_CLUSTER).await {
             Ok(c) => c,
             Err(_) => {
-                let request: control::model::MongoCluster = serde_json::from_value(serde_json::json!({
-                    "location": LOCATION,
-                    "properties": {"administrator": {"userName": DEFAULT_ADMIN, "password": password.as_str()}}
-                }))?;
+                let request: control::model::MongoCluster = serde_json::from_value(
+                    serde_json::json!({
+                        "location": LOCATION,
+                        "properties": {"administrator": {"userName": DEFAULT_ADMIN, "password": password.as_str()}}
+                    }),
+                )?;
                 plane
                     .create(SUBSCRIPTION, "default", DEFAULT_CLUSTER, request)
                     .await
@@ -216,11 +235,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("  key vault       {}", endpoints.keyvault_management_url);
     println!("  control plane   {}", endpoints.control_url);
     println!("  CA certificate  {}", endpoints.ca_path.display());
-    println!("  admin creds     {}", endpoints.admin_credentials_path.display());
+    println!(
+        "  admin creds     {}",
+        endpoints.admin_credentials_path.display()
+    );
     if let Some(cs) = &connection_string {
         println!("\nConnection string of the default cluster:\n  {cs}");
     }
-    println!("\n(endpoints: {}; Ctrl-C stops everything)", layout.endpoints().display());
+    println!(
+        "\n(endpoints: {}; Ctrl-C stops everything)",
+        layout.endpoints().display()
+    );
 
     wait_for_signal().await;
     println!("stopping…");
@@ -229,6 +254,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     vault.shutdown().await;
     identity.shutdown().await;
     Ok(())
+}
+
+fn node_args(args: &Args) -> Vec<std::ffi::OsString> {
+    let mut out: Vec<std::ffi::OsString> = vec!["node".into()];
+    if let Some(limit) = args.sort_memory_limit {
+        out.push("--sort-memory-limit".into());
+        out.push(limit.to_string().into());
+    }
+    out
 }
 
 async fn wait_for_signal() {

@@ -59,7 +59,10 @@ pub struct Deployment {
 impl Drop for Deployment {
     fn drop(&mut self) {
         // SIGTERM lets `up` stop its nodes; SIGKILL if it does not within a few seconds.
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -98,12 +101,18 @@ impl Deployment {
             {
                 break v;
             }
-            assert!(Instant::now() < deadline, "strongroom up did not become ready");
+            assert!(
+                Instant::now() < deadline,
+                "strongroom up did not become ready"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let ca_path = PathBuf::from(endpoints["caPath"].as_str().unwrap());
         let ca_pem = std::fs::read_to_string(&ca_path).unwrap();
-        let admin = identity::Credentials::load(Path::new(endpoints["adminCredentialsPath"].as_str().unwrap())).unwrap();
+        let admin = identity::Credentials::load(Path::new(
+            endpoints["adminCredentialsPath"].as_str().unwrap(),
+        ))
+        .unwrap();
         let http = identity::client::http_client_for_ca(&ca_pem).unwrap();
         let identity_url = endpoints["identityUrl"].as_str().unwrap().to_string();
         let tokens = Arc::new(SpTokens {
@@ -144,7 +153,10 @@ impl Deployment {
     }
 
     async fn mgmt_token(&self) -> String {
-        self.tokens.token("https://management.azure.com/").await.unwrap()
+        self.tokens
+            .token("https://management.azure.com/")
+            .await
+            .unwrap()
     }
 
     pub fn cluster_url(&self, name: &str) -> String {
@@ -155,57 +167,98 @@ impl Deployment {
     }
 
     /// Sends a management request; returns (status, body).
-    pub async fn control(&self, method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method, url).bearer_auth(self.mgmt_token().await);
+    pub async fn control(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, url)
+            .bearer_auth(self.mgmt_token().await);
         if let Some(b) = body {
             req = req.json(&b);
         }
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+        (
+            status,
+            if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap()
+            },
+        )
     }
 
     pub async fn put_cluster(&self, name: &str, body: Value) -> (u16, Value) {
-        self.control(reqwest::Method::PUT, &self.cluster_url(name), Some(body)).await
+        self.control(reqwest::Method::PUT, &self.cluster_url(name), Some(body))
+            .await
     }
 
     pub async fn get_cluster_in(&self, rg: &str, name: &str) -> Value {
-        let url = self.cluster_url(name).replace(&format!("/resourceGroups/{RG}/"), &format!("/resourceGroups/{rg}/"));
+        let url = self.cluster_url(name).replace(
+            &format!("/resourceGroups/{RG}/"),
+            &format!("/resourceGroups/{rg}/"),
+        );
         let (status, body) = self.control(reqwest::Method::GET, &url, None).await;
         assert_eq!(status, 200, "{body}");
         body
     }
 
     pub async fn get_cluster(&self, name: &str) -> Value {
-        let (status, body) = self.control(reqwest::Method::GET, &self.cluster_url(name), None).await;
+        let (status, body) = self
+            .control(reqwest::Method::GET, &self.cluster_url(name), None)
+            .await;
         assert_eq!(status, 200, "{body}");
         body
     }
 
     /// Polls until the cluster's status is `status`; returns the view and how long it took.
-    pub async fn wait_status(&self, name: &str, status: &str, timeout: Duration) -> (Value, Duration) {
+    pub async fn wait_status(
+        &self,
+        name: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> (Value, Duration) {
         let start = Instant::now();
         loop {
             let view = self.get_cluster(name).await;
             if view["properties"]["clusterStatus"] == status {
                 return (view, start.elapsed());
             }
-            assert!(start.elapsed() < timeout, "cluster {name} not {status} after {timeout:?}: {view:#}");
+            assert!(
+                start.elapsed() < timeout,
+                "cluster {name} not {status} after {timeout:?}: {view:#}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// A MongoDB client for a cluster (TLS with the dev CA, SCRAM-SHA-256).
     pub async fn mongo(&self, cluster: &Value, user: &str, password: &str) -> mongodb::Client {
+        self.mongo_with_timeout(cluster, user, password, Duration::from_secs(3))
+            .await
+    }
+
+    /// Same, giving up server selection after `timeout` (a refused cluster fails fast).
+    pub async fn mongo_with_timeout(
+        &self,
+        cluster: &Value,
+        user: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> mongodb::Client {
         let cs = cluster["properties"]["connectionString"]
             .as_str()
             .unwrap()
             .replace("<password>", password)
             .replace(&format!("{}:", "clusteradmin"), &format!("{user}:"));
         let mut options = mongodb::options::ClientOptions::parse(&cs).await.unwrap();
-        options.server_selection_timeout = Some(Duration::from_secs(3));
-        options.connect_timeout = Some(Duration::from_secs(3));
+        options.server_selection_timeout = Some(timeout);
+        options.connect_timeout = Some(timeout);
         mongodb::Client::with_options(options).unwrap()
     }
 
@@ -214,17 +267,28 @@ impl Deployment {
         let mut spec = keyvault::client::VaultSpec::new(self.tenant());
         spec.purge_protection = true;
         spec.soft_delete_retention_days = 7;
-        self.vault.create_vault(self.mgmt_url(), SUB, RG, name, &spec).await.unwrap()
+        self.vault
+            .create_vault(self.mgmt_url(), SUB, RG, name, &spec)
+            .await
+            .unwrap()
     }
 
     pub async fn create_identity(&self, name: &str) -> identity::client::ManagedIdentityInfo {
-        self.identity.create_managed_identity(SUB, RG, name, "local").await.unwrap()
+        self.identity
+            .create_managed_identity(SUB, RG, name, "local")
+            .await
+            .unwrap()
     }
 
     /// Grants the administrator key management on a vault (keys are created as it).
     pub async fn grant_admin(&self, vault: &keyvault::client::Vault) {
         self.vault
-            .assign_role(self.mgmt_url(), &vault.id, "00482a5a-887f-4fb3-b363-3b7fe8e74483", &self.admin.object_id)
+            .assign_role(
+                self.mgmt_url(),
+                &vault.id,
+                "00482a5a-887f-4fb3-b363-3b7fe8e74483",
+                &self.admin.object_id,
+            )
             .await
             .unwrap();
     }

@@ -1,0 +1,669 @@
+//! Document writes on [`Db`]: insert, update (operator, replacement, pipeline, upsert),
+//! delete, findAndModify and TTL expiry. Documents live at `[0x01][collection id]
+//! [keycodec(_id)]`; each document and its index entries are written in one batch.
+
+use std::sync::Arc;
+
+use bson::{Bson, Document, doc, oid::ObjectId};
+
+use crate::aggregate::Pipeline;
+use crate::catalog::{Catalog, CollectionMeta, index_prefix};
+use crate::cursor::ExecStats;
+use crate::db::*;
+use crate::error::{Error, Result, code};
+use crate::keycodec;
+use crate::kv::Batch;
+use crate::matcher::Matcher;
+use crate::order;
+use crate::projection::Projection;
+use crate::sort::SortSpec;
+use crate::spill::{DocIter, ExternalSorter};
+use crate::update::{self, ApplyContext, Update};
+
+fn encode_doc(d: &Document) -> Result<Vec<u8>> {
+    d.to_vec()
+        .map_err(|e| Error::bad_value(format!("cannot encode document: {e}")))
+}
+
+fn validate_id(id: &Bson) -> Result<()> {
+    match id {
+        Bson::Array(_) => Err(Error::new(
+            code::INVALID_ID_FIELD,
+            "The '_id' value cannot be of type array",
+        )),
+        Bson::RegularExpression(_) => Err(Error::new(
+            code::INVALID_ID_FIELD,
+            "can't use a regex for _id",
+        )),
+        Bson::Undefined => Err(Error::new(
+            code::INVALID_ID_FIELD,
+            "can't use a undefined for _id",
+        )),
+        Bson::Document(d) => {
+            for k in d.keys() {
+                if k.starts_with('$') {
+                    return Err(Error::new(
+                        code::DOLLAR_PREFIXED_FIELD_NAME,
+                        format!(
+                            "_id fields may not contain '$'-prefixed fields: {k} is not valid for storage."
+                        ),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Put `_id` first (generating an ObjectId when absent) and validate names and size.
+pub fn prepare_for_storage(mut d: Document) -> Result<Document> {
+    let id = d
+        .remove("_id")
+        .unwrap_or_else(|| Bson::ObjectId(ObjectId::new()));
+    validate_id(&id)?;
+    for k in d.keys() {
+        if k.starts_with('$') {
+            return Err(Error::new(
+                code::DOLLAR_PREFIXED_FIELD_NAME,
+                format!("Document can't have $ prefixed field names: {k}"),
+            ));
+        }
+    }
+    let mut out = Document::new();
+    out.insert("_id", id);
+    out.extend(d);
+    Ok(out)
+}
+
+fn check_size(bytes: &[u8]) -> Result<()> {
+    if bytes.len() > MAX_DOC_SIZE {
+        return Err(Error::new(
+            code::BSON_OBJECT_TOO_LARGE,
+            format!(
+                "object to insert too large. size in bytes: {}, max size: {MAX_DOC_SIZE}",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Compiled partial filters of a collection's indexes.
+struct IndexCtx {
+    partials: Vec<Option<Matcher>>,
+}
+
+impl IndexCtx {
+    fn new(meta: &CollectionMeta) -> Result<IndexCtx> {
+        let partials = meta
+            .indexes
+            .iter()
+            .map(|i| i.partial.as_ref().map(Matcher::new).transpose())
+            .collect::<Result<_>>()?;
+        Ok(IndexCtx { partials })
+    }
+}
+
+impl Db {
+    // ----- writes -----
+
+    /// Write one document change (insert: old None; delete: new None) with its index
+    /// entries, unique checks and multikey flags, as one atomic batch.
+    fn write_doc(
+        &self,
+        meta: &mut Arc<CollectionMeta>,
+        ictx: &IndexCtx,
+        old: Option<&Document>,
+        new: Option<&Document>,
+    ) -> Result<()> {
+        let id = new
+            .or(old)
+            .and_then(|d| d.get("_id"))
+            .cloned()
+            .ok_or_else(|| Error::internal("document without _id"))?;
+        let id_bytes = keycodec::encode(&id);
+        let dkey = [meta.data_prefix().as_slice(), &id_bytes].concat();
+        let mut batch = Batch::default();
+        let snap = self.kv().snapshot()?;
+        match new {
+            Some(n) => {
+                let bytes = encode_doc(n)?;
+                check_size(&bytes)?;
+                if old.is_none() && snap.get(&dkey)?.is_some() {
+                    return Err(Self::dup_id_error(meta, &id));
+                }
+                batch.put(dkey, bytes);
+            }
+            None => batch.delete(dkey),
+        }
+        let mut new_meta: Option<CollectionMeta> = None;
+        for (i, ix) in meta.indexes.iter().enumerate() {
+            let partial = ictx.partials.get(i).and_then(Option::as_ref);
+            let (old_keys, _) = match old {
+                Some(o) => ix.keys_for(o, partial)?,
+                None => (Vec::new(), false),
+            };
+            let (new_keys, multi) = match new {
+                Some(n) => ix.keys_for(n, partial)?,
+                None => (Vec::new(), false),
+            };
+            let ipfx = index_prefix(ix.id);
+            for k in old_keys
+                .iter()
+                .filter(|k| new_keys.binary_search(k).is_err())
+            {
+                batch.delete([ipfx.as_slice(), k, &id_bytes].concat());
+            }
+            for k in new_keys
+                .iter()
+                .filter(|k| old_keys.binary_search(k).is_err())
+            {
+                if ix.unique {
+                    let p = [ipfx.as_slice(), k].concat();
+                    let end = keycodec::prefix_end(&p);
+                    let mut dup = false;
+                    snap.scan(
+                        std::ops::Bound::Included(&p),
+                        end.as_deref()
+                            .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+                        false,
+                        &mut |ek, _| {
+                            if &ek[p.len()..] != id_bytes.as_slice() {
+                                dup = true;
+                                return Ok(false);
+                            }
+                            Ok(true)
+                        },
+                    )?;
+                    if dup {
+                        let src = new.unwrap_or(&Document::new()).clone();
+                        return Err(self.dup_error(meta, ix, &src, k));
+                    }
+                }
+                batch.put([ipfx.as_slice(), k, &id_bytes].concat(), Vec::new());
+            }
+            if multi && !ix.multikey {
+                let nm = new_meta.get_or_insert_with(|| (**meta).clone());
+                nm.indexes[i].multikey = true;
+            }
+        }
+        match new_meta {
+            None => self.kv().write(batch, self.sync()),
+            Some(nm) => {
+                let _g = self.inner.catalog_lock.lock();
+                Catalog::stage_put(&nm, &mut batch)?;
+                self.kv().write(batch, true)?;
+                *meta = self.inner.catalog.write().cache(nm);
+                Ok(())
+            }
+        }
+    }
+
+    /// `insert`: documents get an ObjectId `_id` when missing. Ordered inserts stop at the
+    /// first error; unordered ones continue and report every error.
+    pub fn insert(
+        &self,
+        db: &str,
+        coll: &str,
+        docs: Vec<Document>,
+        ordered: bool,
+    ) -> Result<InsertResult> {
+        let (meta, _) = self.get_or_create(db, coll)?;
+        let lock = self.coll_lock(meta.id);
+        let _l = lock.lock();
+        let mut meta = self.relock_meta(db, coll, meta.id)?;
+        let ictx = IndexCtx::new(&meta)?;
+        let mut res = InsertResult::default();
+        for (i, d) in docs.into_iter().enumerate() {
+            let r = prepare_for_storage(d).and_then(|d| {
+                self.write_doc(&mut meta, &ictx, None, Some(&d))?;
+                Ok(d.get("_id").cloned().unwrap_or(Bson::Null))
+            });
+            match r {
+                Ok(id) => {
+                    res.n += 1;
+                    res.inserted_ids.push(id);
+                }
+                Err(e) => {
+                    res.write_errors.push(WriteError { index: i, error: e });
+                    if ordered {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(res)
+    }
+
+    /// Matching documents (a snapshot read) for a write, honouring a sort.
+    fn matching(
+        &self,
+        meta: &CollectionMeta,
+        filter: &Document,
+        sort: Option<&SortSpec>,
+        hint: Option<&Bson>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Document>> {
+        let m = Matcher::new(filter)?;
+        let stats = Arc::new(ExecStats::default());
+        let (src, sorted) = self.source(meta, filter, sort, hint, stats)?;
+        let mut it: DocIter = Box::new(src.filter(move |r| match r {
+            Ok(d) => m.matches(d).unwrap_or(false),
+            Err(_) => true,
+        }));
+        if let (Some(s), false) = (sort, sorted) {
+            let mut sorter = ExternalSorter::new(s.clone(), self.spill_config(None));
+            if let Some(k) = limit {
+                sorter = sorter.with_limit(k);
+            }
+            for d in it {
+                sorter.push(d?)?;
+            }
+            it = sorter.finish()?;
+        }
+        match limit {
+            Some(k) => it.take(k).collect(),
+            None => it.collect(),
+        }
+    }
+
+    fn apply_update_doc(
+        &self,
+        u: &UpdateDoc,
+        parsed: &Option<Update>,
+        doc: &Document,
+        is_insert: bool,
+        q: &Document,
+    ) -> Result<Document> {
+        match (u, parsed) {
+            (UpdateDoc::Doc(_), Some(up)) => up.apply(
+                doc,
+                &ApplyContext {
+                    is_insert,
+                    query: Some(q),
+                },
+            ),
+            (UpdateDoc::Pipeline(stages), _) => {
+                let p = Pipeline::parse(stages)?;
+                for s in &p.stages {
+                    if !matches!(
+                        s,
+                        crate::aggregate::Stage::AddFields(_)
+                            | crate::aggregate::Stage::Project(_)
+                            | crate::aggregate::Stage::ReplaceRoot(_)
+                    ) {
+                        return Err(Error::invalid_pipeline_update());
+                    }
+                }
+                let mut out = p.run(
+                    Box::new(std::iter::once(Ok(doc.clone()))),
+                    &self.spill_config(None),
+                );
+                let nd = out
+                    .next()
+                    .ok_or_else(|| Error::internal("pipeline update produced no document"))??;
+                if let (Some(a), false) = (doc.get("_id"), is_insert)
+                    && nd.get("_id") != Some(a)
+                {
+                    return Err(Error::new(
+                        code::IMMUTABLE_FIELD,
+                        "Performing an update on the path '_id' would modify the immutable field '_id'",
+                    ));
+                }
+                Ok(nd)
+            }
+            _ => Err(Error::internal("update not parsed")),
+        }
+    }
+
+    fn parse_update(u: &UpdateDoc, array_filters: &[Document]) -> Result<Option<Update>> {
+        match u {
+            UpdateDoc::Doc(d) => Ok(Some(Update::parse(d, array_filters)?)),
+            UpdateDoc::Pipeline(_) => Ok(None),
+        }
+    }
+
+    fn upsert_doc(
+        &self,
+        op_q: &Document,
+        u: &UpdateDoc,
+        parsed: &Option<Update>,
+    ) -> Result<Document> {
+        let seed = update::upsert_seed(op_q)?;
+        let mut d = match (u, parsed) {
+            (UpdateDoc::Doc(_), Some(up)) if up.is_replacement() => {
+                let mut base = Document::new();
+                if let Some(id) = seed.get("_id") {
+                    base.insert("_id", id.clone());
+                }
+                up.apply(
+                    &base,
+                    &ApplyContext {
+                        is_insert: true,
+                        query: Some(op_q),
+                    },
+                )?
+            }
+            _ => self.apply_update_doc(u, parsed, &seed, true, op_q)?,
+        };
+        if let (Some(a), Some(b)) = (seed.get("_id"), d.get("_id"))
+            && !order::eq(a, b)
+        {
+            return Err(Error::new(
+                code::IMMUTABLE_FIELD,
+                "Performing an update on the path '_id' would modify the immutable field '_id'",
+            ));
+        }
+        d = prepare_for_storage(d)?;
+        Ok(d)
+    }
+
+    fn update_one_stmt(
+        &self,
+        meta: &mut Arc<CollectionMeta>,
+        ictx: &IndexCtx,
+        op: &UpdateOp,
+        res: &mut UpdateResult,
+        idx: usize,
+    ) -> Result<()> {
+        let parsed = Self::parse_update(&op.u, &op.array_filters)?;
+        if let Some(up) = &parsed
+            && up.is_replacement()
+            && op.multi
+        {
+            return Err(Error::failed_to_parse(
+                "multi update is not supported for replacement-style update",
+            ));
+        }
+        let docs = self.matching(
+            meta,
+            &op.q,
+            None,
+            op.hint.as_ref(),
+            if op.multi { None } else { Some(1) },
+        )?;
+        if docs.is_empty() {
+            if op.upsert {
+                let d = self.upsert_doc(&op.q, &op.u, &parsed)?;
+                let id = d.get("_id").cloned().unwrap_or(Bson::Null);
+                self.write_doc(meta, ictx, None, Some(&d))?;
+                res.n += 1;
+                res.upserted.push((idx, id));
+            }
+            return Ok(());
+        }
+        for old in docs {
+            let mut new = self.apply_update_doc(&op.u, &parsed, &old, false, &op.q)?;
+            if new.keys().next().map(String::as_str) != Some("_id") {
+                new = prepare_for_storage(new)?;
+            }
+            res.n += 1;
+            if new != old {
+                self.write_doc(meta, ictx, Some(&old), Some(&new))?;
+                res.n_modified += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// `update`: each statement may be multi, upsert, use arrayFilters; replacement or
+    /// operator or pipeline updates.
+    pub fn update(
+        &self,
+        db: &str,
+        coll: &str,
+        ops: Vec<UpdateOp>,
+        ordered: bool,
+    ) -> Result<UpdateResult> {
+        let needs_create = ops.iter().any(|o| o.upsert);
+        let meta = if needs_create {
+            Some(self.get_or_create(db, coll)?.0)
+        } else {
+            self.meta(db, coll)
+        };
+        let mut res = UpdateResult::default();
+        let Some(meta) = meta else {
+            // Still validate statements so parse errors surface.
+            for (i, op) in ops.iter().enumerate() {
+                if let Err(e) =
+                    Matcher::new(&op.q).and_then(|_| Self::parse_update(&op.u, &op.array_filters))
+                {
+                    res.write_errors.push(WriteError { index: i, error: e });
+                    if ordered {
+                        break;
+                    }
+                }
+            }
+            return Ok(res);
+        };
+        let lock = self.coll_lock(meta.id);
+        let _l = lock.lock();
+        let mut meta = self.relock_meta(db, coll, meta.id)?;
+        let ictx = IndexCtx::new(&meta)?;
+        for (i, op) in ops.iter().enumerate() {
+            if let Err(e) = self.update_one_stmt(&mut meta, &ictx, op, &mut res, i) {
+                res.write_errors.push(WriteError { index: i, error: e });
+                if ordered {
+                    break;
+                }
+            }
+        }
+        Ok(res)
+    }
+
+    /// `delete`.
+    pub fn delete(
+        &self,
+        db: &str,
+        coll: &str,
+        ops: Vec<DeleteOp>,
+        ordered: bool,
+    ) -> Result<DeleteResult> {
+        let mut res = DeleteResult::default();
+        let Some(meta) = self.meta(db, coll) else {
+            for (i, op) in ops.iter().enumerate() {
+                if let Err(e) = Matcher::new(&op.q) {
+                    res.write_errors.push(WriteError { index: i, error: e });
+                    if ordered {
+                        break;
+                    }
+                }
+            }
+            return Ok(res);
+        };
+        let lock = self.coll_lock(meta.id);
+        let _l = lock.lock();
+        let mut meta = self.relock_meta(db, coll, meta.id)?;
+        let ictx = IndexCtx::new(&meta)?;
+        for (i, op) in ops.iter().enumerate() {
+            let r = (|| -> Result<u64> {
+                if op.limit > 1 {
+                    return Err(Error::failed_to_parse(format!(
+                        "The limit field in delete objects must be 0 or 1. Got {}",
+                        op.limit
+                    )));
+                }
+                let docs = self.matching(
+                    &meta,
+                    &op.q,
+                    None,
+                    op.hint.as_ref(),
+                    if op.limit == 1 { Some(1) } else { None },
+                )?;
+                let mut n = 0;
+                for d in docs {
+                    self.write_doc(&mut meta, &ictx, Some(&d), None)?;
+                    n += 1;
+                }
+                Ok(n)
+            })();
+            match r {
+                Ok(n) => res.n += n,
+                Err(e) => {
+                    res.write_errors.push(WriteError { index: i, error: e });
+                    if ordered {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(res)
+    }
+
+    /// `findAndModify`.
+    pub fn find_and_modify(
+        &self,
+        db: &str,
+        coll: &str,
+        opts: FindAndModifyOptions,
+    ) -> Result<FindAndModifyResult> {
+        if opts.remove && (opts.update.is_some() || opts.upsert || opts.new) {
+            return Err(Error::failed_to_parse(
+                "Cannot specify both an update and remove=true (or upsert/new with remove)",
+            ));
+        }
+        if !opts.remove && opts.update.is_none() {
+            return Err(Error::failed_to_parse(
+                "Either an update or remove=true must be specified",
+            ));
+        }
+        let proj = opts
+            .fields
+            .as_ref()
+            .filter(|f| !f.is_empty())
+            .map(|f| Projection::new(f).map(|p| p.with_query(&opts.query)))
+            .transpose()?;
+        let sort = opts
+            .sort
+            .as_ref()
+            .filter(|s| !s.is_empty())
+            .map(SortSpec::parse)
+            .transpose()?;
+        let parsed = match &opts.update {
+            Some(u) => Self::parse_update(u, &opts.array_filters)?,
+            None => None,
+        };
+        let meta = if opts.upsert {
+            Some(self.get_or_create(db, coll)?.0)
+        } else {
+            self.meta(db, coll)
+        };
+        let Some(meta) = meta else {
+            Matcher::new(&opts.query)?;
+            return Ok(FindAndModifyResult::default());
+        };
+        let lock = self.coll_lock(meta.id);
+        let _l = lock.lock();
+        let mut meta = self.relock_meta(db, coll, meta.id)?;
+        let ictx = IndexCtx::new(&meta)?;
+        let found = self
+            .matching(&meta, &opts.query, sort.as_ref(), None, Some(1))?
+            .into_iter()
+            .next();
+        let project = |d: Document| -> Result<Document> {
+            match &proj {
+                Some(p) => p.apply(&d),
+                None => Ok(d),
+            }
+        };
+        match found {
+            Some(old) if opts.remove => {
+                self.write_doc(&mut meta, &ictx, Some(&old), None)?;
+                Ok(FindAndModifyResult {
+                    value: Some(project(old)?),
+                    n: 1,
+                    updated_existing: false,
+                    upserted: None,
+                })
+            }
+            Some(old) => {
+                let u = opts
+                    .update
+                    .as_ref()
+                    .ok_or_else(|| Error::internal("missing update"))?;
+                let mut new = self.apply_update_doc(u, &parsed, &old, false, &opts.query)?;
+                if new.keys().next().map(String::as_str) != Some("_id") {
+                    new = prepare_for_storage(new)?;
+                }
+                if new != old {
+                    self.write_doc(&mut meta, &ictx, Some(&old), Some(&new))?;
+                }
+                let v = if opts.new { new } else { old };
+                Ok(FindAndModifyResult {
+                    value: Some(project(v)?),
+                    n: 1,
+                    updated_existing: true,
+                    upserted: None,
+                })
+            }
+            None if opts.upsert => {
+                let u = opts
+                    .update
+                    .as_ref()
+                    .ok_or_else(|| Error::internal("missing update"))?;
+                let d = self.upsert_doc(&opts.query, u, &parsed)?;
+                self.write_doc(&mut meta, &ictx, None, Some(&d))?;
+                let id = d.get("_id").cloned();
+                let v = if opts.new { Some(project(d)?) } else { None };
+                Ok(FindAndModifyResult {
+                    value: v,
+                    n: 1,
+                    updated_existing: false,
+                    upserted: id,
+                })
+            }
+            None => Ok(FindAndModifyResult::default()),
+        }
+    }
+
+    /// Delete documents whose TTL-indexed date (earliest, for arrays) is older than
+    /// `now - expireAfterSeconds`. The server calls this periodically; returns how many
+    /// documents were removed.
+    pub fn expire_ttl(&self, now: bson::DateTime) -> Result<u64> {
+        let metas: Vec<Arc<CollectionMeta>> = self
+            .inner
+            .catalog
+            .read()
+            .colls
+            .values()
+            .filter(|c| c.indexes.iter().any(|i| i.expire_after.is_some()))
+            .cloned()
+            .collect();
+        let mut removed = 0;
+        for meta in metas {
+            for ix in meta.indexes.iter().filter(|i| i.expire_after.is_some()) {
+                let secs = ix.expire_after.unwrap_or(0);
+                let cutoff = bson::DateTime::from_millis(
+                    now.timestamp_millis()
+                        .saturating_sub(secs.saturating_mul(1000)),
+                );
+                let filter = doc! {ix.fields[0].0.clone(): {"$lt": cutoff}};
+                let res = self.delete(
+                    &meta.db,
+                    &meta.name,
+                    vec![DeleteOp {
+                        q: filter,
+                        limit: 0,
+                        hint: Some(Bson::String(ix.name.clone())),
+                    }],
+                    false,
+                )?;
+                if let Some(e) = res.write_errors.first() {
+                    return Err(e.error.clone());
+                }
+                removed += res.n;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl Error {
+    fn invalid_pipeline_update() -> Error {
+        Error::new(
+            code::location(40324),
+            "Only $addFields/$set, $project/$unset and $replaceRoot/$replaceWith stages are allowed in a pipeline update",
+        )
+    }
+}
