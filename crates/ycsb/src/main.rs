@@ -17,6 +17,7 @@ use ycsb::pg_cluster::{self, PgCluster};
 use ycsb::record::Shape;
 use ycsb::runner::{self, TargetReport};
 use ycsb::server_proc::ServerProcess;
+use ycsb::store::Store;
 use ycsb::store::postgres::Postgres;
 use ycsb::store::strongroom::Strongroom;
 use ycsb::workload::{Distribution, Mix, Settings};
@@ -79,6 +80,9 @@ struct Args {
     /// Seconds between load progress lines.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     progress: Duration,
+    /// Load and run one target after the other instead of interleaving the cells.
+    #[arg(long)]
+    sequential: bool,
     /// Also write the Markdown report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -131,37 +135,57 @@ async fn main() -> anyhow::Result<()> {
         progress_every: args.progress,
     };
     let data_dir = args.data_dir.as_deref();
-    let mut reports: Vec<TargetReport> = Vec::new();
 
-    if matches!(args.target, Target::Strongroom | Target::Both) {
-        let bin = match &args.server_bin {
-            Some(b) => b.clone(),
-            None => std::env::current_exe()?
-                .parent()
-                .map(|d| d.join("ycsb-server"))
-                .ok_or_else(|| anyhow::anyhow!("cannot locate ycsb-server"))?,
-        };
-        let server = ServerProcess::spawn(&bin, data_dir).await?;
-        let store = Strongroom::connect(&server, settings.max_clients()).await?;
-        let report = runner::run_target(Arc::new(store), &settings).await;
-        server.stop().await?;
-        reports.push(report?);
+    // Both targets stay up for the whole run; with `--sequential` each is loaded and
+    // run on its own, otherwise each (mix, clients) cell runs on both back to back.
+    let mut server = None;
+    let mut cluster = None;
+    let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+    let outcome = async {
+        if matches!(args.target, Target::Strongroom | Target::Both) {
+            let bin = match &args.server_bin {
+                Some(b) => b.clone(),
+                None => std::env::current_exe()?
+                    .parent()
+                    .map(|d| d.join("ycsb-server"))
+                    .ok_or_else(|| anyhow::anyhow!("cannot locate ycsb-server"))?,
+            };
+            let s = server.insert(ServerProcess::spawn(&bin, data_dir).await?);
+            stores.push(Arc::new(
+                Strongroom::connect(s, settings.max_clients()).await?,
+            ));
+        }
+        if matches!(args.target, Target::Postgres | Target::Both) {
+            let bin = pg_cluster::find_bin_dir(args.pg_bin.as_deref()).ok_or_else(|| {
+                anyhow::anyhow!("PostgreSQL not found (apt-get install -y postgresql, or --pg-bin)")
+            })?;
+            let c = cluster.insert(PgCluster::start(&bin, data_dir).await?);
+            stores.push(Arc::new(Postgres::connect(&c.conninfo()).await?));
+        }
+        if args.sequential {
+            let mut reports = Vec::new();
+            for store in stores.drain(..) {
+                reports.push(runner::run_target(store, &settings).await?);
+            }
+            Ok::<_, anyhow::Error>(reports)
+        } else {
+            Ok(runner::run_interleaved(std::mem::take(&mut stores), &settings).await?)
+        }
     }
-    if matches!(args.target, Target::Postgres | Target::Both) {
-        let bin = pg_cluster::find_bin_dir(args.pg_bin.as_deref()).ok_or_else(|| {
-            anyhow::anyhow!("PostgreSQL not found (apt-get install -y postgresql, or --pg-bin)")
-        })?;
-        let cluster = PgCluster::start(&bin, data_dir).await?;
-        let store = Postgres::connect(&cluster.conninfo()).await?;
-        let report = runner::run_target(Arc::new(store), &settings).await;
-        cluster.stop().await?;
-        reports.push(report?);
+    .await;
+    drop(stores);
+    if let Some(s) = server {
+        s.stop().await?;
     }
+    if let Some(c) = cluster {
+        c.stop().await?;
+    }
+    let reports: Vec<TargetReport> = outcome?;
 
     let mut md = String::new();
     md.push_str(&format!(
         "records: {}, value size: {} B ({} fields x {} B), distribution: {:?}, batch: {}, \
-         loaders: {}, warm-up {:?}, measured {:?} per run\n\n",
+         loaders: {}, warm-up {:?}, measured {:?} per run, {}\n\n",
         settings.records,
         settings.shape.field_count * settings.shape.field_len,
         settings.shape.field_count,
@@ -170,7 +194,12 @@ async fn main() -> anyhow::Result<()> {
         settings.batch_size,
         settings.load_clients,
         settings.warmup,
-        settings.duration
+        settings.duration,
+        if args.sequential {
+            "targets run one after the other"
+        } else {
+            "cells interleaved (each mix/clients cell runs on every target back to back)"
+        }
     ));
     md.push_str("### Load\n\n");
     md.push_str(&ycsb::report::load_table(

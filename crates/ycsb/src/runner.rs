@@ -72,9 +72,16 @@ fn log(target: &str, msg: std::fmt::Arguments<'_>) {
     eprintln!("[{target}] {msg}");
 }
 
-/// Prepares the schema, loads `settings.records` records, checks the count, then runs
-/// every mix at every client count.
-pub async fn run_target(store: Arc<dyn Store>, settings: &Settings) -> Result<TargetReport> {
+/// A target after its load phase, ready for timed runs.
+pub struct Loaded {
+    store: Arc<dyn Store>,
+    load: LoadResult,
+    chooser: Arc<KeyChooser>,
+    runs: Vec<RunResult>,
+}
+
+/// Prepares the schema, loads `settings.records` records and checks the count.
+pub async fn prepare_and_load(store: Arc<dyn Store>, settings: &Settings) -> Result<Loaded> {
     if settings.records == 0 || settings.clients.is_empty() || settings.batch_size == 0 {
         return Err(Error::Workload(
             "records, batch size and client counts must be positive".into(),
@@ -96,31 +103,83 @@ pub async fn run_target(store: Arc<dyn Store>, settings: &Settings) -> Result<Ta
         Distribution::Uniform => KeyChooser::uniform(settings.records),
         Distribution::Zipfian => KeyChooser::zipfian(settings.records),
     });
-    let mut runs = Vec::new();
-    for &mix in &settings.mixes {
-        for &clients in &settings.clients {
-            let r = run_mix(store.clone(), settings, chooser.clone(), mix, clients).await?;
-            log(
-                name,
-                format_args!(
-                    "{} with {clients} clients: {:.0} ops/s, {} errors",
-                    mix.label(),
-                    r.ops_per_sec(),
-                    r.recorder.total_errors()
-                ),
-            );
-            if let Some(e) = &r.first_error {
-                log(name, format_args!("first error: {e}"));
-            }
-            runs.push(r);
+    Ok(Loaded {
+        store,
+        load,
+        chooser,
+        runs: Vec::new(),
+    })
+}
+
+impl Loaded {
+    /// Runs one (mix, clients) cell and keeps its result.
+    pub async fn run(&mut self, settings: &Settings, mix: Mix, clients: usize) -> Result<()> {
+        let name = self.store.name();
+        let r = run_mix(
+            self.store.clone(),
+            settings,
+            self.chooser.clone(),
+            mix,
+            clients,
+        )
+        .await?;
+        log(
+            name,
+            format_args!(
+                "{} with {clients} clients: {:.0} ops/s, {} errors",
+                mix.label(),
+                r.ops_per_sec(),
+                r.recorder.total_errors()
+            ),
+        );
+        if let Some(e) = &r.first_error {
+            log(name, format_args!("first error: {e}"));
+        }
+        self.runs.push(r);
+        Ok(())
+    }
+
+    pub fn into_report(self) -> TargetReport {
+        TargetReport {
+            name: self.store.name().to_string(),
+            description: self.store.describe(),
+            load: self.load,
+            runs: self.runs,
         }
     }
-    Ok(TargetReport {
-        name: name.to_string(),
-        description: store.describe(),
-        load,
-        runs,
-    })
+}
+
+/// Loads one target, then runs every mix at every client count.
+pub async fn run_target(store: Arc<dyn Store>, settings: &Settings) -> Result<TargetReport> {
+    let mut loaded = prepare_and_load(store, settings).await?;
+    for &mix in &settings.mixes {
+        for &clients in &settings.clients {
+            loaded.run(settings, mix, clients).await?;
+        }
+    }
+    Ok(loaded.into_report())
+}
+
+/// Loads every target (one after the other), then runs each (mix, clients) cell on
+/// every target back to back. On a shared machine whose neighbours' load changes by
+/// the minute, this keeps the two sides of each ratio seconds apart instead of many
+/// minutes.
+pub async fn run_interleaved(
+    stores: Vec<Arc<dyn Store>>,
+    settings: &Settings,
+) -> Result<Vec<TargetReport>> {
+    let mut loaded = Vec::with_capacity(stores.len());
+    for store in stores {
+        loaded.push(prepare_and_load(store, settings).await?);
+    }
+    for &mix in &settings.mixes {
+        for &clients in &settings.clients {
+            for target in &mut loaded {
+                target.run(settings, mix, clients).await?;
+            }
+        }
+    }
+    Ok(loaded.into_iter().map(Loaded::into_report).collect())
 }
 
 /// The load phase.

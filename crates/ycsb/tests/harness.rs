@@ -13,6 +13,7 @@ use ycsb::record::{self, Shape};
 use ycsb::runner::{self, TargetReport};
 use ycsb::server_proc::ServerProcess;
 use ycsb::stats::Op;
+use ycsb::store::Store;
 use ycsb::store::postgres::Postgres;
 use ycsb::store::strongroom::{COLLECTION, DATABASE, Strongroom};
 use ycsb::workload::{Distribution, Mix, Settings};
@@ -116,8 +117,10 @@ async fn strongroom_harness_runs_every_mix_through_the_mongodb_driver() {
         .expect("server exits cleanly when stdin closes");
 }
 
+/// The `--target both` path: both targets up at once, loaded one after the other, and
+/// every (mix, clients) cell run on each back to back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_harness_runs_every_mix_when_postgresql_is_installed() {
+async fn interleaved_run_against_strongroom_and_postgresql_when_postgresql_is_installed() {
     let Some(bin) = pg_cluster::find_bin_dir(None) else {
         eprintln!("note: PostgreSQL (initdb) not installed; skipping the PostgreSQL harness test");
         return;
@@ -126,15 +129,30 @@ async fn postgres_harness_runs_every_mix_when_postgresql_is_installed() {
     let cluster = PgCluster::start(&bin, None)
         .await
         .expect("initdb + pg_ctl start");
-    let store = Arc::new(
+    let server = ServerProcess::spawn(Path::new(env!("CARGO_BIN_EXE_ycsb-server")), None)
+        .await
+        .expect("ycsb-server starts");
+    let pg: Arc<dyn Store> = Arc::new(
         Postgres::connect(&cluster.conninfo())
             .await
             .expect("connect"),
     );
-    let report = runner::run_target(store.clone(), &settings)
+    let sr: Arc<dyn Store> = Arc::new(
+        Strongroom::connect(&server, settings.max_clients())
+            .await
+            .expect("driver connects"),
+    );
+    let reports = runner::run_interleaved(vec![sr, pg], &settings)
         .await
         .expect("harness runs");
-    check(&report, &settings);
-    drop(store);
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[0].name, "Strongroom");
+    assert_eq!(reports[1].name, "PostgreSQL");
+    for r in &reports {
+        check(r, &settings);
+    }
+    let ratios = ycsb::report::ratio_table(&reports[0], &reports[1]);
+    assert_eq!(ratios.lines().count(), 2 + 1 + settings.mixes.len());
+    server.stop().await.expect("server stops");
     cluster.stop().await.expect("pg_ctl stop");
 }
