@@ -108,6 +108,17 @@ impl IndexCtx {
 impl Db {
     // ----- writes -----
 
+    /// Runs a write (which takes and releases the collection lock itself), then makes
+    /// everything it appended durable before the caller answers — also when it failed
+    /// part-way, since earlier documents of the same command may have been applied.
+    fn with_commit<T>(&self, write: impl FnOnce() -> Result<T>) -> Result<T> {
+        let out = write();
+        if self.sync() {
+            self.kv().sync()?;
+        }
+        out
+    }
+
     /// Write one document change (insert: old None; delete: new None) with its index
     /// entries, unique checks and multikey flags, as one atomic batch.
     fn write_doc(
@@ -189,7 +200,11 @@ impl Db {
             }
         }
         match new_meta {
-            None => self.kv().write(batch, self.sync()),
+            // Appended without an fsync under the collection lock; the public write
+            // methods make it durable after releasing the lock (`with_commit`), so
+            // concurrent writers share one group-commit fsync and a multi-document
+            // insert costs one fsync, not one per document.
+            None => self.kv().write(batch, false),
             Some(nm) => {
                 let _g = self.inner.catalog_lock.lock();
                 Catalog::stage_put(&nm, &mut batch)?;
@@ -203,6 +218,16 @@ impl Db {
     /// `insert`: documents get an ObjectId `_id` when missing. Ordered inserts stop at the
     /// first error; unordered ones continue and report every error.
     pub fn insert(
+        &self,
+        db: &str,
+        coll: &str,
+        docs: Vec<Document>,
+        ordered: bool,
+    ) -> Result<InsertResult> {
+        self.with_commit(|| self.insert_locked(db, coll, docs, ordered))
+    }
+
+    fn insert_locked(
         &self,
         db: &str,
         coll: &str,
@@ -416,6 +441,16 @@ impl Db {
         ops: Vec<UpdateOp>,
         ordered: bool,
     ) -> Result<UpdateResult> {
+        self.with_commit(|| self.update_locked(db, coll, ops, ordered))
+    }
+
+    fn update_locked(
+        &self,
+        db: &str,
+        coll: &str,
+        ops: Vec<UpdateOp>,
+        ordered: bool,
+    ) -> Result<UpdateResult> {
         let needs_create = ops.iter().any(|o| o.upsert);
         let meta = if needs_create {
             Some(self.get_or_create(db, coll)?.0)
@@ -454,6 +489,16 @@ impl Db {
 
     /// `delete`.
     pub fn delete(
+        &self,
+        db: &str,
+        coll: &str,
+        ops: Vec<DeleteOp>,
+        ordered: bool,
+    ) -> Result<DeleteResult> {
+        self.with_commit(|| self.delete_locked(db, coll, ops, ordered))
+    }
+
+    fn delete_locked(
         &self,
         db: &str,
         coll: &str,
@@ -513,6 +558,15 @@ impl Db {
 
     /// `findAndModify`.
     pub fn find_and_modify(
+        &self,
+        db: &str,
+        coll: &str,
+        opts: FindAndModifyOptions,
+    ) -> Result<FindAndModifyResult> {
+        self.with_commit(|| self.find_and_modify_locked(db, coll, opts))
+    }
+
+    fn find_and_modify_locked(
         &self,
         db: &str,
         coll: &str,

@@ -117,6 +117,10 @@ impl Kv for EngineKv {
         self.engine.write(wb, d).map_err(map_err)
     }
 
+    fn sync(&self) -> Result<()> {
+        self.engine.sync_wal().map_err(map_err)
+    }
+
     fn snapshot(&self) -> Result<Arc<dyn KvSnapshot>> {
         Ok(Arc::new(EngineSnap(self.engine.snapshot())))
     }

@@ -61,5 +61,7 @@ pub trait Kv: TempStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Apply a batch atomically; `sync` asks for durability before returning.
     fn write(&self, batch: Batch, sync: bool) -> Result<()>;
+    /// Makes every write appended so far durable (one fsync shared by concurrent callers).
+    fn sync(&self) -> Result<()>;
     fn snapshot(&self) -> Result<Arc<dyn KvSnapshot>>;
 }

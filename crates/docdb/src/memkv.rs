@@ -87,6 +87,10 @@ impl Kv for MemKv {
         Ok(self.map.read().get(key).cloned())
     }
 
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
     fn write(&self, batch: Batch, _sync: bool) -> Result<()> {
         let mut guard = self.map.write();
         let map = Arc::make_mut(&mut guard);

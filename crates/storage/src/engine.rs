@@ -275,6 +275,16 @@ impl Engine {
         self.inner().write_ops(batch.ops, d)
     }
 
+    /// Makes every write appended so far durable: waits for a (group-commit) fsync that
+    /// covers them. Lets a caller append several `Buffered` writes, release its own locks,
+    /// and then wait once — sharing the fsync with concurrent writers.
+    pub fn sync_wal(&self) -> Result<()> {
+        let i = self.inner();
+        i.check_open()?;
+        let ticket = i.appended.load(Ordering::Acquire);
+        i.sync_upto(ticket)
+    }
+
     /// A consistent point-in-time view; files it needs stay alive while it exists.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot::new(self.inner().clone())

@@ -203,6 +203,36 @@ fn failed_fsync_poisons_writes_and_is_not_acknowledged() {
     assert_eq!(db.get(b"c").unwrap(), None);
 }
 
+#[test]
+fn sync_wal_makes_earlier_buffered_writes_durable() {
+    let d = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let db = Engine::open(d.path(), root(), faulty_opts(&fs)).unwrap();
+    for i in 0..50u32 {
+        db.put(&i.to_be_bytes(), b"buffered", Durability::Buffered)
+            .unwrap();
+    }
+    db.sync_wal().unwrap();
+    db.put(b"after", b"not synced", Durability::Buffered)
+        .unwrap();
+    fs.crash(CrashMode::DropUnsynced).unwrap();
+    drop(db);
+    fs.revive();
+    let db = Engine::open(d.path(), root(), faulty_opts(&fs)).unwrap();
+    for i in 0..50u32 {
+        assert_eq!(
+            db.get(&i.to_be_bytes()).unwrap(),
+            Some(b"buffered".to_vec()),
+            "write {i} lost"
+        );
+    }
+    assert_eq!(
+        db.get(b"after").unwrap(),
+        None,
+        "a write after the sync was not made durable"
+    );
+}
+
 const CHILD_ENV: &str = "STORAGE_KILL9_CHILD_DIR";
 
 /// The child side of the kill -9 test: writes forever, printing `ack <round> <i>` after each
