@@ -12,6 +12,7 @@
 //! test can verify by reading the node's memory. It also lets tests kill a node with
 //! SIGKILL and watch the supervisor bring it back.
 
+mod backups;
 pub mod node;
 pub mod protocol;
 pub mod supervisor;

@@ -46,6 +46,51 @@ pub struct OpenParams {
     /// Created as a `root` user on first open if it does not exist yet.
     pub admin_user: Option<String>,
     pub admin_password: Option<Zeroizing<String>>,
+    /// Continuous backup of this cluster (none: not backed up).
+    #[serde(default)]
+    pub backup: Option<BackupSettings>,
+}
+
+/// Where and how often a node backs its cluster up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSettings {
+    /// The cluster's backup location (a directory).
+    pub location: std::path::PathBuf,
+    /// The cluster's wrapped root DEK, mirrored into the location.
+    pub wrapped_key: std::path::PathBuf,
+    /// How often WAL is archived (the recovery point objective).
+    pub archive_interval_ms: u64,
+    pub snapshot_interval_secs: u64,
+    pub retention_secs: u64,
+    /// The newest catalog generation the supervisor has seen: an older catalog in the
+    /// location is a rollback.
+    pub min_generation: u64,
+}
+
+/// A backup cycle's outcome, reported after every change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupReport {
+    pub generation: u64,
+    pub earliest_micros: Option<u64>,
+    pub restorable_until_micros: u64,
+    pub snapshots: usize,
+    /// Set when the last cycle failed (the node keeps serving and retries).
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A security event the node saw (sent to the supervisor, which keeps the audit log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditNotice {
+    /// `audit::EventKind` in snake_case (`auth_failed`, `user_created`, …).
+    pub kind: String,
+    pub principal: Option<String>,
+    pub remote: Option<String>,
+    pub success: bool,
+    pub detail: String,
 }
 
 /// A command from the supervisor.
@@ -175,6 +220,17 @@ pub enum Event {
     Locked { reason: String },
     /// A command failed; the node keeps its previous state.
     Failed { message: String },
+    /// Unsolicited: the backup advanced (or failed).
+    Backup(BackupReport),
+    /// Unsolicited: a security event for the audit log.
+    Audit(AuditNotice),
+}
+
+impl Event {
+    /// Events the node sends on its own, not as the answer to a command.
+    pub fn is_notice(&self) -> bool {
+        matches!(self, Event::Backup(_) | Event::Audit(_))
+    }
 }
 
 impl Event {
@@ -203,6 +259,7 @@ mod tests {
         let params = OpenParams {
             admin_user: Some("admin".into()),
             admin_password: Some(Zeroizing::new("pw".into())),
+            backup: None,
         };
         write_command(
             &mut a,

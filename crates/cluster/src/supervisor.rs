@@ -44,11 +44,13 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
-    /// Starts `program args…`, hands it `init`, and waits until it listens.
+    /// Starts `program args…`, hands it `init`, and waits until it listens. Unsolicited
+    /// events (backup progress, audit notices) go to `notices`.
     pub async fn spawn(
         program: &Path,
         args: &[OsString],
         init: Init,
+        notices: mpsc::UnboundedSender<Event>,
     ) -> Result<NodeProcess, NodeError> {
         let mut child = Process::new(program)
             .args(args)
@@ -68,6 +70,9 @@ impl NodeProcess {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 match serde_json::from_str::<Event>(&line) {
+                    Ok(event) if event.is_notice() => {
+                        let _ = notices.send(event);
+                    }
                     Ok(event) => {
                         if tx.send(event).await.is_err() {
                             break;

@@ -55,6 +55,18 @@ pub fn router(
     let protected = Router::new()
         .route(ONE, get(show).put(put).patch(patch).delete(remove))
         .route(&format!("{ONE}/revalidate"), post(revalidate))
+        .route(&format!("{ONE}/backups"), get(backups))
+        .route(&format!("{ONE}/backups/verify"), post(verify_backups))
+        .route(&format!("{ONE}/backups/export"), post(export_backup))
+        .route(
+            &format!("{ONE}/backups/decryptExport"),
+            post(decrypt_export),
+        )
+        .route(&format!("{ONE}/restoreStatus"), get(restore_status))
+        .route(
+            "/providers/Strongroom.Control/auditEvents",
+            get(audit_events),
+        )
         .route(
             &format!("{ONE}/listConnectionStrings"),
             post(connection_strings),
@@ -222,6 +234,118 @@ async fn revalidate(
     Path((_, _, name)): Segments,
 ) -> Result<Json<MongoCluster>, PlaneError> {
     Ok(Json(api.plane.revalidate(&name).await?))
+}
+
+async fn backups(
+    State(api): State<Api>,
+    Path((_, _, name)): Segments,
+) -> Result<Json<backup::BackupInfo>, PlaneError> {
+    Ok(Json(api.plane.backup_info(&name).await?))
+}
+
+async fn verify_backups(
+    State(api): State<Api>,
+    Path((_, _, name)): Segments,
+) -> Result<Json<backup::VerifyReport>, PlaneError> {
+    Ok(Json(api.plane.verify_backup(&name).await?))
+}
+
+fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, PlaneError> {
+    body.map(|Json(v)| v).map_err(|e| PlaneError::BadRequest {
+        code: "InvalidRequestContent".into(),
+        message: format!("The request content was invalid and could not be deserialized: {e}"),
+    })
+}
+
+async fn export_backup(
+    State(api): State<Api>,
+    Path((_, _, name)): Segments,
+    body: Result<Json<crate::backups::ExportRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<crate::backups::ExportManifest>, PlaneError> {
+    Ok(Json(
+        api.plane.export_backup(&name, json_body(body)?).await?,
+    ))
+}
+
+async fn decrypt_export(
+    State(api): State<Api>,
+    Path((_, _, name)): Segments,
+    body: Result<
+        Json<crate::backups::DecryptExportRequest>,
+        axum::extract::rejection::JsonRejection,
+    >,
+) -> Result<Json<serde_json::Value>, PlaneError> {
+    Ok(Json(
+        api.plane.decrypt_export(&name, json_body(body)?).await?,
+    ))
+}
+
+async fn restore_status(
+    State(api): State<Api>,
+    Path((_, _, name)): Segments,
+) -> Result<Json<crate::RestoreStatus>, PlaneError> {
+    api.plane
+        .restore_status(&name)
+        .map(Json)
+        .ok_or(PlaneError::NotFound(name))
+}
+
+/// Query of `GET /providers/Strongroom.Control/auditEvents`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct AuditQuery {
+    cluster: Option<String>,
+    kind: Option<String>,
+    /// RFC 3339.
+    since: Option<String>,
+    until: Option<String>,
+    tail: Option<usize>,
+    limit: Option<usize>,
+}
+
+fn parse_time(field: &str, text: &str) -> Result<time::OffsetDateTime, PlaneError> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(|e| {
+        PlaneError::BadRequest {
+            code: "InvalidQueryParameter".into(),
+            message: format!("{field} '{text}' is not an RFC 3339 time: {e}"),
+        }
+    })
+}
+
+async fn audit_events(
+    State(api): State<Api>,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> Result<Json<serde_json::Value>, PlaneError> {
+    let kind = match &q.kind {
+        Some(k) => Some(
+            k.parse::<audit::EventKind>()
+                .map_err(|e| PlaneError::BadRequest {
+                    code: "InvalidQueryParameter".into(),
+                    message: e.to_string(),
+                })?,
+        ),
+        None => None,
+    };
+    let filter = audit::ReadFilter {
+        since: q
+            .since
+            .as_deref()
+            .map(|t| parse_time("since", t))
+            .transpose()?,
+        until: q
+            .until
+            .as_deref()
+            .map(|t| parse_time("until", t))
+            .transpose()?,
+        kind,
+        cluster: q.cluster.clone(),
+        limit: q.limit,
+        tail: q.tail,
+        ..audit::ReadFilter::default()
+    };
+    let records = api.plane.audit_records(filter).await?;
+    Ok(Json(json!({ "value": records })))
 }
 
 async fn connection_strings(

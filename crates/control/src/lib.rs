@@ -9,6 +9,8 @@
 //! - [`api`]: the HTTPS management API over all of it.
 
 pub mod api;
+mod audit_trail;
+pub mod backups;
 pub mod model;
 pub mod plane;
 pub mod registry;
@@ -16,7 +18,7 @@ pub mod runtime;
 pub mod smk;
 pub mod validate;
 
-pub use plane::{Config, Plane};
+pub use plane::{BackupConfig, Config, Plane, RestoreStatus};
 
 /// A failed management operation, mapped to an ARM error response by [`api`].
 #[derive(Debug, thiserror::Error)]

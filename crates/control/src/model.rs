@@ -170,6 +170,12 @@ pub struct KeyStatus {
 pub struct BackupProperties {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub earliest_restore_time: Option<String>,
+    /// Strongroom: the newest instant a restore can reach now (WAL archived up to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_restore_time: Option<String>,
+    /// Strongroom: why the last backup cycle failed, while it keeps failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// An ARM error body: `{"error": {"code", "message"}}`.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster::protocol::OpenParams;
+use cluster::protocol::{BackupSettings, OpenParams};
 use envelope::token::IdentitySelector;
 use envelope::{
     AzureKeyVault, Envelope, KekError, KeyUrl, ManagedIdentityTokens, Reason, WrappedKeyStore,
@@ -49,6 +49,21 @@ pub struct Config {
     pub smk_rotate_after: String,
     /// Timeout of each call to a vault or the identity service.
     pub vault_timeout: Duration,
+    pub backup: BackupConfig,
+    /// Where the encrypted security audit log lives (none: no audit log).
+    pub audit_dir: Option<PathBuf>,
+}
+
+/// Continuous backup of every cluster.
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    /// Each cluster backs up into its own folder under this directory.
+    pub root: PathBuf,
+    /// How often WAL is archived: the recovery point objective.
+    pub archive_interval: Duration,
+    pub snapshot_interval: Duration,
+    /// How far back a point-in-time restore can go (Azure's default: 35 days).
+    pub retention: Duration,
 }
 
 /// Everything the control plane keeps about the service's own keys.
@@ -71,6 +86,20 @@ pub struct Plane {
     identity_admin: identity::client::AdminClient,
     service: ServiceState,
     service_keys: ServiceKeys,
+    /// Restores in progress, by target cluster name (shown while the create is pending).
+    pub(crate) restores: parking_lot::Mutex<BTreeMap<String, RestoreStatus>>,
+    audit: Option<Arc<audit::AuditLog>>,
+    audit_key: Zeroizing<[u8; 32]>,
+}
+
+/// Where a point-in-time restore is (served at `…/restoreStatus`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    pub phase: String,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+    pub percent: u32,
 }
 
 fn now_rfc3339() -> String {
@@ -135,6 +164,14 @@ impl Plane {
             .map_err(|e| PlaneError::Internal(format!("{}: {e}", cfg.data_dir.display())))?;
         let master = sealed::MasterKey::load_or_create(&cfg.data_dir.join("master.key"))?;
         let registry = Registry::open(&cfg.data_dir, &master);
+        let audit_key = master.derive(crate::audit_trail::AUDIT_KEY_PURPOSE);
+        let audit = match &cfg.audit_dir {
+            Some(dir) => Some(Arc::new(
+                audit::AuditLog::open(dir, audit_key.clone())
+                    .map_err(|e| PlaneError::Internal(format!("audit log: {e}")))?,
+            )),
+            None => None,
+        };
         let state = registry.load()?;
         let vault_http =
             envelope::kek::http_client(&cfg.ca_pem, Some(&cfg.trusted_service), cfg.vault_timeout)?;
@@ -170,6 +207,9 @@ impl Plane {
             identity_admin,
             service,
             service_keys,
+            restores: parking_lot::Mutex::new(BTreeMap::new()),
+            audit,
+            audit_key,
         });
         let records: Vec<ClusterRecord> = plane
             .state
@@ -239,7 +279,7 @@ impl Plane {
     }
 
     /// The envelope of a cluster as its record describes it.
-    fn envelope_for(&self, record: &ClusterRecord) -> Result<Envelope, PlaneError> {
+    pub(crate) fn envelope_for(&self, record: &ClusterRecord) -> Result<Envelope, PlaneError> {
         let (key_url, tokens) = match &record.mode {
             EncryptionMode::CustomerManaged(cmk) => {
                 let secret = record.resource_secret.as_ref().ok_or_else(|| {
@@ -268,12 +308,32 @@ impl Plane {
         ))
     }
 
+    pub(crate) fn backup_location(&self, record: &ClusterRecord) -> Option<PathBuf> {
+        record
+            .backup_id
+            .as_ref()
+            .map(|id| self.cfg.backup.root.join(id))
+    }
+
+    fn backup_settings(&self, record: &ClusterRecord) -> Option<BackupSettings> {
+        let location = self.backup_location(record)?;
+        Some(BackupSettings {
+            location,
+            wrapped_key: WrappedKeyStore::new(self.cluster_dir(&record.name)).path(),
+            archive_interval_ms: self.cfg.backup.archive_interval.as_millis() as u64,
+            snapshot_interval_secs: self.cfg.backup.snapshot_interval.as_secs().max(1),
+            retention_secs: self.cfg.backup.retention.as_secs(),
+            min_generation: record.backup_generation,
+        })
+    }
+
     fn launch(
         self: &Arc<Self>,
         record: &ClusterRecord,
         envelope: Envelope,
         admin: Option<OpenParams>,
     ) -> Arc<Runtime> {
+        let (notices, mut incoming) = tokio::sync::mpsc::unbounded_channel();
         let runtime = Runtime::new(
             record.name.clone(),
             self.cluster_dir(&record.name),
@@ -281,12 +341,69 @@ impl Plane {
             self.cfg.node.clone(),
             envelope,
             admin,
+            self.backup_settings(record),
+            notices,
         );
         let task = tokio::spawn(runtime.clone().run());
+        // Node notices: backup progress (kept, and its generation persisted as the
+        // rollback floor) and audit events.
+        let plane = Arc::downgrade(self);
+        let name = record.name.clone();
+        let weak_runtime = Arc::downgrade(&runtime);
+        tokio::spawn(async move {
+            let mut persisted: Option<std::time::Instant> = None;
+            while let Some(event) = incoming.recv().await {
+                let (Some(plane), Some(runtime)) = (plane.upgrade(), weak_runtime.upgrade()) else {
+                    break;
+                };
+                match event {
+                    cluster::protocol::Event::Backup(report) => {
+                        if let Some(error) = &report.error {
+                            tracing::warn!(cluster = %name, %error, "backup cycle failed");
+                        }
+                        let generation = report.generation;
+                        runtime.set_backup_report(report);
+                        // The floor only has to trail the location closely enough to
+                        // catch a rollback by more than a minute; persisting it costs
+                        // a sealed rewrite and an fsync of the whole registry.
+                        if persisted.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                            persisted = Some(std::time::Instant::now());
+                            plane.persist_backup_generation(&name, generation).await;
+                        }
+                    }
+                    cluster::protocol::Event::Audit(notice) => plane.node_audit(&name, notice),
+                    _ => {}
+                }
+            }
+        });
         self.runtimes
             .write()
             .insert(record.name.clone(), (runtime.clone(), task));
         runtime
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub(crate) fn audit_log(&self) -> Option<&Arc<audit::AuditLog>> {
+        self.audit.as_ref()
+    }
+
+    pub(crate) fn audit_key(&self) -> Zeroizing<[u8; 32]> {
+        self.audit_key.clone()
+    }
+
+    async fn persist_backup_generation(&self, name: &str, generation: u64) {
+        let mut state = self.state.lock().await;
+        if let Some(r) = state.clusters.get_mut(name)
+            && generation > r.backup_generation
+        {
+            r.backup_generation = generation;
+            if let Err(e) = self.registry.store(&state) {
+                tracing::warn!(cluster = %name, error = %e, "backup generation not recorded");
+            }
+        }
     }
 
     pub fn runtime(&self, name: &str) -> Option<Arc<Runtime>> {
@@ -380,17 +497,23 @@ impl Plane {
         req: MongoCluster,
     ) -> Result<MongoCluster, PlaneError> {
         let plan = validate::validate_create(name, &req).map_err(bad_request)?;
-        if let CreateMode::PointInTimeRestore { .. } = plan.create_mode {
-            return Err(PlaneError::BadRequest {
-                code: "PointInTimeRestoreNotAvailable".into(),
-                message: "Point-in-time restore is not available in this deployment yet.".into(),
-            });
-        }
         if self.state.lock().await.clusters.contains_key(name) {
             return Err(PlaneError::Conflict(format!(
                 "A cluster named '{name}' already exists."
             )));
         }
+        // A restore reads its source before anything is created: a key that cannot
+        // unlock the source's backups, or an instant outside the window, creates nothing.
+        let restore = match &plan.create_mode {
+            CreateMode::Default => None,
+            CreateMode::PointInTimeRestore {
+                point_in_time_utc,
+                source_resource_id,
+            } => Some(
+                self.prepare_restore(point_in_time_utc, source_resource_id)
+                    .await?,
+            ),
+        };
         let resource_id = Self::resource_id(sub, rg, name);
         let identities = self.resolve_identities(&plan.identities).await?;
         let dir = self.cluster_dir(name);
@@ -405,13 +528,25 @@ impl Plane {
             mode: plan.mode.clone(),
             service_key_url: None,
             identities,
-            admin_user: plan.admin_user.clone(),
-            create_mode: "Default".into(),
-            restore_parameters: None,
+            admin_user: plan
+                .admin_user
+                .clone()
+                .or_else(|| restore.as_ref().and_then(|r| r.source_admin.clone())),
+            create_mode: match &plan.create_mode {
+                CreateMode::Default => "Default".into(),
+                CreateMode::PointInTimeRestore { .. } => "PointInTimeRestore".into(),
+            },
+            restore_parameters: req
+                .properties
+                .restore_parameters
+                .clone()
+                .filter(|_| restore.is_some()),
             port: free_port()?,
             created_at: now_rfc3339(),
             resource_secret: None,
             key_status: KeyStatus::default(),
+            backup_id: Some(format!("{name}-{}", uuid::Uuid::new_v4().simple())),
+            backup_generation: 0,
         };
         let outcome = async {
             match &plan.mode {
@@ -446,9 +581,14 @@ impl Plane {
             }
             let envelope = self.envelope_for(&record)?;
             let created = envelope.create().await.map_err(|e| key_rejection(&e))?;
+            if let Some(source) = restore {
+                self.run_restore(name, source, &dir.join("data"), &created.dek)
+                    .await?;
+            }
             Ok::<_, PlaneError>((envelope, created))
         }
         .await;
+        self.restores.lock().remove(name);
         let (envelope, created) = match outcome {
             Ok(v) => v,
             Err(e) => {
@@ -477,8 +617,29 @@ impl Plane {
         let admin = OpenParams {
             admin_user: plan.admin_user.clone(),
             admin_password: plan.admin_password.clone().map(Zeroizing::new),
+            backup: None,
         };
         let runtime = self.launch(&record, envelope, Some(admin));
+        self.audit(
+            audit::AuditEvent::now(
+                if record.create_mode == "PointInTimeRestore" {
+                    audit::EventKind::BackupRestored
+                } else {
+                    audit::EventKind::ClusterCreated
+                },
+                audit::Outcome::Success,
+                match &record.restore_parameters {
+                    Some(p) => format!(
+                        "{} cluster restored from {} at {}",
+                        mode_name(&record.mode),
+                        p.source_resource_id.as_deref().unwrap_or_default(),
+                        p.point_in_time_utc.as_deref().unwrap_or_default()
+                    ),
+                    None => format!("{} cluster created", mode_name(&record.mode)),
+                },
+            )
+            .cluster(name),
+        );
         // The loop's first pass opens the node; wait for it so the answer says Ready.
         runtime.revalidate_once().await;
         Ok(self.view(&record, &runtime))
@@ -539,8 +700,25 @@ impl Plane {
             copy
         };
         if let Some(new_cmk) = plan.new_cmk {
+            let key_url = new_cmk.key_url.clone();
             self.switch_key(&mut record, &runtime, new_cmk).await?;
+            self.audit(
+                audit::AuditEvent::now(
+                    audit::EventKind::KeyRewrapped,
+                    audit::Outcome::Success,
+                    format!("root key moved to {key_url}"),
+                )
+                .cluster(name),
+            );
         }
+        self.audit(
+            audit::AuditEvent::now(
+                audit::EventKind::ClusterUpdated,
+                audit::Outcome::Success,
+                "cluster updated",
+            )
+            .cluster(name),
+        );
         Ok(self.view(&record, &runtime))
     }
 
@@ -597,7 +775,7 @@ impl Plane {
         Ok(())
     }
 
-    async fn record(&self, name: &str) -> Result<ClusterRecord, PlaneError> {
+    pub(crate) async fn record(&self, name: &str) -> Result<ClusterRecord, PlaneError> {
         self.state
             .lock()
             .await
@@ -648,6 +826,13 @@ impl Plane {
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| PlaneError::Internal(format!("{}: {e}", dir.display())))?;
         }
+        // The backups go too: their wrapped root key is as shredded as the cluster's.
+        if let Some(location) = self.backup_location(&record)
+            && location.exists()
+        {
+            std::fs::remove_dir_all(&location)
+                .map_err(|e| PlaneError::Internal(format!("{}: {e}", location.display())))?;
+        }
         if let Some(url) = &record.service_key_url {
             let token = self.service_vault_token().await?;
             if let Err(e) = self
@@ -664,6 +849,14 @@ impl Plane {
         let mut state = self.state.lock().await;
         state.clusters.remove(name);
         self.registry.store(&state)?;
+        self.audit(
+            audit::AuditEvent::now(
+                audit::EventKind::ClusterDeleted,
+                audit::Outcome::Success,
+                "cluster deleted; root key and backups destroyed",
+            )
+            .cluster(name),
+        );
         Ok(())
     }
 
@@ -754,7 +947,12 @@ impl Plane {
                             .ok()
                     }),
                 }),
-                backup: None,
+                backup: runtime.backup_report().map(|b| BackupProperties {
+                    earliest_restore_time: b.earliest_micros.map(backup::rfc3339),
+                    latest_restore_time: (b.restorable_until_micros > 0)
+                        .then(|| backup::rfc3339(b.restorable_until_micros)),
+                    last_error: b.error.clone(),
+                }),
             },
         }
     }

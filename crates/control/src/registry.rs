@@ -49,6 +49,13 @@ pub struct ClusterRecord {
     pub resource_secret: Option<Zeroizing<String>>,
     /// The last known key status (shown by GET; refreshed by every revalidation).
     pub key_status: KeyStatus,
+    /// The cluster's folder under the backup root (unique per creation, so a cluster
+    /// re-created under the same name never mixes with the old one's backups).
+    #[serde(default)]
+    pub backup_id: Option<String>,
+    /// The newest backup catalog generation reported: an older catalog is a rollback.
+    #[serde(default)]
+    pub backup_generation: u64,
 }
 
 impl std::fmt::Debug for ClusterRecord {

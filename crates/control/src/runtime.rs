@@ -14,12 +14,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster::protocol::{Init, OpenParams};
+use cluster::protocol::{BackupReport, BackupSettings, Event, Init, OpenParams};
 use cluster::supervisor::NodeProcess;
 use envelope::{Envelope, KekError, Reason};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use zeroize::Zeroizing;
+
+use crate::audit_trail::notice;
+use audit::EventKind;
 
 /// What the cluster is doing now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,9 +80,29 @@ pub struct Runtime {
     wake: Notify,
     /// Serialises revalidation passes (the loop and "revalidate now").
     pass: tokio::sync::Mutex<()>,
+    /// Continuous backup settings handed to the node at every open (none: no backups).
+    backup: Mutex<Option<BackupSettings>>,
+    backup_report: Mutex<Option<BackupReport>>,
+    /// Unsolicited node events (backup progress, audit notices), read by the plane.
+    notices: tokio::sync::mpsc::UnboundedSender<Event>,
+}
+
+/// Time until the next multiple of `interval` on the wall clock. Every cluster's loop
+/// wakes on the same ticks, so a deployment revalidates in one burst per interval rather
+/// than waking the process once per cluster (most of the residual cost of revalidation
+/// is per-wake-up overhead, not per-request work).
+fn until_next_tick(interval: Duration) -> Duration {
+    let period = interval.as_nanos().max(1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let left = period - now % period;
+    Duration::from_nanos(u64::try_from(left).unwrap_or(u64::MAX))
 }
 
 impl Runtime {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: String,
         dir: PathBuf,
@@ -87,6 +110,8 @@ impl Runtime {
         settings: NodeSettings,
         envelope: Envelope,
         pending_admin: Option<OpenParams>,
+        backup: Option<BackupSettings>,
+        notices: tokio::sync::mpsc::UnboundedSender<Event>,
     ) -> Arc<Runtime> {
         Arc::new(Runtime {
             name,
@@ -102,7 +127,32 @@ impl Runtime {
             pending_admin: Mutex::new(pending_admin),
             wake: Notify::new(),
             pass: tokio::sync::Mutex::new(()),
+            backup: Mutex::new(backup),
+            backup_report: Mutex::new(None),
+            notices,
         })
+    }
+
+    /// Queues an audit event (the plane writes it with this cluster's name).
+    fn audit(&self, notice: cluster::protocol::AuditNotice) {
+        let _ = self.notices.send(Event::Audit(notice));
+    }
+
+    pub fn backup_settings(&self) -> Option<BackupSettings> {
+        self.backup.lock().clone()
+    }
+
+    pub fn backup_report(&self) -> Option<BackupReport> {
+        self.backup_report.lock().clone()
+    }
+
+    /// Records a node's backup report; the generation becomes the rollback floor the
+    /// next node is given.
+    pub fn set_backup_report(&self, report: BackupReport) {
+        if let Some(settings) = self.backup.lock().as_mut() {
+            settings.min_generation = settings.min_generation.max(report.generation);
+        }
+        *self.backup_report.lock() = Some(report);
     }
 
     pub fn status(&self) -> Status {
@@ -137,7 +187,7 @@ impl Runtime {
         loop {
             self.revalidate_once().await;
             tokio::select! {
-                _ = tokio::time::sleep(self.settings.revalidation_interval) => {}
+                _ = tokio::time::sleep(until_next_tick(self.settings.revalidation_interval)) => {}
                 _ = self.wake.notified() => {}
             }
         }
@@ -166,6 +216,11 @@ impl Runtime {
                 *self.failing_since.lock() = None;
                 if let Some(from) = &outcome.rewrapped_from {
                     tracing::info!(cluster = %self.name, %from, to = %outcome.active_kid, "root key re-wrapped");
+                    self.audit(notice(
+                        EventKind::KeyRewrapped,
+                        true,
+                        format!("root key re-wrapped from {from} to {}", outcome.active_kid),
+                    ));
                 }
                 {
                     let mut key = self.key.lock();
@@ -174,7 +229,8 @@ impl Runtime {
                     key.warning = None;
                 }
                 if !*self.node_open.lock() {
-                    let params = self.pending_admin.lock().clone().unwrap_or_default();
+                    let mut params = self.pending_admin.lock().clone().unwrap_or_default();
+                    params.backup = self.backup_settings();
                     let opened = {
                         let mut node = self.node.lock().await;
                         match node.as_mut() {
@@ -199,6 +255,11 @@ impl Runtime {
                 let previous = std::mem::replace(&mut *self.status.lock(), Status::Ready);
                 if previous != Status::Ready {
                     tracing::info!(cluster = %self.name, from = previous.as_str(), "cluster is Ready");
+                    self.audit(notice(
+                        EventKind::ClusterReady,
+                        true,
+                        format!("cluster is Ready (was {})", previous.as_str()),
+                    ));
                 }
             }
             Err(error) => self.fail(error).await,
@@ -248,6 +309,7 @@ impl Runtime {
         };
         if changed {
             tracing::warn!(cluster = %self.name, %message, "cluster is Inaccessible");
+            self.audit(notice(EventKind::ClusterInaccessible, false, message));
         }
     }
 
@@ -279,7 +341,9 @@ impl Runtime {
         let mut args = self.settings.args.clone();
         args.push("--data-dir".into());
         args.push(self.dir.join("data").into_os_string());
-        *node = Some(NodeProcess::spawn(&self.settings.program, &args, init).await?);
+        *node = Some(
+            NodeProcess::spawn(&self.settings.program, &args, init, self.notices.clone()).await?,
+        );
         Ok(())
     }
 
@@ -289,5 +353,31 @@ impl Runtime {
             node.shutdown().await;
         }
         *self.node_open.lock() = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::until_next_tick;
+    use std::time::Duration;
+
+    #[test]
+    fn ticks_line_up_on_the_wall_clock() {
+        for interval in [
+            Duration::from_millis(250),
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        ] {
+            let left = until_next_tick(interval);
+            assert!(
+                left > Duration::ZERO && left <= interval,
+                "{left:?} for {interval:?}"
+            );
+            // Two clusters asking a moment apart aim at the same instant.
+            let a = std::time::Instant::now() + until_next_tick(interval);
+            let b = std::time::Instant::now() + until_next_tick(interval);
+            let gap = if a > b { a - b } else { b - a };
+            assert!(gap < Duration::from_millis(50) || gap > interval - Duration::from_millis(50));
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! delete, findAndModify and TTL expiry. Documents live at `[0x01][collection id]
 //! [keycodec(_id)]`; each document and its index entries are written in one batch.
 
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 use bson::{Bson, Document, doc, oid::ObjectId};
@@ -12,7 +13,7 @@ use crate::cursor::ExecStats;
 use crate::db::*;
 use crate::error::{Error, Result, code};
 use crate::keycodec;
-use crate::kv::Batch;
+use crate::kv::{Batch, KvSnapshot};
 use crate::matcher::Matcher;
 use crate::order;
 use crate::projection::Projection;
@@ -136,12 +137,21 @@ impl Db {
         let id_bytes = keycodec::encode(&id);
         let dkey = [meta.data_prefix().as_slice(), &id_bytes].concat();
         let mut batch = Batch::default();
-        let snap = self.kv().snapshot()?;
+        // Taken only when needed (inserts and unique-key checks): an update that leaves
+        // its unique keys alone — the common update by `_id` — reads nothing more.
+        let snap_cell: OnceCell<Arc<dyn KvSnapshot>> = OnceCell::new();
+        let snap = || -> Result<&Arc<dyn KvSnapshot>> {
+            if let Some(s) = snap_cell.get() {
+                return Ok(s);
+            }
+            let s = self.kv().snapshot()?;
+            Ok(snap_cell.get_or_init(|| s))
+        };
         match new {
             Some(n) => {
                 let bytes = encode_doc(n)?;
                 check_size(&bytes)?;
-                if old.is_none() && snap.get(&dkey)?.is_some() {
+                if old.is_none() && snap()?.get(&dkey)?.is_some() {
                     return Err(Self::dup_id_error(meta, &id));
                 }
                 batch.put(dkey, bytes);
@@ -174,7 +184,7 @@ impl Db {
                     let p = [ipfx.as_slice(), k].concat();
                     let end = keycodec::prefix_end(&p);
                     let mut dup = false;
-                    snap.scan(
+                    snap()?.scan(
                         std::ops::Bound::Included(&p),
                         end.as_deref()
                             .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),

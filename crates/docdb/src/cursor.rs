@@ -127,6 +127,9 @@ pub fn decode_doc(bytes: &[u8]) -> Result<Document> {
         .map_err(|e| Error::internal(format!("corrupt stored document: {e}")))
 }
 
+/// Stored documents as BSON bytes, before decoding.
+pub type RawIter = Box<dyn Iterator<Item = Result<Vec<u8>>> + Send>;
+
 /// Collection scan: documents of one collection in `_id` order.
 pub fn coll_scan(
     snap: Arc<dyn KvSnapshot>,
@@ -136,6 +139,21 @@ pub fn coll_scan(
     stats: Arc<ExecStats>,
     count_keys: bool,
 ) -> DocIter {
+    Box::new(
+        coll_scan_raw(snap, data_prefix, ranges, reverse, stats, count_keys)
+            .map(|r| r.and_then(|v| decode_doc(&v))),
+    )
+}
+
+/// [`coll_scan`] yielding the stored bytes.
+pub fn coll_scan_raw(
+    snap: Arc<dyn KvSnapshot>,
+    data_prefix: Vec<u8>,
+    ranges: Option<Vec<KeyRange>>,
+    reverse: bool,
+    stats: Arc<ExecStats>,
+    count_keys: bool,
+) -> RawIter {
     let ranges = ranges.unwrap_or_else(|| vec![(Vec::new(), None)]);
     let full: Vec<KeyRange> = ranges
         .into_iter()
@@ -154,7 +172,7 @@ pub fn coll_scan(
             stats.keys_examined.fetch_add(1, Ordering::Relaxed);
         }
         stats.docs_examined.fetch_add(1, Ordering::Relaxed);
-        decode_doc(&v)
+        Ok(v)
     }))
 }
 
@@ -169,6 +187,22 @@ pub fn index_scan(
     reverse: bool,
     stats: Arc<ExecStats>,
 ) -> DocIter {
+    Box::new(
+        index_scan_raw(snap, ix, index_prefix, data_prefix, ranges, reverse, stats)
+            .map(|r| r.and_then(|v| decode_doc(&v))),
+    )
+}
+
+/// [`index_scan`] yielding the stored bytes.
+pub fn index_scan_raw(
+    snap: Arc<dyn KvSnapshot>,
+    ix: IndexMeta,
+    index_prefix: Vec<u8>,
+    data_prefix: Vec<u8>,
+    ranges: Vec<KeyRange>,
+    reverse: bool,
+    stats: Arc<ExecStats>,
+) -> RawIter {
     let dedup = ix.multikey || ranges.len() > 1;
     let full: Vec<KeyRange> = ranges
         .into_iter()
@@ -184,20 +218,19 @@ pub fn index_scan(
     let plen = index_prefix.len();
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     let fetch_snap = snap.clone();
+    let mut dk = data_prefix.clone();
     Box::new(RangeScan::new(snap, full, reverse).filter_map(move |r| {
-        let step = || -> Result<Option<Document>> {
+        let step = || -> Result<Option<Vec<u8>>> {
             let (k, _) = r?;
             stats.keys_examined.fetch_add(1, Ordering::Relaxed);
             let (_, id) = ix.split_entry(&k[plen..])?;
             if dedup && !seen.insert(id.to_vec()) {
                 return Ok(None);
             }
-            let dk = [data_prefix.as_slice(), id].concat();
+            dk.truncate(data_prefix.len());
+            dk.extend_from_slice(id);
             stats.docs_examined.fetch_add(1, Ordering::Relaxed);
-            match fetch_snap.get(&dk)? {
-                Some(v) => Ok(Some(decode_doc(&v)?)),
-                None => Ok(None),
-            }
+            fetch_snap.get(&dk)
         };
         step().transpose()
     }))

@@ -3,7 +3,8 @@
 //! Layer 1 (pure logic): [`order`], [`keycodec`], [`path`], [`matcher`], [`expr`],
 //! [`projection`], [`update`], [`sort`], [`aggregate`], [`spill`].
 //! Layer 2 (storage-backed): [`kv`] (the engine contract, implemented for the encrypted
-//! engine in [`engine`]), [`catalog`], [`index`], [`planner`], [`cursor`], and the [`Db`]
+//! engine in [`engine`]), [`catalog`], [`index`], [`planner`], [`point`] (`_id` lookups
+//! without the planner), [`cursor`], and the [`Db`]
 //! facade ([`db`], [`collection`] writes, [`index_ddl`], [`query`] reads).
 //! See `docs/docdb.md` for formats, semantics and the public API.
 pub mod aggregate;
@@ -25,8 +26,10 @@ pub mod numeric;
 pub mod order;
 pub mod path;
 pub mod planner;
+pub mod point;
 pub mod projection;
 pub mod query;
+pub mod rawfind;
 pub mod sort;
 pub mod spill;
 pub mod update;
@@ -38,3 +41,5 @@ pub use db::{
     UpdateOp, UpdateResult, WriteError,
 };
 pub use error::{Error, ErrorCode, Result};
+pub use point::{PointRead, id_equality};
+pub use rawfind::RawCursor;

@@ -235,6 +235,28 @@ impl Matcher {
     pub fn matches(&self, doc: &Document) -> Result<bool> {
         eval_node(&self.root, doc)
     }
+
+    /// The top-level fields this filter reads, or `None` when it may read the whole
+    /// document (`$expr`). A document restricted to these fields matches exactly when
+    /// the whole document does, which lets scans decode only them.
+    pub fn root_fields(&self) -> Option<Vec<String>> {
+        fn walk(n: &Node, out: &mut Vec<String>) -> bool {
+            match n {
+                Node::And(ns) | Node::Or(ns) | Node::Nor(ns) => ns.iter().all(|x| walk(x, out)),
+                Node::Field { path, .. } => {
+                    let first = path.first().cloned().unwrap_or_default();
+                    if !out.contains(&first) {
+                        out.push(first);
+                    }
+                    true
+                }
+                Node::Expr(_) => false,
+                Node::Const(_) => true,
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.root, &mut out).then_some(out)
+    }
 }
 
 fn parse_doc(filter: &Document) -> Result<Node> {
@@ -686,6 +708,22 @@ mod tests {
 
     fn err(filter: Document) -> i32 {
         Matcher::new(&filter).unwrap_err().code
+    }
+
+    #[test]
+    fn root_fields_cover_every_branch_and_expr_needs_the_whole_document() {
+        let f = |d: Document| Matcher::new(&d).unwrap().root_fields();
+        assert_eq!(f(doc! {}), Some(vec![]));
+        assert_eq!(
+            f(doc! {"a.b": 1, "$or": [{"c": 1}, {"a": {"$gt": 2}}], "$nor": [{"d.0": 1}]}),
+            Some(vec!["a".to_string(), "c".to_string(), "d".to_string()])
+        );
+        assert_eq!(
+            f(doc! {"x": {"$elemMatch": {"y": 1}}, "$comment": "c"}),
+            Some(vec!["x".to_string()])
+        );
+        assert_eq!(f(doc! {"a": 1, "$expr": {"$eq": ["$a", "$b"]}}), None);
+        assert_eq!(f(doc! {"$and": [{"$expr": true}]}), None);
     }
 
     #[test]

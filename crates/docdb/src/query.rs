@@ -2,6 +2,7 @@
 //! aggregate and explain.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bson::{Bson, Document, doc};
@@ -55,6 +56,20 @@ impl Db {
         hint: Option<&Bson>,
         stats: Arc<ExecStats>,
     ) -> Result<(DocIter, bool)> {
+        if hint.is_none()
+            && let Some(id) = crate::point::id_equality(filter)
+        {
+            // One `get` instead of planning a point range and scanning it: the stream
+            // has at most one document, so it is in any requested order. The counters
+            // are what the `_id_` IXSCAN would have reported.
+            let found = self.get_by_id(&meta.data_prefix(), id)?;
+            if found.is_some() {
+                stats.keys_examined.fetch_add(1, Ordering::Relaxed);
+                stats.docs_examined.fetch_add(1, Ordering::Relaxed);
+            }
+            let it = found.into_iter().map(|v| cursor::decode_doc(&v));
+            return Ok((Box::new(it), true));
+        }
         let access = planner::plan(meta, filter, sort, hint)?;
         let snap = self.kv().snapshot()?;
         Ok(match access {

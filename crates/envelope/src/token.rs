@@ -294,3 +294,45 @@ impl TokenSource for ClientSecretTokens {
         format!("service principal {}", self.client_id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(expires_in: i64) -> AccessToken {
+        AccessToken {
+            token: Zeroizing::new("t".into()),
+            expires_on: now_unix() + expires_in,
+        }
+    }
+
+    #[test]
+    fn cached_token_is_reused_until_the_refresh_margin() {
+        let cache = Cache::default();
+        cache.put("https://vault.azure.net", &token(3600));
+        assert!(cache.get("https://vault.azure.net").is_some());
+        // Another resource is never answered from this entry.
+        assert!(cache.get("https://management.azure.com").is_none());
+    }
+
+    #[test]
+    fn token_is_refreshed_before_it_expires() {
+        let cache = Cache::default();
+        let margin = REFRESH_MARGIN.as_secs() as i64;
+        // Still valid for a while, but inside the margin: the caller must fetch anew.
+        cache.put("r", &token(margin - 10));
+        assert!(cache.get("r").is_none());
+        cache.put("r", &token(-1));
+        assert!(cache.get("r").is_none());
+        cache.put("r", &token(margin + 60));
+        assert!(cache.get("r").is_some());
+    }
+
+    #[test]
+    fn invalidate_forgets_the_token() {
+        let cache = Cache::default();
+        cache.put("r", &token(3600));
+        cache.clear();
+        assert!(cache.get("r").is_none());
+    }
+}

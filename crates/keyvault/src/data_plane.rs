@@ -414,24 +414,27 @@ impl DataHandler {
                 r.port,
             )
         };
-        let challenge = format!(
-            "Bearer authorization=\"{}/{}\", resource=\"{}\"",
-            ctx.cfg.identity_url.trim_end_matches('/'),
-            tenant,
-            VAULT_RESOURCE
-        );
+        // Built only for a 401: the hot path (an authorised call) never needs it.
+        let challenge = || {
+            format!(
+                "Bearer authorization=\"{}/{}\", resource=\"{}\"",
+                ctx.cfg.identity_url.trim_end_matches('/'),
+                tenant,
+                VAULT_RESOURCE
+            )
+        };
         // --- authentication (before touching the body) ---
         let Some(token) = bearer(&parts.headers) else {
             ev.operation_name = "Authentication".into();
             return Err(ApiError::unauthorized(
                 "AKV10000: Request is missing a Bearer or PoP token.",
-                challenge,
+                challenge(),
             ));
         };
         let claims = match ctx.verifier.verify(token).await {
             Ok(c) => Some(c),
             Err(AuthError::PrincipalDeleted(_)) => None,
-            Err(e) => return Err(auth_error_to_api(&e, challenge)),
+            Err(e) => return Err(auth_error_to_api(&e, challenge())),
         };
         let claims = match claims {
             Some(c) => c,
@@ -462,7 +465,7 @@ impl DataHandler {
                     "AKV10022: Invalid audience. Expected {VAULT_RESOURCE}, found: {}.",
                     claims.aud.join(",")
                 ),
-                challenge,
+                challenge(),
             ));
         }
         if !claims.tid.eq_ignore_ascii_case(&tenant) {
@@ -473,7 +476,7 @@ impl DataHandler {
                     tenant,
                     claims.iss
                 ),
-                challenge,
+                challenge(),
             ));
         }
         let caller = caller_desc(claims.app_id(), &claims.oid, &claims.iss);

@@ -32,4 +32,20 @@ impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+    /// The operations in order (e.g. to inspect a batch read back from a WAL copy).
+    pub fn iter(&self) -> impl Iterator<Item = BatchOp<'_>> {
+        self.ops.iter().map(|op| match op {
+            Op::Put(k, v) => BatchOp::Put(k, v),
+            Op::Delete(k) => BatchOp::Delete(k),
+        })
+    }
+}
+
+/// One operation of a [`WriteBatch`], borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchOp<'a> {
+    /// `key = value`.
+    Put(&'a [u8], &'a [u8]),
+    /// Delete `key`.
+    Delete(&'a [u8]),
 }

@@ -15,8 +15,10 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
+use crate::archive::{ArchivedWal, scan_archive_keys};
 use crate::batch::WriteBatch;
 use crate::cache::BlockCache;
+use crate::checkpoint::{Checkpoint, SealedRegistry, WalPosition};
 use crate::crypto::keys::{DataKey, KeyId, KeyRing, now_unix};
 use crate::crypto::registry::{read_registry, registry_name, write_registry};
 use crate::crypto::{CipherSuite, FileKind, RootKey};
@@ -31,7 +33,12 @@ use crate::snapshot::{Iter, Snapshot};
 use crate::table::{Table, TableBuilder, table_name};
 use crate::temp::{TempWriter, temp_name};
 use crate::version::Version;
-use crate::wal::{Op, decode_batch, encode_batch};
+use crate::wal::{DecodedBatch, Op, decode_batch, encode_batch};
+
+/// Subdirectory that holds archived WAL segments (archive mode).
+pub(crate) const ARCHIVE_DIR: &str = "archive";
+/// Marker file present while a restore builds a directory; `open` refuses such a directory.
+pub(crate) const RESTORE_MARKER: &str = "RESTORING";
 
 /// Largest accepted key.
 pub const MAX_KEY_LEN: usize = 64 << 10;
@@ -86,7 +93,7 @@ pub struct Stats {
     pub table_bytes: u64,
     /// Live WAL segments.
     pub wal_files: usize,
-    /// Data keys used by live tables and WAL segments.
+    /// Data keys used by live tables, live WAL segments and unreleased archived segments.
     pub key_ids_in_use: Vec<KeyId>,
     /// Data keys held in the registry.
     pub key_ids_known: Vec<KeyId>,
@@ -109,9 +116,40 @@ pub(crate) struct SuperVersion {
     pub(crate) version: Arc<Version>,
 }
 
-struct Writer {
-    wal: LogWriter,
+pub(crate) struct Writer {
+    pub(crate) wal: LogWriter,
     frame: Vec<u8>,
+    /// Commit time (Unix µs) of the last record appended.
+    pub(crate) last_commit: u64,
+    /// Smallest commit time the next record may carry: the last commit time, or one past
+    /// an `as_of` instant handed out by [`Engine::wal_position`] / [`Engine::checkpoint`].
+    floor: u64,
+}
+
+impl Writer {
+    /// Commit time for the next record: `max(now, floor)`, so never below an earlier one.
+    fn stamp(&mut self) -> u64 {
+        let t = now_micros().max(self.floor);
+        self.last_commit = t;
+        self.floor = t;
+        t
+    }
+
+    /// An instant that every record appended so far is at or before and every later record
+    /// will be strictly after.
+    pub(crate) fn as_of(&mut self) -> u64 {
+        let t = now_micros().max(self.floor);
+        self.floor = t.saturating_add(1);
+        t
+    }
+}
+
+/// Current wall-clock time in microseconds since the Unix epoch (0 before 1970).
+pub(crate) fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 #[derive(Default)]
@@ -141,11 +179,16 @@ pub(crate) struct Inner {
     pub(crate) block_size: usize,
     rotation: Option<Duration>,
     background_compaction: bool,
+    /// Retired WAL segments are moved to `archive/` instead of being deleted.
+    pub(crate) archive_wal: bool,
+    /// Key id of every segment in `archive/` (kept so `reencrypt` never retires a key an
+    /// unreleased archived segment needs, without reading files on every call).
+    pub(crate) archived_keys: Mutex<BTreeMap<u64, KeyId>>,
     pub(crate) suite: CipherSuite,
     root: Arc<DataKey>,
     keys: RwLock<Arc<KeyRing>>,
     pub(crate) sv: RwLock<Arc<SuperVersion>>,
-    writer: Mutex<Writer>,
+    pub(crate) writer: Mutex<Writer>,
     wal_file: Mutex<Arc<dyn WritableFile>>,
     appended: AtomicU64,
     sync: Mutex<SyncState>,
@@ -335,6 +378,44 @@ impl Engine {
         TempWriter::create(i.fs.clone(), &i.dir, id, &key, i.suite)
     }
 
+    /// Where the live WAL ends: every record with `seq <= last_seq` lies in the first `len`
+    /// bytes of the live segment or an earlier one, and every record appended later commits
+    /// strictly after `as_of_micros`. The live segment only grows while live, so a backup
+    /// agent can tail-copy `[already_copied, len)`; the bytes are fsynced before returning.
+    pub fn wal_position(&self) -> Result<WalPosition> {
+        self.inner().wal_position()
+    }
+
+    /// A consistent physical view (tables + registry + WAL boundary) without flushing; the
+    /// tables stay on disk while the returned [`Checkpoint`] lives.
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        self.inner().checkpoint()
+    }
+
+    /// The key registry in force, sealed, exactly as on disk. In archive mode it holds every
+    /// data key a live table, the live WAL or an unreleased archived segment needs.
+    pub fn key_registry(&self) -> Result<SealedRegistry> {
+        self.inner().key_registry()
+    }
+
+    /// Archived WAL segments (archive mode), ascending by id.
+    pub fn archived_wal(&self) -> Result<Vec<ArchivedWal>> {
+        self.inner().check_open()?;
+        self.inner().archived_wal()
+    }
+
+    /// Deletes archived segment `id` (the backup agent has its copy). Its data key may then
+    /// be retired by the next [`reencrypt`](Self::reencrypt).
+    pub fn release_archived_wal(&self, id: u64) -> Result<()> {
+        self.inner().check_open()?;
+        self.inner().release_archived_wal(id)
+    }
+
+    /// The last sequence number assigned (an atomic load: cheap enough to poll).
+    pub fn last_sequence(&self) -> u64 {
+        self.inner().last_seq.load(Ordering::Acquire)
+    }
+
     /// Current statistics.
     pub fn stats(&self) -> Stats {
         self.inner().stats()
@@ -350,15 +431,26 @@ impl Inner {
     fn open(dir: &Path, root: RootKey, opts: Options) -> Result<Inner> {
         let fs = opts.fs.clone();
         fs.create_dir_all(dir)?;
-        let guard = fs.lock(&dir.join("LOCK")).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::WouldBlock
-                || e.raw_os_error() == Some(libc::EWOULDBLOCK)
-            {
-                Error::Locked(dir.display().to_string())
-            } else {
-                Error::Io(e)
+        // A flock is shared with any child forked (and not yet exec'd) while the
+        // previous holder had the file open; that window is short, so a held lock is
+        // retried for a moment before it counts as another process's.
+        let lock_path = dir.join("LOCK");
+        let deadline = std::time::Instant::now() + Duration::from_millis(500);
+        let guard = loop {
+            match fs.lock(&lock_path) {
+                Ok(guard) => break guard,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.raw_os_error() == Some(libc::EWOULDBLOCK) =>
+                {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(Error::Locked(dir.display().to_string()));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(Error::Io(e)),
             }
-        })?;
+        };
         #[cfg(feature = "bench-null-cipher")]
         let suite = opts.cipher;
         #[cfg(not(feature = "bench-null-cipher"))]
@@ -369,6 +461,13 @@ impl Inner {
             bytes: zeroize::Zeroizing::new(*root.bytes()),
         });
         let names = fs.list(dir)?;
+        if names.iter().any(|n| n == RESTORE_MARKER) {
+            return Err(Error::corruption(
+                RESTORE_MARKER,
+                None,
+                "an interrupted restore left this directory; delete it and restore again",
+            ));
+        }
         let max_id = names
             .iter()
             .filter_map(|n| parse_id(n))
@@ -451,17 +550,27 @@ impl Inner {
         let mut version = Version::default().apply(&add, &HashSet::new());
 
         // Replay the WAL segments into one recovery memtable.
-        let recovered = MemTable::new(0);
+        let recovered = MemTable::new(0, 0);
         let mut last_seq = state.last_seq;
         let mut max_wal_seq = 0u64;
+        let mut last_commit = state.last_commit_micros;
+        // Segments with a torn tail: archive mode cuts them to their authentic prefix first.
+        let mut torn: BTreeMap<u64, u64> = BTreeMap::new();
         for &wid in &state.wals {
             let name = wal_name(wid);
             let log = read_log(&*fs, dir, &name, FileKind::Wal, wid, &resolve)?;
             if log.valid_len < log.file_len {
                 tracing::warn!(file = %name, dropped = log.file_len - log.valid_len, "dropping torn WAL tail");
+                torn.insert(wid, log.valid_len);
             }
             for (i, rec) in log.records.iter().enumerate() {
-                let (base, ops) = decode_batch(rec, &name, i as u64)?;
+                let DecodedBatch {
+                    base_seq: base,
+                    commit_micros,
+                    ops,
+                } = decode_batch(rec, &name, i as u64)?;
+                last_commit = last_commit.max(commit_micros);
+                recovered.note_commit(commit_micros);
                 if base <= max_wal_seq {
                     return Err(Error::corruption(
                         &name,
@@ -484,6 +593,7 @@ impl Inner {
         let mut edit = VersionEdit {
             remove_wals: state.wals.iter().copied().collect(),
             last_seq: Some(last_seq),
+            last_commit_micros: Some(recovered.max_commit()),
             ..VersionEdit::default()
         };
         let block_size = opts.block_size;
@@ -516,8 +626,16 @@ impl Inner {
         // Commit point: the new manifest (and CURRENT pointing at it).
         let mw = ManifestWriter::create(&*fs, dir, manifest_id, &root, state.clone())?;
 
-        // Remove everything the new manifest does not reference.
+        // Remove everything the new manifest does not reference. In archive mode a WAL
+        // segment is archived instead: it may be one a flush retired just before a crash
+        // (manifest edit durable, rename not yet done), and its records must reach the
+        // archive.
         let live_tables: HashSet<u64> = state.tables.keys().copied().collect();
+        let archive = dir.join(ARCHIVE_DIR);
+        if opts.archive_wal {
+            fs.create_dir_all(&archive)?;
+            fs.sync_dir(dir)?;
+        }
         for n in fs.list(dir)? {
             let Some((id, kind)) = parse_id(&n) else {
                 if n == "CURRENT.tmp" {
@@ -533,6 +651,15 @@ impl Inner {
                 "keys" => id != reg_id,
                 _ => false,
             };
+            if dead && kind == "wal" && opts.archive_wal {
+                if let Some(&valid) = torn.get(&id) {
+                    fs.truncate(&dir.join(&n), valid)?;
+                }
+                fs.rename(&dir.join(&n), &archive.join(&n))?;
+                fs.sync_dir(&archive)?;
+                tracing::debug!(file = %n, "archived WAL segment at open");
+                continue;
+            }
             if dead {
                 tracing::debug!(file = %n, "removing unreferenced file");
                 if let Err(e) = fs.remove(&dir.join(&n)) {
@@ -541,6 +668,7 @@ impl Inner {
             }
         }
         fs.sync_dir(dir)?;
+        let archived_keys = Mutex::new(scan_archive_keys(&*fs, &archive));
 
         let wal_file = wal.file();
         let levels = crate::version::NUM_LEVELS;
@@ -551,17 +679,21 @@ impl Inner {
             block_size,
             rotation: opts.data_key_rotation,
             background_compaction: opts.background_compaction,
+            archive_wal: opts.archive_wal,
+            archived_keys,
             suite,
             root,
             keys: RwLock::new(ring),
             sv: RwLock::new(Arc::new(SuperVersion {
-                mem: Arc::new(MemTable::new(wal_id)),
+                mem: Arc::new(MemTable::new(wal_id, last_seq)),
                 imms: Vec::new(),
                 version: Arc::new(version),
             })),
             writer: Mutex::new(Writer {
                 wal,
                 frame: Vec::new(),
+                last_commit,
+                floor: last_commit,
             }),
             wal_file: Mutex::new(wal_file),
             appended: AtomicU64::new(0),
@@ -597,7 +729,7 @@ impl Inner {
         Ok(())
     }
 
-    fn check_writable(&self) -> Result<()> {
+    pub(crate) fn check_writable(&self) -> Result<()> {
         self.check_open()?;
         if self.is_poisoned.load(Ordering::Acquire)
             && let Some(why) = self.poisoned.lock().as_ref()
@@ -620,7 +752,7 @@ impl Inner {
 
     /// Runs `f`; an error poisons the engine (the on-disk state of a failed durable write is
     /// unknown, so accepting more writes could acknowledge data that is not there).
-    fn durable<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    pub(crate) fn durable<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         f().inspect_err(|e| self.poison(format!("{what}: {e}")))
     }
 
@@ -705,16 +837,18 @@ impl Inner {
                 sv = self.sv.read().clone();
             }
             let base = self.last_seq.load(Ordering::Acquire) + 1;
-            let Writer { wal, frame } = &mut *w;
+            let commit = w.stamp();
+            let Writer { wal, frame, .. } = &mut *w;
             frame.clear();
             self.durable("WAL write", || {
-                wal.encode_with(frame, |out| encode_batch(base, &ops, out))?;
+                wal.encode_with(frame, |out| encode_batch(base, commit, &ops, out))?;
                 wal.write(frame)
             })?;
             if frame.capacity() > (1 << 20) {
                 *frame = Vec::new();
             }
             let mem = &sv.mem;
+            mem.note_commit(commit);
             let n = ops.len() as u64;
             for (j, op) in ops.into_iter().enumerate() {
                 match op {
@@ -820,7 +954,7 @@ impl Inner {
             imms.push(sv.mem.clone());
             imms.extend(sv.imms.iter().cloned());
             *sv = Arc::new(SuperVersion {
-                mem: Arc::new(MemTable::new(id)),
+                mem: Arc::new(MemTable::new(id, self.last_seq.load(Ordering::Acquire))),
                 imms,
                 version: sv.version.clone(),
             });
@@ -892,11 +1026,16 @@ impl Inner {
                 add_tables: table.iter().map(|t| (0u8, t.id, t.size)).collect(),
                 remove_wals: vec![imm.wal_id],
                 last_seq: Some(self.last_seq.load(Ordering::Acquire)),
+                last_commit_micros: Some(imm.max_commit()),
                 ..VersionEdit::default()
             };
             {
                 let mut m = self.manifest.lock();
                 self.durable("manifest write", || m.log_edit(&edit))?;
+                // Retire the segment while still holding the manifest lock, so anyone reading
+                // (manifest, super-version) under it sees the segment either among the
+                // immutable memtables' segments or in the archive, never in neither.
+                self.retire_wal(imm.wal_id)?;
                 let mut sv = self.sv.write();
                 let add: Vec<(usize, Arc<Table>)> =
                     table.iter().map(|t| (0usize, t.clone())).collect();
@@ -912,9 +1051,6 @@ impl Inner {
                     imms,
                     version,
                 });
-            }
-            if let Err(e) = self.fs.remove(&self.dir.join(wal_name(imm.wal_id))) {
-                tracing::warn!(error = %e, "could not delete flushed WAL segment");
             }
             self.maybe_rollover_manifest()?;
             let _bg = self.bg.lock();
@@ -1092,10 +1228,13 @@ impl Inner {
         Ok(())
     }
 
+    /// Keys some live file still needs: live tables, the live WAL segment, and archived
+    /// segments not yet released (so a backup can still read them).
     fn key_ids_in_use(&self) -> BTreeSet<KeyId> {
         let sv = self.sv.read().clone();
         let mut set: BTreeSet<KeyId> = sv.version.tables().map(|(_, t)| t.key_id()).collect();
         set.insert(self.writer.lock().wal.key_id());
+        set.extend(self.archived_keys.lock().values().copied());
         set
     }
 
@@ -1145,6 +1284,8 @@ impl Inner {
             }
             match self.flush_imms() {
                 Ok(()) => self.wake_compaction(),
+                // `close` won the race and flushed (or will): nothing was lost.
+                Err(Error::Closed) => {}
                 Err(e) => tracing::error!(error = %e, "background flush failed"),
             }
             if last_rotation_check.elapsed() > Duration::from_secs(60) {

@@ -17,9 +17,11 @@
 //! # Ok(()) }
 //! ```
 
+mod archive;
 mod batch;
 mod block;
 mod cache;
+mod checkpoint;
 mod codec;
 mod compact;
 mod crypto;
@@ -30,14 +32,18 @@ mod iterators;
 mod logfile;
 mod manifest;
 mod memtable;
+pub mod offline;
 mod options;
+pub mod restore;
 mod snapshot;
 mod table;
 mod temp;
 mod version;
 mod wal;
 
-pub use batch::WriteBatch;
+pub use archive::ArchivedWal;
+pub use batch::{BatchOp, WriteBatch};
+pub use checkpoint::{Checkpoint, CheckpointTable, SealedRegistry, WalPosition};
 pub use crypto::{CipherSuite, KeyId, RootKey};
 pub use engine::{Durability, Engine, LevelStats, MAX_KEY_LEN, MAX_VALUE_LEN, Progress, Stats};
 pub use error::{Error, Result};

@@ -162,6 +162,86 @@ fn try_frame(
     Some((sealed, body + len))
 }
 
+/// Position of a reader walking the frames of a log held in memory. Shared by recovery
+/// ([`read_log`]) and the offline WAL reader, so both apply exactly the same torn-tail rule.
+#[derive(Debug)]
+pub(crate) struct LogCursor {
+    pos: usize,
+    idx: u64,
+    torn: bool,
+    done: bool,
+}
+
+impl LogCursor {
+    /// A cursor at the first frame (just after the header).
+    pub(crate) fn new() -> LogCursor {
+        LogCursor {
+            pos: HEADER_LEN,
+            idx: 0,
+            torn: false,
+            done: false,
+        }
+    }
+
+    /// The next authenticated record `(index, payload)`. `None` ends the log: either cleanly
+    /// at its end or at a torn tail (see [`torn`](Self::torn)). A frame that fails while an
+    /// authentic frame exists further on is damage in the middle: `Corruption` naming `name`
+    /// and the record index, after which the cursor is finished.
+    pub(crate) fn next(
+        &mut self,
+        cipher: &FileCipher,
+        buf: &[u8],
+        name: &str,
+    ) -> Option<Result<(u64, Vec<u8>)>> {
+        if self.done || self.pos >= buf.len() {
+            self.done = true;
+            return None;
+        }
+        let idx = self.idx;
+        match try_frame(cipher, buf, self.pos, &|i| i == idx) {
+            Some((payload, next)) => {
+                self.pos = next;
+                self.idx += 1;
+                Some(Ok((idx, payload)))
+            }
+            None => {
+                self.done = true;
+                // Is there any authentic later record after the damaged one? Then this is
+                // not a torn tail but damage (or reordering) in the middle of the log.
+                // A torn write leaves garbage, never an authentic frame, so any authentic
+                // frame from here on (even one out of order) means tampering.
+                for q in self.pos..buf.len() {
+                    if try_frame(cipher, buf, q, &|_| true).is_some() {
+                        return Some(Err(Error::corruption(
+                            name,
+                            Some(idx),
+                            "log record fails authentication but later records are valid",
+                        )));
+                    }
+                }
+                tracing::warn!(
+                    file = name,
+                    record = idx,
+                    valid_len = self.pos,
+                    "torn log tail ignored"
+                );
+                self.torn = true;
+                None
+            }
+        }
+    }
+
+    /// Length of the authentic prefix read so far (header + whole records).
+    pub(crate) fn valid_len(&self) -> u64 {
+        self.pos as u64
+    }
+
+    /// True once the log ended at a torn (garbled or cut) tail rather than at its end.
+    pub(crate) fn torn(&self) -> bool {
+        self.torn
+    }
+}
+
 /// Reads and authenticates a whole log. A referenced log must have an intact header.
 pub(crate) fn read_log(
     fs: &dyn Fs,
@@ -174,42 +254,13 @@ pub(crate) fn read_log(
     let buf = fs.read_all(&dir.join(name))?;
     let cipher = FileCipher::open(&buf, kind, id, name, resolve)?;
     let mut records = Vec::new();
-    let mut pos = HEADER_LEN;
-    let mut idx = 0u64;
-    while pos < buf.len() {
-        match try_frame(&cipher, &buf, pos, &|i| i == idx) {
-            Some((payload, next)) => {
-                records.push(payload);
-                pos = next;
-                idx += 1;
-            }
-            None => {
-                // Is there any authentic later record after the damaged one? Then this is
-                // not a torn tail but damage (or reordering) in the middle of the log.
-                // A torn write leaves garbage, never an authentic frame, so any authentic
-                // frame from here on (even one out of order) means tampering.
-                for q in pos..buf.len() {
-                    if try_frame(&cipher, &buf, q, &|_| true).is_some() {
-                        return Err(Error::corruption(
-                            name,
-                            Some(idx),
-                            "log record fails authentication but later records are valid",
-                        ));
-                    }
-                }
-                tracing::warn!(
-                    file = name,
-                    record = idx,
-                    valid_len = pos,
-                    "torn log tail ignored"
-                );
-                break;
-            }
-        }
+    let mut cur = LogCursor::new();
+    while let Some(r) = cur.next(&cipher, &buf, name) {
+        records.push(r?.1);
     }
     Ok(LogContents {
         records,
-        valid_len: pos as u64,
+        valid_len: cur.valid_len(),
         file_len: buf.len() as u64,
     })
 }

@@ -10,6 +10,7 @@
 //! 5 Registry    file_id:u64          -- the key registry now in force
 //! 6 NextFileId  u64                  -- ids below this may have been used
 //! 7 LastSeq     u64
+//! 8 LastCommit  u64                  -- largest WAL commit time (Unix µs) in the tables
 //! ```
 //! A record is applied all-or-nothing (it is one sealed record). When the manifest grows
 //! past a threshold it is rewritten as one snapshot edit into a new file, and `CURRENT` is
@@ -44,6 +45,7 @@ pub(crate) struct VersionEdit {
     pub(crate) registry: Option<u64>,
     pub(crate) next_file_id: Option<u64>,
     pub(crate) last_seq: Option<u64>,
+    pub(crate) last_commit_micros: Option<u64>,
 }
 
 impl VersionEdit {
@@ -79,6 +81,10 @@ impl VersionEdit {
             b.put_u8(7);
             b.put_u64(s);
         }
+        if let Some(c) = self.last_commit_micros {
+            b.put_u8(8);
+            b.put_u64(c);
+        }
         b
     }
 
@@ -100,6 +106,7 @@ impl VersionEdit {
                 5 => e.registry = Some(r.u64().map_err(|e| bad(e.0))?),
                 6 => e.next_file_id = Some(r.u64().map_err(|e| bad(e.0))?),
                 7 => e.last_seq = Some(r.u64().map_err(|e| bad(e.0))?),
+                8 => e.last_commit_micros = Some(r.u64().map_err(|e| bad(e.0))?),
                 _ => return Err(bad("unknown manifest field")),
             }
         }
@@ -116,6 +123,8 @@ pub(crate) struct ManifestState {
     pub(crate) registry: Option<u64>,
     pub(crate) next_file_id: u64,
     pub(crate) last_seq: u64,
+    /// Largest commit time of any record in the tables (see [`VersionEdit`] field 8).
+    pub(crate) last_commit_micros: u64,
 }
 
 impl ManifestState {
@@ -141,6 +150,9 @@ impl ManifestState {
         if let Some(s) = e.last_seq {
             self.last_seq = self.last_seq.max(s);
         }
+        if let Some(c) = e.last_commit_micros {
+            self.last_commit_micros = self.last_commit_micros.max(c);
+        }
     }
 
     pub(crate) fn snapshot_edit(&self) -> VersionEdit {
@@ -154,6 +166,7 @@ impl ManifestState {
             registry: self.registry,
             next_file_id: Some(self.next_file_id),
             last_seq: Some(self.last_seq),
+            last_commit_micros: Some(self.last_commit_micros),
             ..VersionEdit::default()
         }
     }

@@ -3,7 +3,7 @@
 
 use std::cmp::Ordering;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicUsize, Ordering as AtOrd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtOrd};
 
 use crossbeam_skiplist::SkipMap;
 
@@ -33,15 +33,34 @@ pub(crate) struct MemTable {
     map: SkipMap<IKey, Option<Vec<u8>>>,
     bytes: AtomicUsize,
     pub(crate) wal_id: u64,
+    /// Last sequence number assigned before this memtable became active: every record it
+    /// (and its WAL segment) holds has a larger one, every record in tables flushed before
+    /// it a smaller-or-equal one. A checkpoint uses it as its `covered_seq`.
+    pub(crate) prev_seq: u64,
+    /// Largest commit time (Unix µs) of the records inserted; logged when it is flushed so
+    /// commit times stay monotonic across a reopen even after the WAL is gone.
+    max_commit: AtomicU64,
 }
 
 impl MemTable {
-    pub(crate) fn new(wal_id: u64) -> MemTable {
+    pub(crate) fn new(wal_id: u64, prev_seq: u64) -> MemTable {
         MemTable {
             map: SkipMap::new(),
             bytes: AtomicUsize::new(0),
             wal_id,
+            prev_seq,
+            max_commit: AtomicU64::new(0),
         }
+    }
+
+    /// Records that a batch committed at `micros` went into this memtable.
+    pub(crate) fn note_commit(&self, micros: u64) {
+        self.max_commit.fetch_max(micros, AtOrd::AcqRel);
+    }
+
+    /// Largest commit time of the records inserted (0 if none).
+    pub(crate) fn max_commit(&self) -> u64 {
+        self.max_commit.load(AtOrd::Acquire)
     }
 
     pub(crate) fn insert(&self, key: Vec<u8>, seq: u64, value: Option<Vec<u8>>) {

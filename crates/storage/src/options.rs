@@ -19,6 +19,10 @@ pub struct Options {
     pub block_size: usize,
     /// Capacity of the decrypted-block cache. Default 64 MiB.
     pub block_cache_bytes: usize,
+    /// Archive retired WAL segments in `<dir>/archive/` instead of deleting them, for
+    /// continuous backup / point-in-time restore. Default false. The engine never deletes
+    /// archived segments; see [`Engine::release_archived_wal`](crate::Engine::release_archived_wal).
+    pub archive_wal: bool,
     /// File system; tests inject [`FaultyFs`](crate::fs::FaultyFs).
     pub fs: Arc<dyn Fs>,
     /// Cipher suite for new files. Benchmark builds only.
@@ -34,6 +38,7 @@ impl Default for Options {
             background_compaction: true,
             block_size: 4096,
             block_cache_bytes: 64 << 20,
+            archive_wal: false,
             fs: Arc::new(RealFs),
             #[cfg(feature = "bench-null-cipher")]
             cipher: crate::crypto::CipherSuite::Aes256Gcm,

@@ -1,8 +1,10 @@
 //! Write-ahead log records: one sealed log record per write batch.
 //!
-//! Payload: `base_seq:u64 count:u32 op*` where
+//! Payload: `base_seq:u64 commit_micros:u64 count:u32 op*` where
 //! `op := kind:u8 (1 put, 0 delete) key:bytes [value:bytes if put]` (bytes = u32 len + data).
-//! Entries of a batch get sequence numbers base_seq, base_seq+1, ...
+//! Entries of a batch get sequence numbers base_seq, base_seq+1, ... `commit_micros` is the
+//! commit time (Unix microseconds) stamped under the writer lock; it never decreases from
+//! one record to the next, which is what lets a restore stop at an instant.
 
 use crate::codec::{PutExt, Reader};
 use crate::error::{Error, Result};
@@ -22,8 +24,9 @@ impl Op {
     }
 }
 
-pub(crate) fn encode_batch(base_seq: u64, ops: &[Op], out: &mut Vec<u8>) {
+pub(crate) fn encode_batch(base_seq: u64, commit_micros: u64, ops: &[Op], out: &mut Vec<u8>) {
     out.put_u64(base_seq);
+    out.put_u64(commit_micros);
     out.put_u32(ops.len() as u32);
     for op in ops {
         match op {
@@ -40,10 +43,18 @@ pub(crate) fn encode_batch(base_seq: u64, ops: &[Op], out: &mut Vec<u8>) {
     }
 }
 
-pub(crate) fn decode_batch(buf: &[u8], file: &str, record: u64) -> Result<(u64, Vec<Op>)> {
+/// One decoded WAL record.
+pub(crate) struct DecodedBatch {
+    pub(crate) base_seq: u64,
+    pub(crate) commit_micros: u64,
+    pub(crate) ops: Vec<Op>,
+}
+
+pub(crate) fn decode_batch(buf: &[u8], file: &str, record: u64) -> Result<DecodedBatch> {
     let bad = |d: &'static str| Error::corruption(file, Some(record), d);
     let mut r = Reader::new(buf);
     let seq = r.u64().map_err(|e| bad(e.0))?;
+    let commit_micros = r.u64().map_err(|e| bad(e.0))?;
     let n = r.u32().map_err(|e| bad(e.0))? as usize;
     let mut ops = Vec::with_capacity(n.min(4096));
     for _ in 0..n {
@@ -61,5 +72,12 @@ pub(crate) fn decode_batch(buf: &[u8], file: &str, record: u64) -> Result<(u64, 
     if !r.is_empty() {
         return Err(bad("trailing bytes in batch record"));
     }
-    Ok((seq, ops))
+    if ops.is_empty() {
+        return Err(bad("empty batch record"));
+    }
+    Ok(DecodedBatch {
+        base_seq: seq,
+        commit_micros,
+        ops,
+    })
 }

@@ -26,6 +26,11 @@ impl Layout {
     pub fn audit(&self) -> PathBuf {
         self.root.join("audit")
     }
+    /// The control plane's encrypted security audit log (the vault's own audit log is
+    /// `audit/`).
+    pub fn security_audit(&self) -> PathBuf {
+        self.root.join("security-audit")
+    }
     pub fn control(&self) -> PathBuf {
         self.root.join("control")
     }

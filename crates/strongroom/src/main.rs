@@ -23,6 +23,12 @@ enum Command {
     /// Manage clusters through the control plane (like `az cosmosdb mongocluster`).
     #[command(subcommand)]
     Cluster(cmd::cluster::Command),
+    /// Inspect and verify clusters' continuous backups.
+    #[command(subcommand)]
+    Backup(cmd::backup::Command),
+    /// Read the security audit log (administrators only).
+    #[command(subcommand)]
+    Audit(cmd::audit::Command),
     /// Run one cluster node (started by the control plane; reads commands on stdin).
     #[command(hide = true)]
     Node(cmd::node::Args),
@@ -30,7 +36,17 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Node(_)));
+    let log_file = match &cli.command {
+        Command::Up(args) => Some(
+            args.log_dir
+                .clone()
+                .unwrap_or_else(|| args.data_dir.join("logs"))
+                .join("strongroom.log"),
+        ),
+        Command::Node(args) => args.log_file.clone(),
+        _ => None,
+    };
+    init_logging(matches!(cli.command, Command::Node(_)), log_file.as_deref());
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -49,19 +65,50 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Up(args) => cmd::up::run(args).await,
             Command::Cluster(command) => cmd::cluster::run(command).await,
+            Command::Backup(command) => cmd::backup::run(command).await,
+            Command::Audit(command) => cmd::audit::run(command).await,
             Command::Node(args) => cmd::node::run(args).await,
         }
     })
 }
 
 /// Logs go to stderr (stdout of a node carries its protocol); `RUST_LOG` overrides the level.
-fn init_logging(node: bool) {
-    let default = if node { "warn" } else { "info" };
+///
+/// Services also append to a log file in the log directory (`up --log-dir`, default
+/// `<data-dir>/logs`; nodes write `node-<cluster>.log` there). What reaches a log is
+/// redacted at the source: no document value, field name or query ever appears.
+fn init_logging(node: bool, file: Option<&std::path::Path>) {
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    let _ = node;
+    let default = "info";
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let file = file.and_then(|path| {
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(f) => Some(std::sync::Mutex::new(f)),
+            Err(e) => {
+                eprintln!("warning: cannot open log file {}: {e}", path.display());
+                None
+            }
+        }
+    });
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match file {
+        Some(file) => builder
+            .with_writer(std::io::stderr.and(file))
+            .with_ansi(false)
+            .init(),
+        None => builder.with_writer(std::io::stderr).init(),
+    }
 }

@@ -39,7 +39,9 @@ fn files_containing(dir: &Path, needle: &[u8]) -> (Vec<String>, u64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_plaintext_anywhere_after_a_cmk_scenario() {
     let marker = format!("CANARY{:016x}", rand_u64());
-    let d = Deployment::start(
+    // Every operation is a "slow" one and the database logs at debug level, so the logs
+    // hold as much about the queries as they ever could.
+    let d = Deployment::start_env(
         "1s",
         &[
             "--no-default-cluster",
@@ -47,7 +49,17 @@ async fn no_plaintext_anywhere_after_a_cmk_scenario() {
             "1s",
             "--sort-memory-limit",
             "65536",
+            "--slow-op-threshold",
+            "0ms",
+            "--backup-interval",
+            "200ms",
+            "--snapshot-interval",
+            "1s",
         ],
+        &[(
+            "RUST_LOG",
+            "info,wire=debug,docdb=debug,storage=debug,backup=debug",
+        )],
     )
     .await;
     let vault = d.create_vault("canaryvault").await;
@@ -93,8 +105,65 @@ async fn no_plaintext_anywhere_after_a_cmk_scenario() {
         .unwrap();
     assert_eq!(sorted.len(), 3000);
     assert_eq!(sorted[0].get_i32("_id").unwrap(), 2999);
-    // A failing query that carries the marker (it must not end up in logs on disk).
+    // Failing queries that carry the marker (it must not end up in logs on disk): an
+    // unknown operator, a bad regex, a duplicate key, an unknown command, a bad update.
     let _ = coll.find_one(doc! {"$where": marker.clone()}).await;
+    assert!(coll.find_one(doc! {format!("${marker}"): 1}).await.is_err());
+    assert!(
+        coll.find_one(doc! {"payload": {"$regex": format!("({marker}")}})
+            .await
+            .is_err()
+    );
+    coll.create_index(
+        mongodb::IndexModel::builder()
+            .keys(doc! {field.clone(): 1})
+            .options(
+                mongodb::options::IndexOptions::builder()
+                    .unique(true)
+                    .build(),
+            )
+            .build(),
+    )
+    .await
+    .unwrap();
+    let dup = coll
+        .insert_one(doc! {"_id": 99_999, field.clone(): 7, "payload": marker.clone()})
+        .await
+        .unwrap_err();
+    assert!(dup.to_string().contains("E11000"), "{dup}");
+    assert!(
+        client
+            .database("secrets")
+            .run_command(doc! {marker.clone(): 1})
+            .await
+            .is_err()
+    );
+    assert!(
+        coll.update_one(doc! {"_id": 1}, doc! {format!("$set{marker}"): {"a": 1}})
+            .await
+            .is_err()
+    );
+    // The backups must hold all of it before the scan: everything up to a last write.
+    let until = time::OffsetDateTime::now_utc();
+    coll.insert_one(doc! {"_id": 100_000, field.clone(): -1, "payload": marker.clone()})
+        .await
+        .unwrap();
+    // Slow (every) operations with the marker in values and field names.
+    coll.count_documents(doc! {field.clone(): {"$gte": 0}, "payload": {"$regex": marker.clone()}})
+        .await
+        .unwrap();
+    loop {
+        let view = d.get_cluster("canary").await;
+        let latest = view["properties"]["backup"]["latestRestoreTime"]
+            .as_str()
+            .and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            });
+        if latest.is_some_and(|t| t >= until) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Revoke and restore the key: the node is replaced, the data reopened.
     d.vault
@@ -135,7 +204,7 @@ async fn no_plaintext_anywhere_after_a_cmk_scenario() {
         coll.count_documents(doc! {"payload": {"$regex": marker.clone()}})
             .await
             .unwrap(),
-        3000
+        3001
     );
 
     let (hits, scanned) = files_containing(d.dir.path(), marker.as_bytes());
@@ -143,7 +212,39 @@ async fn no_plaintext_anywhere_after_a_cmk_scenario() {
         scanned > 100_000,
         "the scan must have read the data ({scanned} bytes)"
     );
-    assert!(hits.is_empty(), "plaintext marker found in {hits:?}");
+    let leaked_lines: Vec<String> = hits
+        .iter()
+        .filter(|h| h.ends_with(".log"))
+        .flat_map(|h| {
+            std::fs::read_to_string(h)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(&marker))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        hits.is_empty(),
+        "plaintext marker found in {hits:?}; log lines: {leaked_lines:#?}"
+    );
+    // The scan covered what it claims: backups, logs with slow operations, the audit log.
+    let (_, backup_bytes) = files_containing(&d.dir.path().join("backups"), b"-");
+    assert!(
+        backup_bytes > 500_000,
+        "backups hold the data ({backup_bytes} bytes)"
+    );
+    let nodes_log = std::fs::read_to_string(d.dir.path().join("logs/nodes.log")).unwrap();
+    assert!(
+        nodes_log.contains("slow operation"),
+        "slow operations are logged"
+    );
+    assert!(
+        nodes_log.contains("code=Some(59)") && nodes_log.contains("<unknown command>"),
+        "failing operations are logged (redacted)"
+    );
+    let (_, audit_bytes) = files_containing(&d.dir.path().join("security-audit"), b"-");
+    assert!(audit_bytes > 0, "the audit log exists");
 }
 
 fn rand_u64() -> u64 {

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use bson::{Bson, Document};
+use bson::{Bson, Document, RawDocumentBuf};
 use parking_lot::Mutex;
 
 use crate::error::{CmdResult, CommandError, code};
@@ -24,6 +24,19 @@ pub const DEFAULT_FIRST_BATCH: usize = 101;
 pub trait CursorSource: Send {
     /// The next document, `None` when exhausted.
     fn next_doc(&mut self) -> CmdResult<Option<Document>>;
+
+    /// The next document as BSON, which is what replies carry (encoded once, here).
+    fn next_raw(&mut self) -> CmdResult<Option<RawDocumentBuf>> {
+        self.next_doc()?.as_ref().map(to_raw).transpose()
+    }
+}
+
+/// Encodes a document for a reply.
+pub fn to_raw(d: &Document) -> CmdResult<RawDocumentBuf> {
+    d.to_vec()
+        .ok()
+        .and_then(|b| RawDocumentBuf::from_bytes(b).ok())
+        .ok_or_else(|| CommandError::internal("a result document could not be encoded"))
 }
 
 /// Results already materialised (the common case: the query engine returns a vector).
@@ -50,13 +63,13 @@ pub struct Cursor {
     pub owner: Owner,
     source: Box<dyn CursorSource>,
     /// A document read ahead to learn whether the source is exhausted.
-    peeked: Option<Document>,
+    peeked: Option<RawDocumentBuf>,
     last_used: Instant,
 }
 
-/// One batch of a cursor and whether anything remains.
+/// One batch of a cursor (as BSON, ready for the reply) and whether anything remains.
 pub struct Batch {
-    pub docs: Vec<Document>,
+    pub docs: Vec<RawDocumentBuf>,
     pub exhausted: bool,
 }
 
@@ -82,7 +95,7 @@ impl Cursor {
             }
             let next = match self.peeked.take() {
                 Some(d) => Some(d),
-                None => self.source.next_doc()?,
+                None => self.source.next_raw()?,
             };
             let Some(doc) = next else {
                 return Ok(Batch {
@@ -90,7 +103,7 @@ impl Cursor {
                     exhausted: true,
                 });
             };
-            let size = doc_size(&doc);
+            let size = doc.as_bytes().len();
             if !docs.is_empty() && bytes + size > MAX_BATCH_BYTES {
                 self.peeked = Some(doc);
                 break;
@@ -101,15 +114,11 @@ impl Cursor {
         // Look one ahead so an exactly-consumed cursor reports id 0 at once, sparing the
         // client a getMore that would return nothing.
         if self.peeked.is_none() {
-            self.peeked = self.source.next_doc()?;
+            self.peeked = self.source.next_raw()?;
         }
         let exhausted = self.peeked.is_none();
         Ok(Batch { docs, exhausted })
     }
-}
-
-fn doc_size(d: &Document) -> usize {
-    d.to_vec().map(|v| v.len()).unwrap_or(0)
 }
 
 /// All open cursors of a server.

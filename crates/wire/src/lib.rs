@@ -13,6 +13,7 @@
 //!
 //! Start a server with [`Server::start`] and a [`ServerConfig`].
 
+pub mod audit;
 pub mod auth;
 mod backend;
 pub mod client;

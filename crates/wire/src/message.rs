@@ -336,10 +336,20 @@ fn read_document(buf: &[u8], max: usize) -> Result<(Document, usize), ProtocolEr
     let bytes = &buf[..len as usize];
     let raw =
         RawDocument::from_bytes(bytes).map_err(|e| ProtocolError::InvalidBson(e.to_string()))?;
-    check_depth(raw)?;
+    // Every nesting level costs at least MIN_BYTES_PER_LEVEL bytes, so a document shorter
+    // than that many times the limit cannot exceed it: the walk is skipped for the small
+    // commands that make up nearly all traffic (the conversion below validates every
+    // element either way).
+    if bytes.len() >= MIN_BYTES_PER_LEVEL * MAX_NESTING_DEPTH {
+        check_depth(raw)?;
+    }
     let doc = Document::try_from(raw).map_err(|e| ProtocolError::InvalidBson(e.to_string()))?;
     Ok((doc, len as usize))
 }
+
+/// The fewest bytes one level of nesting adds: an embedded document or array element is
+/// a type byte, a key of at least its NUL terminator, and an (empty) document of 5 bytes.
+const MIN_BYTES_PER_LEVEL: usize = 7;
 
 /// Walks a raw document with an explicit stack (no recursion), validating every element
 /// and refusing documents nested deeper than [`MAX_NESTING_DEPTH`].
@@ -385,10 +395,50 @@ pub fn encode_msg(
     let doc = body
         .to_vec()
         .map_err(|e| ProtocolError::InvalidBson(e.to_string()))?;
+    encode_msg_bytes(request_id, response_to, &doc, compressor)
+}
+
+/// [`encode_msg`] for a body that is already BSON (query replies assembled from stored
+/// documents without decoding them).
+pub fn encode_msg_raw(
+    request_id: i32,
+    response_to: i32,
+    body: &RawDocument,
+    compressor: Option<Compressor>,
+) -> Result<Vec<u8>, ProtocolError> {
+    encode_msg_bytes(request_id, response_to, body.as_bytes(), compressor)
+}
+
+fn encode_msg_bytes(
+    request_id: i32,
+    response_to: i32,
+    doc: &[u8],
+    compressor: Option<Compressor>,
+) -> Result<Vec<u8>, ProtocolError> {
+    if compressor.is_none() {
+        // Uncompressed (the common case): header, flags, section kind and body written
+        // straight into the frame, without an intermediate payload buffer.
+        let length = HEADER_LEN + 5 + doc.len();
+        if length > MAX_MESSAGE_SIZE {
+            return Err(ProtocolError::TooLarge(length));
+        }
+        let mut out = Vec::with_capacity(length);
+        Header {
+            length: length as i32,
+            request_id,
+            response_to,
+            op_code: opcode::OP_MSG,
+        }
+        .write(&mut out);
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.push(0);
+        out.extend_from_slice(doc);
+        return Ok(out);
+    }
     let mut payload = Vec::with_capacity(5 + doc.len());
     payload.extend_from_slice(&0u32.to_le_bytes());
     payload.push(0);
-    payload.extend_from_slice(&doc);
+    payload.extend_from_slice(doc);
     frame(request_id, response_to, opcode::OP_MSG, payload, compressor)
 }
 
@@ -632,6 +682,34 @@ mod tests {
                 Err(ProtocolError::TooDeep(_))
             ));
         }
+    }
+
+    /// `{"": {"": ... {}}}`: the fewest bytes a nesting depth can take.
+    fn nested_minimal(depth: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(5 + 7 * depth);
+        for i in 0..depth {
+            out.extend_from_slice(&((5 + 7 * (depth - i)) as i32).to_le_bytes());
+            out.push(3);
+            out.push(0);
+        }
+        out.extend_from_slice(&[5, 0, 0, 0, 0]);
+        out.resize(out.len() + depth, 0);
+        out
+    }
+
+    #[test]
+    fn the_smallest_too_deep_document_is_still_walked() {
+        // The size shortcut must never let a too-deep document through: the most compact
+        // encoding of the first refused depth is exactly at the walk's size threshold.
+        let at_limit = nested_minimal(MAX_NESTING_DEPTH - 1);
+        assert!(at_limit.len() < MIN_BYTES_PER_LEVEL * MAX_NESTING_DEPTH);
+        read_document(&at_limit, usize::MAX).expect("at the limit");
+        let over = nested_minimal(MAX_NESTING_DEPTH);
+        assert!(over.len() >= MIN_BYTES_PER_LEVEL * MAX_NESTING_DEPTH);
+        assert!(matches!(
+            read_document(&over, usize::MAX),
+            Err(ProtocolError::TooDeep(_))
+        ));
     }
 
     #[test]

@@ -490,21 +490,30 @@ async fn handle_frame(
                     let db = db.clone();
                     cmd::execute(shared, client, db, msg.body).await
                 }
-                _ => CommandError::new(
-                    (40571, "Location40571"),
-                    "OP_MSG requests require a $db argument",
-                )
-                .to_document(),
+                _ => cmd::Reply::Doc(
+                    CommandError::new(
+                        (40571, "Location40571"),
+                        "OP_MSG requests require a $db argument",
+                    )
+                    .to_document(),
+                ),
             };
             if more_to_come {
                 return Outcome::NoReply;
             }
             // A reply is compressed exactly when its request was: clients never compress
             // the handshake and authentication commands, so their replies stay plain too.
-            encode_or_error(
-                message::encode_msg(response_id, header.request_id, &reply, compressor),
-                |d| message::encode_msg(response_id, header.request_id, d, None),
-            )
+            let encoded = match &reply {
+                cmd::Reply::Doc(d) => {
+                    message::encode_msg(response_id, header.request_id, d, compressor)
+                }
+                cmd::Reply::Raw(r) => {
+                    message::encode_msg_raw(response_id, header.request_id, r, compressor)
+                }
+            };
+            encode_or_error(encoded, |d| {
+                message::encode_msg(response_id, header.request_id, d, None)
+            })
         }
         Request::Query(query) => {
             let reply = legacy_query(shared, client, query).await;
@@ -565,7 +574,9 @@ async fn legacy_query(
         )
         .to_document();
     }
-    cmd::execute(shared, client, db.to_string(), body).await
+    cmd::execute(shared, client, db.to_string(), body)
+        .await
+        .into_document()
 }
 
 fn protocol_error_reply(frame: &[u8], e: ProtocolError, response_id: i32) -> Outcome {

@@ -83,6 +83,9 @@ struct Args {
     /// Load and run one target after the other instead of interleaving the cells.
     #[arg(long)]
     sequential: bool,
+    /// Connect to PostgreSQL over TLS 1.3 (as Strongroom always is) instead of plain TCP.
+    #[arg(long)]
+    pg_tls: bool,
     /// Also write the Markdown report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -159,8 +162,17 @@ async fn main() -> anyhow::Result<()> {
             let bin = pg_cluster::find_bin_dir(args.pg_bin.as_deref()).ok_or_else(|| {
                 anyhow::anyhow!("PostgreSQL not found (apt-get install -y postgresql, or --pg-bin)")
             })?;
-            let c = cluster.insert(PgCluster::start(&bin, data_dir).await?);
-            stores.push(Arc::new(Postgres::connect(&c.conninfo()).await?));
+            if args.pg_tls {
+                let c = cluster.insert(PgCluster::start_tls(&bin, data_dir).await?);
+                let ca = c
+                    .tls_ca_pem()
+                    .ok_or_else(|| anyhow::anyhow!("TLS cluster without a CA"))?;
+                let tls = ycsb::pg_tls::RustlsConnect::new(ca)?;
+                stores.push(Arc::new(Postgres::connect_tls(&c.conninfo(), tls).await?));
+            } else {
+                let c = cluster.insert(PgCluster::start(&bin, data_dir).await?);
+                stores.push(Arc::new(Postgres::connect(&c.conninfo()).await?));
+            }
         }
         if args.sequential {
             let mut reports = Vec::new();

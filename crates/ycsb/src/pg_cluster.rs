@@ -78,21 +78,37 @@ pub struct PgCluster {
     port: u16,
     as_postgres_user: bool,
     running: bool,
+    /// The CA that issued the server certificate, when started with TLS.
+    tls_ca_pem: Option<String>,
     dir: tempfile::TempDir,
 }
 
 impl PgCluster {
     /// `initdb` + `pg_ctl start` in a new temp dir under `parent` (system temp when None).
     pub async fn start(bin: &Path, parent: Option<&Path>) -> Result<PgCluster> {
+        Self::start_with(bin, parent, false).await
+    }
+
+    /// [`PgCluster::start`] with `ssl = on`: a server certificate for `localhost` and
+    /// `127.0.0.1` from a development CA of its own ([`PgCluster::tls_ca_pem`]), and a
+    /// [`PgCluster::conninfo`] with `sslmode=require`.
+    pub async fn start_tls(bin: &Path, parent: Option<&Path>) -> Result<PgCluster> {
+        Self::start_with(bin, parent, true).await
+    }
+
+    async fn start_with(bin: &Path, parent: Option<&Path>, tls: bool) -> Result<PgCluster> {
         let dir = match parent {
             Some(p) => tempfile::Builder::new().prefix("ycsb-pg-").tempdir_in(p)?,
             None => tempfile::Builder::new().prefix("ycsb-pg-").tempdir()?,
         };
         let as_postgres_user = euid()? == 0;
-        if as_postgres_user {
+        let owner = if as_postgres_user {
             let (uid, gid) = lookup_user("postgres")?;
             chown_tree(dir.path(), uid, gid)?;
-        }
+            Some((uid, gid))
+        } else {
+            None
+        };
         let data = dir.path().join("data");
         let mut cluster = PgCluster {
             bin: bin.to_path_buf(),
@@ -100,6 +116,7 @@ impl PgCluster {
             port: 0,
             as_postgres_user,
             running: false,
+            tls_ca_pem: None,
             dir,
         };
         let data_arg = cluster.data.display().to_string();
@@ -119,13 +136,20 @@ impl PgCluster {
             )
             .await?;
         cluster.port = free_port()?;
-        let conf = format!(
+        let mut conf = format!(
             "\n# ycsb harness\nport = {}\nlisten_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{}'\nmax_connections = 200\n\
              fsync = on\nsynchronous_commit = on\nfull_page_writes = on\n",
             cluster.port,
             cluster.dir.path().display()
         );
+        if tls {
+            cluster.tls_ca_pem = Some(cluster.install_certificate(owner)?);
+            conf.push_str(
+                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n\
+                 ssl_min_protocol_version = 'TLSv1.3'\n",
+            );
+        }
         append(&cluster.data.join("postgresql.conf"), &conf)?;
         let log = cluster
             .dir
@@ -151,12 +175,41 @@ impl PgCluster {
         self.port
     }
 
-    /// A tokio-postgres connection string (TCP on loopback).
+    /// A tokio-postgres connection string (TCP on loopback; `sslmode=require` with TLS).
     pub fn conninfo(&self) -> String {
+        let ssl = if self.tls_ca_pem.is_some() {
+            " sslmode=require"
+        } else {
+            ""
+        };
         format!(
-            "host=127.0.0.1 port={} user={ROLE} dbname=postgres",
+            "host=127.0.0.1 port={} user={ROLE} dbname=postgres{ssl}",
             self.port
         )
+    }
+
+    /// The CA to trust for this cluster's certificate, when started with TLS.
+    pub fn tls_ca_pem(&self) -> Option<&str> {
+        self.tls_ca_pem.as_deref()
+    }
+
+    /// Writes `server.crt` and `server.key` (mode 0600, owned by the server's user, as
+    /// PostgreSQL requires) into the data directory; returns the issuing CA's PEM.
+    fn install_certificate(&self, owner: Option<(u32, u32)>) -> Result<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let ca = pki::DevCa::load_or_create(&self.dir.path().join("ca"))?;
+        let identity = ca.issue_server(&["localhost", "127.0.0.1"])?;
+        let cert = self.data.join("server.crt");
+        let key = self.data.join("server.key");
+        std::fs::write(&cert, &identity.cert_pem)?;
+        std::fs::write(&key, identity.key_pem.as_bytes())?;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        if let Some((uid, gid)) = owner {
+            for f in [&cert, &key] {
+                std::os::unix::fs::chown(f, Some(uid), Some(gid))?;
+            }
+        }
+        Ok(ca.ca_pem().to_string())
     }
 
     /// `pg_ctl stop -m fast` and removal of the temp dir.

@@ -156,3 +156,36 @@ async fn interleaved_run_against_strongroom_and_postgresql_when_postgresql_is_in
     server.stop().await.expect("server stops");
     cluster.stop().await.expect("pg_ctl stop");
 }
+
+/// `--pg-tls`: the cluster runs with `ssl = on` and the sessions speak TLS 1.3 (checked
+/// server-side by `connect_tls` through `pg_stat_ssl`); a client without TLS is refused
+/// by `sslmode=require` instead of silently falling back to plain TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_over_tls_when_postgresql_is_installed() {
+    let Some(bin) = pg_cluster::find_bin_dir(None) else {
+        eprintln!("note: PostgreSQL (initdb) not installed; skipping the PostgreSQL TLS test");
+        return;
+    };
+    let settings = tiny();
+    let cluster = PgCluster::start_tls(&bin, None)
+        .await
+        .expect("initdb + pg_ctl start with ssl = on");
+    assert!(cluster.conninfo().contains("sslmode=require"));
+    assert!(
+        Postgres::connect(&cluster.conninfo()).await.is_err(),
+        "a plaintext client must not get through sslmode=require"
+    );
+    let ca = cluster.tls_ca_pem().expect("CA").to_string();
+    let tls = ycsb::pg_tls::RustlsConnect::new(&ca).expect("client config");
+    let pg: Arc<dyn Store> = Arc::new(
+        Postgres::connect_tls(&cluster.conninfo(), tls)
+            .await
+            .expect("TLS 1.3 connection"),
+    );
+    assert!(pg.describe().contains("TLS 1.3"), "{}", pg.describe());
+    let report = runner::run_target(pg, &settings)
+        .await
+        .expect("harness runs over TLS");
+    check(&report, &settings);
+    cluster.stop().await.expect("pg_ctl stop");
+}

@@ -13,7 +13,6 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
-use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::{KekProvider, KeyState, KeyUrl};
@@ -37,20 +36,57 @@ pub fn http_client(
         None => pki::client_config(ca_pem),
     }
     .map_err(|e| KekError::Crypto(format!("TLS configuration: {e}")))?;
+    // One client per process, shared by every cluster's revalidation: its pool keeps
+    // the TLS connections to each vault alive between passes (a handshake per pass would
+    // cost more CPU than the pass itself). The idle timeout outlives a 1-second interval
+    // and drops connections of hourly revalidation, which would be stale by then anyway.
+    // Key Vault never redirects, and a bearer token must not follow one; failures are
+    // classified and retried by the caller (`send`, the revalidation loop), so reqwest's
+    // own retry layer (which clones each request) is off.
     reqwest::Client::builder()
         .tls_backend_preconfigured(Arc::unwrap_or_clone(tls))
         .timeout(timeout)
         .connect_timeout(timeout)
         .pool_idle_timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .retry(reqwest::retry::never())
         .build()
         .map_err(|e| KekError::Crypto(format!("HTTP client: {e}")))
 }
 
 /// A KEK held in an Azure Key Vault–compatible service.
+///
+/// Revalidation calls it every interval for every cluster, so the per-call work is kept
+/// small: the shared `reqwest::Client` keeps its TLS connections alive between calls (no
+/// handshake per revalidation), tokens come from the [`TokenSource`]'s cache, and the
+/// request URLs are parsed once and cloned afterwards (URL parsing was a visible share
+/// of the control plane's revalidation CPU). Nothing about the result is cached: every
+/// call is a request the vault authorises on its own.
 pub struct AzureKeyVault {
     http: reqwest::Client,
     key: KeyUrl,
     tokens: Arc<dyn TokenSource>,
+    /// `GET {vault}/keys/{name}/{version}?api-version=…`, parsed once.
+    key_get: Option<url::Url>,
+    /// The last crypto-operation URL built (`{kid}/{op}?api-version=…`): revalidation
+    /// unwraps with the same `kid` every time.
+    last_op: parking_lot::Mutex<Option<(String, &'static str, url::Url)>>,
+}
+
+/// The body of a wrapKey / unwrapKey request. The value is key material (unwrap: the
+/// wrapped DEK; wrap: the plaintext DEK, base64url), borrowed, never copied.
+#[derive(serde::Serialize)]
+struct OperationRequest<'a> {
+    alg: &'a str,
+    value: &'a str,
+}
+
+/// `base?api-version=7.4` as a parsed URL (`None` if `base` does not parse).
+fn with_api_version(base: &str) -> Option<url::Url> {
+    let mut url = url::Url::parse(base).ok()?;
+    url.query_pairs_mut()
+        .append_pair("api-version", API_VERSION);
+    Some(url)
 }
 
 #[derive(Deserialize)]
@@ -106,7 +142,38 @@ struct ErrorDetail {
 
 impl AzureKeyVault {
     pub fn new(http: reqwest::Client, key: KeyUrl, tokens: Arc<dyn TokenSource>) -> Self {
-        AzureKeyVault { http, key, tokens }
+        let key_get = with_api_version(&format!(
+            "{}/keys/{}/{}",
+            key.vault,
+            key.name,
+            key.version.as_deref().unwrap_or("")
+        ));
+        AzureKeyVault {
+            http,
+            key,
+            tokens,
+            key_get,
+            last_op: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// `{kid}/{op}?api-version=…`, from the one-entry cache when `kid` and `op` repeat.
+    fn op_url(&self, kid: &str, op: &'static str) -> Result<url::Url, KekError> {
+        if let Some((k, o, url)) = self.last_op.lock().as_ref()
+            && k == kid
+            && *o == op
+        {
+            return Ok(url.clone());
+        }
+        let url =
+            with_api_version(&format!("{}/{op}", kid.trim_end_matches('/'))).ok_or_else(|| {
+                KekError::KeyInvalid {
+                    key: kid.to_string(),
+                    why: "the key id is not a URL".into(),
+                }
+            })?;
+        *self.last_op.lock() = Some((kid.to_string(), op, url.clone()));
+        Ok(url)
     }
 
     /// Sends one request with a bearer token; on 401 or 403 (access denied), once more
@@ -194,20 +261,13 @@ impl KekProvider for AzureKeyVault {
     }
 
     async fn key_state(&self) -> Result<KeyState, KekError> {
-        let url = format!(
-            "{}/keys/{}/{}",
-            self.key.vault,
-            self.key.name,
-            self.key.version.as_deref().unwrap_or("")
-        );
+        let url = self.key_get.clone().ok_or_else(|| KekError::KeyInvalid {
+            key: self.key.to_string(),
+            why: "the key URL does not parse".into(),
+        })?;
         let resp = self
             .send(
-                |token| {
-                    self.http
-                        .get(&url)
-                        .query(&[("api-version", API_VERSION)])
-                        .bearer_auth(token)
-                },
+                |token| self.http.get(url.clone()).bearer_auth(token),
                 &self.key.to_string(),
             )
             .await?;
@@ -219,7 +279,7 @@ impl KekProvider for AzureKeyVault {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_secs() as i64);
         let bundle: KeyBundle = resp.json().await.map_err(|e| KekError::Protocol {
-            endpoint: url.clone(),
+            endpoint: self.key.to_string(),
             status: 200,
             message: format!("malformed key bundle: {e}"),
         })?;
@@ -245,29 +305,39 @@ impl KekProvider for AzureKeyVault {
     }
 
     async fn wrap(&self, kid: &str, dek: &RootDek) -> Result<WrappedDek, KekError> {
-        let url = format!("{}/wrapkey", kid.trim_end_matches('/'));
+        let url = self.op_url(kid, "wrapkey")?;
         let value = Zeroizing::new(URL_SAFE_NO_PAD.encode(dek.as_bytes()));
+        // The JSON body holds the plaintext DEK (base64url): our buffer is wiped on drop;
+        // the copy reqwest sends from is not (as with any HTTP client body). Wrapping is
+        // rare (create, rotation, rekey), never part of a routine revalidation.
+        let body = Zeroizing::new(
+            serde_json::to_vec(&OperationRequest {
+                alg: WRAP_ALGORITHM,
+                value: value.as_str(),
+            })
+            .map_err(|e| KekError::Crypto(format!("wrapKey body: {e}")))?,
+        );
         let resp = self
             .send(
                 |token| {
                     self.http
-                        .post(&url)
-                        .query(&[("api-version", API_VERSION)])
+                        .post(url.clone())
                         .bearer_auth(token)
-                        .json(&json!({ "alg": WRAP_ALGORITHM, "value": value.as_str() }))
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body.to_vec())
                 },
                 kid,
             )
             .await?;
         let result: OperationResult = resp.json().await.map_err(|e| KekError::Protocol {
-            endpoint: url.clone(),
+            endpoint: url.to_string(),
             status: 200,
             message: format!("malformed wrapKey result: {e}"),
         })?;
         let ciphertext = URL_SAFE_NO_PAD
             .decode(result.value.trim_end_matches('='))
             .map_err(|e| KekError::Protocol {
-                endpoint: url.clone(),
+                endpoint: url.to_string(),
                 status: 200,
                 message: format!("wrapKey value is not base64url: {e}"),
             })?;
@@ -275,16 +345,22 @@ impl KekProvider for AzureKeyVault {
     }
 
     async fn unwrap(&self, wrapped: &WrappedDek) -> Result<RootDek, KekError> {
-        let url = format!("{}/unwrapkey", wrapped.kid.trim_end_matches('/'));
+        let url = self.op_url(&wrapped.kid, "unwrapkey")?;
         let value = URL_SAFE_NO_PAD.encode(&wrapped.ciphertext);
+        let body = serde_json::to_vec(&OperationRequest {
+            alg: &wrapped.alg,
+            value: &value,
+        })
+        .map_err(|e| KekError::Crypto(format!("unwrapKey body: {e}")))?;
+        let body = bytes::Bytes::from(body);
         let result = self
             .send(
                 |token| {
                     self.http
-                        .post(&url)
-                        .query(&[("api-version", API_VERSION)])
+                        .post(url.clone())
                         .bearer_auth(token)
-                        .json(&json!({ "alg": wrapped.alg, "value": value }))
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body.clone())
                 },
                 &wrapped.kid,
             )
@@ -303,7 +379,7 @@ impl KekProvider for AzureKeyVault {
             other => other?,
         };
         let mut result: OperationResult = resp.json().await.map_err(|e| KekError::Protocol {
-            endpoint: url.clone(),
+            endpoint: url.to_string(),
             status: 200,
             message: format!("malformed unwrapKey result: {e}"),
         })?;

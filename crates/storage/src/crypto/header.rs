@@ -291,6 +291,32 @@ impl FileCipher {
         Ok(())
     }
 
+    /// Encrypts `buf[..len - TAG_LEN]` in place as block `idx` and writes the tag into the
+    /// last `TAG_LEN` bytes — the sealed block has exactly the length of `buf`, which is
+    /// what lets a restore re-seal a table without moving any block.
+    pub fn seal_in_place(&self, idx: u64, is_last: bool, buf: &mut [u8]) -> Result<()> {
+        let Some(pt_len) = buf.len().checked_sub(TAG_LEN) else {
+            return Err(Error::InvalidArgument(
+                "sealed block shorter than its tag".into(),
+            ));
+        };
+        let (pt, tag_out) = buf.split_at_mut(pt_len);
+        match &self.key {
+            Some(k) => {
+                let tag = k
+                    .seal_in_place_separate_tag(
+                        block_nonce(idx),
+                        aead::Aad::from(self.aad(idx, is_last)),
+                        pt,
+                    )
+                    .map_err(|_| Error::Io(std::io::Error::other("AES-GCM seal failed")))?;
+                tag_out.copy_from_slice(tag.as_ref());
+            }
+            None => tag_out.fill(0),
+        }
+        Ok(())
+    }
+
     /// Authenticates and decrypts block `idx` (ciphertext || tag) in place, returning the
     /// plaintext length. Failure is corruption naming this file and block.
     pub fn open_block(&self, idx: u64, is_last: bool, buf: &mut [u8]) -> Result<usize> {

@@ -73,6 +73,17 @@ pub(crate) fn read_registry(
 ) -> Result<KeyRing> {
     let name = registry_name(id);
     let buf = Zeroizing::new(fs.read_all(&dir.join(&name))?);
+    parse_registry(&buf, id, &name, root)
+}
+
+/// Authenticates the sealed registry bytes `buf` of registry file `id` (named `name` in
+/// errors) under `root` and returns its keys. A wrong root key is [`Error::WrongKey`].
+pub(crate) fn parse_registry(
+    buf: &[u8],
+    id: u64,
+    name: &str,
+    root: &Arc<DataKey>,
+) -> Result<KeyRing> {
     let root2 = root.clone();
     let resolve = move |k: KeyId| {
         if k == KeyId::ROOT {
@@ -81,8 +92,8 @@ pub(crate) fn read_registry(
             None
         }
     };
-    let cipher = FileCipher::open(&buf, FileKind::KeyRegistry, id, &name, &resolve)?;
-    let bad = |d: &str| Error::corruption(&name, Some(0), d.to_string());
+    let cipher = FileCipher::open(buf, FileKind::KeyRegistry, id, name, &resolve)?;
+    let bad = |d: &str| Error::corruption(name, Some(0), d.to_string());
     let mut r = Reader::new(&buf[HEADER_LEN..]);
     let len = r.u32().map_err(|e| bad(e.0))? as usize;
     if len != r.remaining() {

@@ -42,6 +42,7 @@ struct FileState {
 struct State {
     dead: bool,
     fail_syncs: usize,
+    fail_renames: usize,
     files: HashMap<PathBuf, FileState>,
 }
 
@@ -65,6 +66,11 @@ impl FaultyFs {
     /// Makes the next `n` fsyncs (file or directory) fail with an I/O error.
     pub fn fail_syncs(&self, n: usize) {
         self.state.lock().fail_syncs = n;
+    }
+
+    /// Makes the next `n` renames fail with an I/O error (nothing is renamed).
+    pub fn fail_renames(&self, n: usize) {
+        self.state.lock().fail_renames = n;
     }
 
     /// Simulates a power cut: applies `mode` to every file written through this instance
@@ -111,6 +117,7 @@ impl FaultyFs {
         let mut st = self.state.lock();
         st.dead = false;
         st.fail_syncs = 0;
+        st.fail_renames = 0;
         st.files.clear();
     }
 
@@ -218,6 +225,10 @@ impl Fs for FaultyFs {
         let mut st = self.state.lock();
         if st.dead {
             return Err(dead_err());
+        }
+        if st.fail_renames > 0 {
+            st.fail_renames -= 1;
+            return Err(io::Error::other("FaultyFs: injected rename failure"));
         }
         self.inner.rename(from, to)?;
         if let Some(mut f) = st.files.remove(from) {

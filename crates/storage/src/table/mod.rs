@@ -33,9 +33,17 @@ pub(crate) fn table_name(id: u64) -> String {
 }
 
 pub(crate) struct BlockHandle {
-    offset: u64,
-    len: u32,
-    last_key: Vec<u8>,
+    pub(crate) offset: u64,
+    pub(crate) len: u32,
+    pub(crate) last_key: Vec<u8>,
+}
+
+/// Where the sealed metadata blocks sit in the file (offset, sealed length).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MetaLayout {
+    pub(crate) index: (u64, u32),
+    pub(crate) bloom: (u64, u32),
+    pub(crate) footer: (u64, u32),
 }
 
 pub(crate) struct Table {
@@ -44,6 +52,7 @@ pub(crate) struct Table {
     file: Arc<dyn ReadableFile>,
     cipher: FileCipher,
     index: Vec<BlockHandle>,
+    pub(crate) meta: MetaLayout,
     bloom: Bloom,
     pub(crate) smallest: Vec<u8>,
     pub(crate) largest: Vec<u8>,
@@ -93,6 +102,20 @@ impl Table {
     ) -> Result<Table> {
         let name = table_name(id);
         let path = dir.join(&name);
+        Table::open_at(fs, path, name, id, expect_size, resolve, cache)
+    }
+
+    /// Opens and authenticates the table with file id `id` stored at `path` (which need not
+    /// be named after its id, e.g. a backup copy); `name` is what errors call the file.
+    pub(crate) fn open_at(
+        fs: Arc<dyn Fs>,
+        path: PathBuf,
+        name: String,
+        id: u64,
+        expect_size: Option<u64>,
+        resolve: &dyn Fn(KeyId) -> Option<Arc<DataKey>>,
+        cache: Arc<BlockCache>,
+    ) -> Result<Table> {
         let file = fs.open(&path)?;
         let size = file.len()?;
         let bad = |block: Option<u64>, d: &str| Error::corruption(&name, block, d.to_string());
@@ -120,15 +143,9 @@ impl Table {
                 "footer length out of range (truncated file?)",
             ));
         }
-        let footer = read_sealed(
-            &*file,
-            &cipher,
-            data_end - footer_len as u64,
-            footer_len,
-            FOOTER_IDX,
-            true,
-        )
-        .map_err(|e| relabel(e, "footer"))?;
+        let footer_off = data_end - footer_len as u64;
+        let footer = read_sealed(&*file, &cipher, footer_off, footer_len, FOOTER_IDX, true)
+            .map_err(|e| relabel(e, "footer"))?;
         let mut r = Reader::new(&footer);
         let fe = |e: crate::codec::DecodeError| bad(Some(FOOTER_IDX), e.0);
         let index_off = r.u64().map_err(fe)?;
@@ -178,6 +195,11 @@ impl Table {
             file,
             cipher,
             index,
+            meta: MetaLayout {
+                index: (index_off, index_len),
+                bloom: (bloom_off, bloom_len),
+                footer: (footer_off, footer_len),
+            },
             bloom,
             smallest,
             largest,
@@ -202,6 +224,71 @@ impl Table {
     /// Marks the file for deletion once no one references this table.
     pub(crate) fn mark_obsolete(&self) {
         self.obsolete.store(true, Ordering::SeqCst);
+    }
+
+    /// The handles of the data blocks, in file order.
+    pub(crate) fn block_handles(&self) -> &[BlockHandle] {
+        &self.index
+    }
+
+    /// True if the bloom filter may contain `key` (false means certainly absent).
+    pub(crate) fn bloom_may_contain(&self, key: &[u8]) -> bool {
+        self.bloom.may_contain(bloom::hash(key))
+    }
+
+    /// Every sealed block of the file in file order as `(block index, is_last, offset,
+    /// sealed length)`: data blocks, index, bloom filter, footer. Checks that they tile the
+    /// file exactly (header, blocks, 4-byte footer length, nothing else), which is what lets
+    /// a restore re-seal the file block by block without re-encoding anything.
+    pub(crate) fn sealed_regions(&self) -> Result<Vec<(u64, bool, u64, u32)>> {
+        let mut out = Vec::with_capacity(self.index.len() + 3);
+        for (i, h) in self.index.iter().enumerate() {
+            out.push((i as u64, false, h.offset, h.len));
+        }
+        out.push((INDEX_IDX, false, self.meta.index.0, self.meta.index.1));
+        out.push((BLOOM_IDX, false, self.meta.bloom.0, self.meta.bloom.1));
+        out.push((FOOTER_IDX, true, self.meta.footer.0, self.meta.footer.1));
+        let mut pos = HEADER_LEN as u64;
+        for &(idx, _, off, len) in &out {
+            if off != pos {
+                return Err(Error::corruption(
+                    &self.name,
+                    Some(idx),
+                    "sealed blocks do not tile the file",
+                ));
+            }
+            pos = off + len as u64;
+        }
+        if pos + 4 != self.size {
+            return Err(Error::corruption(
+                &self.name,
+                Some(FOOTER_IDX),
+                "footer does not end the file",
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The name errors use for this file.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The sealing context (and subkey) of this file.
+    pub(crate) fn cipher(&self) -> &FileCipher {
+        &self.cipher
+    }
+
+    /// Reads, authenticates and decodes data block `i` without touching the cache (offline
+    /// verification must not leave plaintext in a shared cache).
+    pub(crate) fn read_block_uncached(&self, i: usize) -> Result<Block> {
+        let idx = i as u64;
+        let h = self
+            .index
+            .get(i)
+            .ok_or_else(|| Error::corruption(&self.name, Some(idx), "no such data block"))?;
+        let plain = read_sealed(&*self.file, &self.cipher, h.offset, h.len, idx, false)?;
+        Block::decode(plain).map_err(|e| Error::corruption(&self.name, Some(idx), e.0))
     }
 
     pub(crate) fn read_block(&self, i: usize) -> Result<Arc<Block>> {

@@ -25,13 +25,21 @@ pub struct Common {
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Create a cluster (SMK unless a customer-managed key is given).
+    /// Create a cluster (SMK unless a customer-managed key is given), or restore one
+    /// from another cluster's backups (`--restore-from` and `--point-in-time`).
     Create {
         name: String,
-        #[arg(long, default_value = "clusteradmin")]
-        admin_user: String,
+        /// The administrator (a restored cluster keeps its source's when omitted).
+        #[arg(long)]
+        admin_user: Option<String>,
         #[arg(long, env = "STRONGROOM_ADMIN_PASSWORD")]
-        admin_password: String,
+        admin_password: Option<String>,
+        /// Restore from this cluster's backups (its name or resource id).
+        #[arg(long, requires = "point_in_time")]
+        restore_from: Option<String>,
+        /// The instant to restore to (RFC 3339 UTC, e.g. 2026-11-28T20:15:00Z).
+        #[arg(long, requires = "restore_from")]
+        point_in_time: Option<String>,
         /// Customer-managed key URL (versioned, or version-less to follow rotation).
         #[arg(long, requires = "identity")]
         key_url: Option<String>,
@@ -76,15 +84,15 @@ pub enum Command {
     },
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
     token: String,
-    subscription: String,
+    pub(crate) subscription: String,
 }
 
 impl Client {
-    async fn connect(common: &Common) -> anyhow::Result<Client> {
+    pub(crate) async fn connect(common: &Common) -> anyhow::Result<Client> {
         let layout = Layout::new(&common.data_dir);
         let endpoints = Endpoints::load(&layout.endpoints())?;
         let ca =
@@ -108,14 +116,20 @@ impl Client {
         })
     }
 
-    fn cluster_url(&self, rg: &str, name: &str) -> String {
+    pub(crate) fn cluster_url(&self, rg: &str, name: &str) -> String {
         format!(
             "{}/subscriptions/{}/resourceGroups/{rg}/providers/Microsoft.DocumentDB/mongoClusters/{name}?api-version=2025-07-01-preview",
             self.base, self.subscription
         )
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    /// A cluster action URL: `…/mongoClusters/{name}/{action}?api-version=…`.
+    pub(crate) fn action_url(&self, rg: &str, name: &str, action: &str) -> String {
+        self.cluster_url(rg, name)
+            .replace("?api-version", &format!("/{action}?api-version"))
+    }
+
+    pub(crate) async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let resp = req.bearer_auth(&self.token).send().await?;
         let status = resp.status();
         let text = resp.text().await?;
@@ -155,6 +169,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             name,
             admin_user,
             admin_password,
+            restore_from,
+            point_in_time,
             key_url,
             identity,
             common,
@@ -165,16 +181,47 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 _ => json!({"properties": {}}),
             };
             body["location"] = json!("local");
-            body["properties"]["administrator"] =
-                json!({"userName": admin_user, "password": admin_password});
-            client
-                .send(
-                    client
-                        .http
-                        .put(client.cluster_url(&common.resource_group, &name))
-                        .json(&body),
-                )
-                .await?
+            let restoring = restore_from.is_some();
+            if restoring || admin_user.is_some() || admin_password.is_some() {
+                let user = admin_user.or((!restoring).then(|| "clusteradmin".to_string()));
+                body["properties"]["administrator"] =
+                    json!({"userName": user, "password": admin_password});
+            }
+            if let (Some(source), Some(at)) = (restore_from, point_in_time) {
+                body["properties"]["createMode"] = json!("PointInTimeRestore");
+                body["properties"]["restoreParameters"] =
+                    json!({"sourceResourceId": source, "pointInTimeUTC": at});
+            }
+            let put = client.send(
+                client
+                    .http
+                    .put(client.cluster_url(&common.resource_group, &name))
+                    .json(&body),
+            );
+            if restoring {
+                // A restore can take a while: show where it is until the PUT answers.
+                let status_url = client.action_url(&common.resource_group, &name, "restoreStatus");
+                let progress = async {
+                    loop {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        if let Ok(s) = client.send(client.http.get(&status_url)).await {
+                            eprintln!(
+                                "restoring {name}: {} {}% ({} of {} bytes)",
+                                s["phase"].as_str().unwrap_or(""),
+                                s["percent"],
+                                s["doneBytes"],
+                                s["totalBytes"]
+                            );
+                        }
+                    }
+                };
+                tokio::select! {
+                    result = put => result?,
+                    _ = progress => unreachable!("the progress loop never ends"),
+                }
+            } else {
+                put.await?
+            }
         }
         Command::Show { name, common } => {
             let client = Client::connect(&common).await?;

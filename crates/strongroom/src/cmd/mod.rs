@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod audit;
+pub mod backup;
 pub mod cluster;
 pub mod node;
 pub mod up;
@@ -25,6 +27,14 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         return Err("a duration must be positive".into());
     }
     Ok(d)
+}
+
+/// Like [`parse_duration`], but `0`/`0ms` is allowed (meaning "always").
+pub fn parse_duration_or_zero(text: &str) -> Result<std::time::Duration, String> {
+    if text.trim().trim_end_matches("ms").trim_end_matches('s') == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    parse_duration(text)
 }
 
 #[cfg(test)]

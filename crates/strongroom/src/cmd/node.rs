@@ -10,12 +10,19 @@ pub struct Args {
     /// Bytes a blocking sort may hold in memory before spilling to encrypted temp files.
     #[arg(long)]
     pub sort_memory_limit: Option<usize>,
+    /// Log operations slower than this (redacted), like MongoDB's slowms.
+    #[arg(long, value_parser = super::parse_duration_or_zero)]
+    pub slow_op_threshold: Option<std::time::Duration>,
+    /// Append logs (redacted) to this file as well as stderr.
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     cluster::node::run(cluster::node::NodeOptions {
         data_dir: args.data_dir,
         sort_memory_limit: args.sort_memory_limit,
+        slow_op_threshold: args.slow_op_threshold,
     })
     .await?;
     Ok(())

@@ -34,6 +34,25 @@ pub struct Args {
     /// Rotation period of service-managed keys (ISO 8601 duration).
     #[arg(long, default_value = "P90D")]
     pub smk_rotate_after: String,
+    /// Where clusters' continuous backups go (default: <data-dir>/backups).
+    #[arg(long)]
+    pub backup_dir: Option<PathBuf>,
+    /// How often each cluster archives its write-ahead log (the recovery point).
+    #[arg(long, default_value = "1s", value_parser = super::parse_duration)]
+    pub backup_interval: Duration,
+    /// How often each cluster takes a physical snapshot.
+    #[arg(long, default_value = "1h", value_parser = super::parse_duration)]
+    pub snapshot_interval: Duration,
+    /// How long restore points are kept (default 35 days, Azure's default).
+    #[arg(long, default_value = "840h", value_parser = super::parse_duration)]
+    pub backup_retention: Duration,
+    /// Log cluster operations slower than this (redacted, like MongoDB's slowms; 0 logs
+    /// every operation).
+    #[arg(long, default_value = "100ms", value_parser = super::parse_duration_or_zero)]
+    pub slow_op_threshold: Duration,
+    /// Where the services write their (redacted) logs (default: <data-dir>/logs).
+    #[arg(long)]
+    pub log_dir: Option<PathBuf>,
 }
 
 const SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000001";
@@ -80,7 +99,48 @@ fn generate_password() -> anyhow::Result<Zeroizing<String>> {
     Ok(Zeroizing::new(format!("Sr9!{body}")))
 }
 
+/// A tokio runtime of its own for a service that stands in for an Azure one (identity,
+/// key vault): its threads are named `{prefix}-rt`, so CPU can be attributed per service
+/// from `/proc/<pid>/task/<tid>/{comm,stat}` (the revalidation bench does), and the
+/// control plane's work is not interleaved with theirs on the same workers.
+struct ServiceRuntime(Option<tokio::runtime::Runtime>);
+
+impl ServiceRuntime {
+    fn new(prefix: &str) -> anyhow::Result<ServiceRuntime> {
+        // One worker: these services are light here, and a second idle worker only adds
+        // wake-ups (work-stealing notifications); CPU-heavy work (RSA) runs on the
+        // runtime's blocking threads anyway.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("{prefix}-rt"))
+            .enable_all()
+            .build()
+            .with_context(|| format!("starting the {prefix} runtime"))?;
+        Ok(ServiceRuntime(Some(runtime)))
+    }
+
+    /// Runs `task` on this runtime and waits for it from the caller's.
+    async fn run<T: Send + 'static>(
+        &self,
+        task: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let runtime = self.0.as_ref().context("service runtime already stopped")?;
+        runtime.spawn(task).await.context("service task failed")
+    }
+}
+
+impl Drop for ServiceRuntime {
+    /// Dropping a runtime blocks, which is not allowed inside another runtime.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let id_runtime = ServiceRuntime::new("id")?;
+    let kv_runtime = ServiceRuntime::new("kv")?;
     let layout = Layout::new(&args.data_dir);
     std::fs::create_dir_all(&layout.root).with_context(|| layout.root.display().to_string())?;
     let previous = Endpoints::load(&layout.endpoints()).ok();
@@ -91,15 +151,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mutual_tls = pki::server_config(&server_cert, Some(ca.ca_pem()))?;
 
     // Identity.
-    let identity = identity::Server::start(identity::Config {
-        data_dir: layout.identity(),
-        listen: loopback(previous_port(previous.as_ref(), |e| &e.identity_url)),
-        tls: plain_tls.clone(),
-        public_url: None,
-        token_lifetime: Duration::from_secs(3600),
-    })
-    .await
-    .context("starting the identity service")?;
+    let identity = id_runtime
+        .run(identity::Server::start(identity::Config {
+            data_dir: layout.identity(),
+            listen: loopback(previous_port(previous.as_ref(), |e| &e.identity_url)),
+            tls: plain_tls.clone(),
+            public_url: None,
+            token_lifetime: Duration::from_secs(3600),
+        }))
+        .await?
+        .context("starting the identity service")?;
     let identity_url = identity.base_url();
     // The identity service holds the data directory's lock now: no other `up` runs here,
     // and a stale endpoints file must not be mistaken for this run's readiness signal.
@@ -127,8 +188,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }));
     vault_cfg.dev_mode = args.dev;
     vault_cfg.admin_object_ids = vec![admin.object_id.clone()];
-    let vault = keyvault::Server::start(vault_cfg)
-        .await
+    let vault = kv_runtime
+        .run(keyvault::Server::start(vault_cfg))
+        .await?
         .context("starting the key vault")?;
 
     // Control plane.
@@ -166,6 +228,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         smk_rotate_after: args.smk_rotate_after.clone(),
         vault_timeout: Duration::from_secs(10),
+        backup: control::BackupConfig {
+            root: args
+                .backup_dir
+                .clone()
+                .unwrap_or_else(|| args.data_dir.join("backups")),
+            archive_interval: args.backup_interval,
+            snapshot_interval: args.snapshot_interval,
+            retention: args.backup_retention,
+        },
+        audit_dir: Some(layout.security_audit()),
     })
     .await
     .context("starting the control plane")?;
@@ -251,13 +323,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("stopping…");
     control_server.shutdown().await;
     plane.shutdown().await;
-    vault.shutdown().await;
-    identity.shutdown().await;
+    kv_runtime.run(vault.shutdown()).await?;
+    id_runtime.run(identity.shutdown()).await?;
     Ok(())
 }
 
 fn node_args(args: &Args) -> Vec<std::ffi::OsString> {
     let mut out: Vec<std::ffi::OsString> = vec!["node".into()];
+    let log_dir = args
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("logs"));
+    out.push("--log-file".into());
+    out.push(log_dir.join("nodes.log").into_os_string());
+    out.push("--slow-op-threshold".into());
+    out.push(format!("{}ms", args.slow_op_threshold.as_millis()).into());
     if let Some(limit) = args.sort_memory_limit {
         out.push("--sort-memory-limit".into());
         out.push(limit.to_string().into());

@@ -79,8 +79,14 @@ impl Deployment {
     /// Starts `strongroom up --dev` with the given revalidation interval and waits for
     /// its endpoints file.
     pub async fn start(interval: &str, extra: &[&str]) -> Deployment {
+        Self::start_env(interval, extra, &[]).await
+    }
+
+    /// Same, with extra environment variables for `up` and its nodes (e.g. `RUST_LOG`).
+    pub async fn start_env(interval: &str, extra: &[&str], env: &[(&str, &str)]) -> Deployment {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+            .envs(env.iter().copied())
             .arg("up")
             .arg("--data-dir")
             .arg(dir.path())

@@ -9,16 +9,18 @@
 
 use std::sync::atomic::Ordering;
 
-use bson::{Bson, Document, doc};
+use bson::raw::cstr;
+use bson::{Bson, Document, RawDocumentBuf, doc};
 
-use super::cursors::{Stream, batch_size, first_batch};
+use super::cursors::{RawStream, Stream, batch_size, cursor_reply, first_batch};
 use super::hello::MAX_WRITE_BATCH_SIZE;
-use super::{Ctx, opt_bool, opt_doc, opt_i64};
-use crate::backend::{self, WriteOutcome};
+use super::{Ctx, Reply, opt_bool, opt_doc, opt_i64};
+use crate::backend::{self, Db, WriteOutcome};
+use crate::cursor::CursorSource;
 use crate::error::{CmdResult, CommandError};
-use docdb::{AggregateOptions, DeleteOp, FindOptions, UpdateDoc, UpdateOp};
+use docdb::{AggregateOptions, DeleteOp, FindOptions, PointRead, UpdateDoc, UpdateOp};
 
-pub(super) async fn find(ctx: &mut Ctx<'_>) -> CmdResult {
+pub(super) async fn find(ctx: &mut Ctx<'_>) -> CmdResult<Reply> {
     let coll = ctx.collection()?;
     ctx.shared.counters.query.fetch_add(1, Ordering::Relaxed);
     let (spec, limit_raw) = find_spec(&ctx.body)?;
@@ -36,17 +38,54 @@ pub(super) async fn find(ctx: &mut Ctx<'_>) -> CmdResult {
         let limit = spec.limit as usize;
         batch = Some(batch.map_or(limit, |b| b.min(limit)));
     }
+    let ns = format!("{}.{coll}", ctx.db);
+    if let Some(reply) = find_by_id(ctx, &coll, &ns, &spec, batch)? {
+        return Ok(Reply::Raw(reply));
+    }
     let db = ctx.db.clone();
-    let c = coll.clone();
-    let source = ctx.blocking(move |h| Ok(h.find(&db, &c, spec)?)).await?;
-    first_batch(
-        ctx,
-        format!("{}.{coll}", ctx.db),
-        Box::new(Stream(source)),
-        batch,
-        single_batch,
-    )
-    .await
+    let open = move |h: &Db| -> CmdResult<Box<dyn CursorSource>> {
+        // Stored BSON straight into the reply when the query allows it.
+        if let Some(raw) = h.find_raw(&db, &coll, &spec)? {
+            return Ok(Box::new(RawStream(raw)));
+        }
+        Ok(Box::new(Stream(h.find(&db, &coll, spec)?)))
+    };
+    first_batch(ctx, ns, open, batch, single_batch)
+        .await
+        .map(Reply::Raw)
+}
+
+/// `find({_id: <value>})`: the point-lookup fast path (see `docdb::point`). Runs inline
+/// on the connection's task — a single engine `get`, no planner, no cursor, no
+/// hand-off to a blocking thread — and passes the stored BSON straight into the reply.
+/// Returns `None` (general path) for anything it does not answer identically: other
+/// filters, a sort, skip or hint, `batchSize: 0` (which leaves a cursor open), and any
+/// `collation` (so whatever the general path does with one applies unchanged).
+fn find_by_id(
+    ctx: &Ctx<'_>,
+    coll: &str,
+    ns: &str,
+    spec: &FindOptions,
+    batch: Option<usize>,
+) -> CmdResult<Option<RawDocumentBuf>> {
+    let plain = spec.sort.as_ref().is_none_or(Document::is_empty)
+        && spec.skip == 0
+        && spec.hint.is_none()
+        && batch != Some(0)
+        && !ctx.body.contains_key("collation")
+        && docdb::id_equality(&spec.filter).is_some();
+    if !plain {
+        return Ok(None);
+    }
+    let found = ctx
+        .handle
+        .find_by_id(&ctx.db, coll, &spec.filter, spec.projection.as_ref())?;
+    let docs = match found {
+        PointRead::NotPoint => return Ok(None),
+        PointRead::Missing => Vec::new(),
+        PointRead::Found(d) => vec![d],
+    };
+    Ok(Some(cursor_reply(cstr!("firstBatch"), docs, 0, ns)))
 }
 
 fn reject_tailable(body: &Document) -> CmdResult<()> {
@@ -80,7 +119,7 @@ fn find_spec(body: &Document) -> CmdResult<(FindOptions, Option<i64>)> {
     Ok((spec, limit_raw))
 }
 
-pub(super) async fn aggregate(ctx: &mut Ctx<'_>) -> CmdResult {
+pub(super) async fn aggregate(ctx: &mut Ctx<'_>) -> CmdResult<Reply> {
     let coll = match ctx.body.get("aggregate") {
         Some(Bson::String(s)) if !s.is_empty() => s.clone(),
         Some(Bson::Int32(1)) | Some(Bson::Int64(1)) | Some(Bson::Double(1.0)) => {
@@ -117,7 +156,8 @@ pub(super) async fn aggregate(ctx: &mut Ctx<'_>) -> CmdResult {
         let body = ctx.body.clone();
         return ctx
             .blocking(move |h| backend::explain(h, &db, &body, "queryPlanner"))
-            .await;
+            .await
+            .map(Reply::Doc);
     }
     let Some(cursor_opts) = opt_doc(&ctx.body, "cursor")? else {
         return Err(CommandError::failed_to_parse(
@@ -130,12 +170,13 @@ pub(super) async fn aggregate(ctx: &mut Ctx<'_>) -> CmdResult {
         hint: ctx.body.get("hint").cloned(),
     };
     let db = ctx.db.clone();
-    let c = coll.clone();
-    let source = ctx
-        .blocking(move |h| Ok(h.aggregate(&db, &c, &pipeline, opts)?))
-        .await?;
     let ns = format!("{}.{coll}", ctx.db);
-    first_batch(ctx, ns, Box::new(Stream(source)), batch, false).await
+    let open = move |h: &Db| -> CmdResult<Box<dyn CursorSource>> {
+        Ok(Box::new(Stream(h.aggregate(&db, &coll, &pipeline, opts)?)))
+    };
+    first_batch(ctx, ns, open, batch, false)
+        .await
+        .map(Reply::Raw)
 }
 
 pub(super) async fn count(ctx: &mut Ctx<'_>) -> CmdResult {

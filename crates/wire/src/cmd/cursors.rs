@@ -2,9 +2,11 @@
 
 use std::sync::atomic::Ordering;
 
-use bson::{Bson, Document, doc};
+use bson::raw::{CStr, RawArrayBuf, cstr};
+use bson::{Bson, Document, RawDocumentBuf, doc};
 
 use super::{Ctx, opt_i64};
+use crate::backend::Db;
 use crate::cursor::{Cursor, CursorSource, DEFAULT_FIRST_BATCH, Owner};
 use crate::error::{CmdResult, CommandError};
 
@@ -32,24 +34,30 @@ pub(crate) fn batch_size(v: Option<i64>) -> CmdResult<Option<usize>> {
     }
 }
 
-/// Takes the first batch of `source` and, unless it is exhausted (or `single_batch`),
-/// registers a cursor for the rest. Returns the `{cursor: {firstBatch, id, ns}}` reply.
-pub(crate) async fn first_batch(
+/// Opens a query with `open` and takes its first batch in the same blocking hand-off
+/// (one thread switch per command, not two), then, unless the results are exhausted
+/// (or `single_batch`), registers a cursor for the rest. Returns the
+/// `{cursor: {firstBatch, id, ns}, ok: 1}` reply as BSON.
+pub(crate) async fn first_batch<F>(
     ctx: &Ctx<'_>,
     ns: String,
-    source: Box<dyn CursorSource>,
+    open: F,
     batch: Option<usize>,
     single_batch: bool,
-) -> CmdResult {
-    let mut cursor = Cursor::new(ns.clone(), owner(ctx), source);
+) -> CmdResult<RawDocumentBuf>
+where
+    F: FnOnce(&Db) -> CmdResult<Box<dyn CursorSource>> + Send + 'static,
+{
+    let owner = owner(ctx);
     let limit = batch.unwrap_or(DEFAULT_FIRST_BATCH);
-    let (cursor, batch) = tokio::task::spawn_blocking(move || {
-        let b = cursor.next_batch(Some(limit));
-        (cursor, b)
-    })
-    .await
-    .map_err(|e| CommandError::internal(format!("cursor task failed: {e}")))?;
-    let batch = batch?;
+    let cursor_ns = ns.clone();
+    let (cursor, batch) = ctx
+        .blocking(move |h| {
+            let mut cursor = Cursor::new(cursor_ns, owner, open(h)?);
+            let b = cursor.next_batch(Some(limit))?;
+            Ok((cursor, b))
+        })
+        .await?;
     let id = if batch.exhausted || single_batch {
         0i64
     } else {
@@ -68,16 +76,42 @@ pub(crate) async fn first_batch(
             id => id,
         }
     };
-    Ok(doc! {
-        "cursor": {
-            "firstBatch": batch.docs.into_iter().map(Bson::Document).collect::<Vec<_>>(),
-            "id": id,
-            "ns": ns,
-        }
-    })
+    Ok(cursor_reply(FIRST_BATCH, batch.docs, id, &ns))
 }
 
-pub(super) async fn get_more(ctx: &mut Ctx<'_>) -> CmdResult {
+const FIRST_BATCH: &CStr = cstr!("firstBatch");
+const NEXT_BATCH: &CStr = cstr!("nextBatch");
+
+/// `{cursor: {<firstBatch|nextBatch>: docs, id, ns}, ok: 1.0}`, assembled from the
+/// documents' BSON without decoding or re-encoding them.
+pub(crate) fn cursor_reply(
+    batch_key: &CStr,
+    docs: Vec<RawDocumentBuf>,
+    id: i64,
+    ns: &str,
+) -> RawDocumentBuf {
+    let mut batch = RawArrayBuf::new();
+    for d in docs {
+        batch.push(d);
+    }
+    let mut cursor = RawDocumentBuf::new();
+    cursor.append(batch_key, batch);
+    cursor.append(cstr!("id"), id);
+    cursor.append(cstr!("ns"), ns);
+    let mut reply = RawDocumentBuf::new();
+    reply.append(cstr!("cursor"), cursor);
+    reply.append(cstr!("ok"), 1.0);
+    reply
+}
+
+/// A raw reply as a `Document`, for the commands whose handlers return documents
+/// (`listCollections`, `listIndexes`: rare, small).
+pub(crate) fn reply_document(raw: RawDocumentBuf) -> CmdResult<Document> {
+    Document::try_from(raw)
+        .map_err(|e| CommandError::internal(format!("reply could not be decoded: {e}")))
+}
+
+pub(super) async fn get_more(ctx: &mut Ctx<'_>) -> CmdResult<RawDocumentBuf> {
     let id = match ctx.body.get("getMore") {
         Some(Bson::Int64(i)) => *i,
         Some(Bson::Int32(i)) => *i as i64,
@@ -115,13 +149,7 @@ pub(super) async fn get_more(ctx: &mut Ctx<'_>) -> CmdResult {
             .put_back(id, cursor, ctx.epoch, ctx.shared.epoch());
         id
     };
-    Ok(doc! {
-        "cursor": {
-            "nextBatch": batch.docs.into_iter().map(Bson::Document).collect::<Vec<_>>(),
-            "id": reply_id,
-            "ns": ns,
-        }
-    })
+    Ok(cursor_reply(NEXT_BATCH, batch.docs, reply_id, &ns))
 }
 
 pub(super) fn kill_cursors(ctx: &mut Ctx<'_>) -> CmdResult {
@@ -162,6 +190,29 @@ where
     I: Iterator<Item = Result<Document, docdb::Error>> + Send,
 {
     fn next_doc(&mut self) -> CmdResult<Option<Document>> {
+        match self.0.next() {
+            None => Ok(None),
+            Some(Ok(d)) => Ok(Some(d)),
+            Some(Err(e)) => Err(e.into()),
+        }
+    }
+}
+
+/// Adapts docdb's stream of stored BSON to a cursor source: documents go into replies
+/// without being decoded and re-encoded.
+pub(crate) struct RawStream(pub docdb::RawCursor);
+
+impl CursorSource for RawStream {
+    fn next_doc(&mut self) -> CmdResult<Option<Document>> {
+        match self.next_raw()? {
+            None => Ok(None),
+            Some(raw) => Document::try_from(raw).map(Some).map_err(|e| {
+                CommandError::internal(format!("stored document could not be decoded: {e}"))
+            }),
+        }
+    }
+
+    fn next_raw(&mut self) -> CmdResult<Option<RawDocumentBuf>> {
         match self.0.next() {
             None => Ok(None),
             Some(Ok(d)) => Ok(Some(d)),

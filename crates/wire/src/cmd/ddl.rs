@@ -4,11 +4,12 @@
 
 use bson::{Bson, Document, doc};
 
-use super::cursors::first_batch;
+use super::cursors::{first_batch, reply_document};
 use super::{Ctx, opt_bool, opt_doc};
 use crate::auth::roles::{Action, allowed};
 use crate::backend;
-use crate::cursor::Buffered;
+use crate::backend::Db;
+use crate::cursor::{Buffered, CursorSource};
 use crate::error::{CmdResult, CommandError, code};
 
 pub(super) async fn create(ctx: &mut Ctx<'_>) -> CmdResult {
@@ -156,14 +157,12 @@ pub(super) async fn list_collections(ctx: &mut Ctx<'_>) -> CmdResult {
             .collect();
     }
     let ns = format!("{}.$cmd.listCollections", ctx.db);
-    first_batch(
-        ctx,
-        ns,
-        Box::new(Buffered(entries.into())),
-        batch.or(Some(usize::MAX)),
-        false,
-    )
-    .await
+    let open = move |_: &Db| -> CmdResult<Box<dyn CursorSource>> {
+        Ok(Box::new(Buffered(entries.into())))
+    };
+    first_batch(ctx, ns, open, batch.or(Some(usize::MAX)), false)
+        .await
+        .and_then(reply_document)
 }
 
 /// Lists databases; users without the cluster-wide privilege see only the databases
@@ -250,14 +249,11 @@ pub(super) async fn list_indexes(ctx: &mut Ctx<'_>) -> CmdResult {
     let c = coll.clone();
     let specs = ctx.blocking(move |h| Ok(h.list_indexes(&db, &c)?)).await?;
     let ns = format!("{}.{coll}", ctx.db);
-    first_batch(
-        ctx,
-        ns,
-        Box::new(Buffered(specs.into())),
-        batch.or(Some(usize::MAX)),
-        false,
-    )
-    .await
+    let open =
+        move |_: &Db| -> CmdResult<Box<dyn CursorSource>> { Ok(Box::new(Buffered(specs.into()))) };
+    first_batch(ctx, ns, open, batch.or(Some(usize::MAX)), false)
+        .await
+        .and_then(reply_document)
 }
 
 pub(super) async fn drop_indexes(ctx: &mut Ctx<'_>) -> CmdResult {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bson::{Bson, Document};
+use bson::{Bson, Document, RawDocumentBuf};
 
 use crate::auth::roles::{Action, allowed};
 use crate::backend::Db;
@@ -91,46 +91,86 @@ impl Ctx<'_> {
     }
 }
 
-/// Runs one command and renders its reply document.
+/// A command's reply: a document built by the handler, or a BSON body assembled from
+/// stored documents without decoding them (query results), which already holds `ok`.
+pub(crate) enum Reply {
+    Doc(Document),
+    Raw(RawDocumentBuf),
+}
+
+impl Reply {
+    /// The reply as a `Document` (for the legacy `OP_REPLY` path, which only answers
+    /// handshakes and so never sees a raw reply in practice).
+    pub(crate) fn into_document(self) -> Document {
+        match self {
+            Reply::Doc(d) => d,
+            Reply::Raw(r) => Document::try_from(r).unwrap_or_else(|e| {
+                CommandError::internal(format!("reply could not be decoded: {e}")).to_document()
+            }),
+        }
+    }
+}
+
+/// Runs one command and renders its reply.
 pub(crate) async fn execute(
     shared: &Arc<Shared>,
     client: &mut Client,
     db: String,
     body: Document,
-) -> Document {
+) -> Reply {
     let started = Instant::now();
     let name = body.keys().next().cloned().unwrap_or_default();
     shared.counters.command.fetch_add(1, Ordering::Relaxed);
-    // Bounded (arrays cut at 4 elements, depth at 8), so cheap next to any command.
-    let shape = redacted_shape(&body);
-    let result = run(shared, client, db.clone(), name.clone(), body).await;
+    // `run` hands the (unmodified) body back, so the redacted shape for the slow-op log
+    // is built only for commands that turned out slow, not for every command.
+    let (result, body) = run(shared, client, db.clone(), name.clone(), body).await;
     let elapsed = started.elapsed();
-    let shown = truncate(&name, 64);
+    // An unknown command's name is whatever the client sent: user data, not logged.
+    let shown = if lookup(&name, &Document::new()).is_some() {
+        truncate(&name, 64)
+    } else {
+        "<unknown command>"
+    };
     let error_code = result.as_ref().err().map(|e| e.code);
     tracing::debug!(conn = client.connection_id, cmd = shown, db = %truncate(&db, 64), micros = elapsed.as_micros() as u64, code = ?error_code, "command");
     if elapsed >= shared.slow_op_threshold {
         // Slow-op log: the command's shape with every value replaced by "###".
+        let shape = redacted_shape(&body);
         tracing::info!(conn = client.connection_id, cmd = shown, ms = elapsed.as_millis() as u64, code = ?error_code, shape = %shape, "slow operation");
     }
     match result {
-        Ok(mut reply) => {
+        Ok(Reply::Doc(mut reply)) => {
             if !reply.contains_key("ok") {
                 reply.insert("ok", 1.0);
             }
-            reply
+            Reply::Doc(reply)
         }
-        Err(e) => e.to_document(),
+        Ok(raw @ Reply::Raw(_)) => raw,
+        Err(e) => Reply::Doc(e.to_document()),
     }
 }
 
-/// A command with every value replaced by `"###"`: keys and nesting only, so slow-op
-/// logs say what kind of command was slow without carrying any user data.
+/// A command's shape for logs, with no user data left in it: every value becomes
+/// `"###"`, and every field name that is not an operator (`$gt`) or one of MongoDB's own
+/// command parameter names (`filter`, `sort`, `updates`, …) becomes `#1`, `#2`, … — a
+/// collection's field names are user data too (MongoDB's `redactClientLogData` keeps
+/// them; Strongroom does not).
 pub fn redacted_shape(d: &Document) -> Document {
+    fn key(k: &str, i: usize) -> String {
+        if COMMAND_PARAMETERS.contains(&k) || OPERATORS.contains(&k) {
+            k.to_string()
+        } else if k.starts_with('$') {
+            format!("$#{}", i + 1)
+        } else {
+            format!("#{}", i + 1)
+        }
+    }
     fn redact(v: &Bson, depth: usize) -> Bson {
         match v {
             Bson::Document(d) if depth < 8 => Bson::Document(
                 d.iter()
-                    .map(|(k, v)| (k.clone(), redact(v, depth + 1)))
+                    .enumerate()
+                    .map(|(i, (k, v))| (key(k, i), redact(v, depth + 1)))
                     .collect(),
             ),
             Bson::Array(a) if depth < 8 => {
@@ -139,8 +179,187 @@ pub fn redacted_shape(d: &Document) -> Document {
             _ => Bson::String("###".into()),
         }
     }
-    d.iter().map(|(k, v)| (k.clone(), redact(v, 0))).collect()
+    d.iter()
+        .enumerate()
+        .map(|(i, (k, v))| (key(k, i), redact(v, 0)))
+        .collect()
 }
+
+/// Operators and stage names (query, update, aggregation, and the driver's own `$db`
+/// and friends): safe to show. Anything else starting with `$` is the client's text.
+const OPERATORS: &[&str] = &[
+    "$db",
+    "$readPreference",
+    "$clusterTime",
+    "$eq",
+    "$ne",
+    "$gt",
+    "$gte",
+    "$lt",
+    "$lte",
+    "$in",
+    "$nin",
+    "$and",
+    "$or",
+    "$nor",
+    "$not",
+    "$exists",
+    "$type",
+    "$regex",
+    "$options",
+    "$size",
+    "$all",
+    "$elemMatch",
+    "$mod",
+    "$expr",
+    "$text",
+    "$where",
+    "$comment",
+    "$set",
+    "$unset",
+    "$inc",
+    "$mul",
+    "$min",
+    "$max",
+    "$rename",
+    "$setOnInsert",
+    "$currentDate",
+    "$push",
+    "$each",
+    "$slice",
+    "$sort",
+    "$position",
+    "$addToSet",
+    "$pull",
+    "$pullAll",
+    "$pop",
+    "$match",
+    "$project",
+    "$addFields",
+    "$group",
+    "$limit",
+    "$skip",
+    "$count",
+    "$unwind",
+    "$sum",
+    "$avg",
+    "$first",
+    "$last",
+    "$lookup",
+    "$facet",
+    "$replaceRoot",
+    "$sample",
+    "$out",
+    "$merge",
+    "$add",
+    "$subtract",
+    "$multiply",
+    "$divide",
+    "$cond",
+    "$ifNull",
+    "$concat",
+    "$toString",
+    "$literal",
+    "$meta",
+    "$natural",
+];
+
+/// Parameter names of the commands this server implements: safe to show in logs.
+const COMMAND_PARAMETERS: &[&str] = &[
+    "find",
+    "filter",
+    "sort",
+    "projection",
+    "limit",
+    "skip",
+    "batchSize",
+    "singleBatch",
+    "hint",
+    "comment",
+    "maxTimeMS",
+    "readConcern",
+    "writeConcern",
+    "lsid",
+    "txnNumber",
+    "aggregate",
+    "pipeline",
+    "cursor",
+    "insert",
+    "documents",
+    "ordered",
+    "update",
+    "updates",
+    "delete",
+    "deletes",
+    "findAndModify",
+    "findandmodify",
+    "query",
+    "new",
+    "upsert",
+    "remove",
+    "fields",
+    "arrayFilters",
+    "count",
+    "distinct",
+    "key",
+    "createIndexes",
+    "indexes",
+    "getMore",
+    "collection",
+    "collation",
+    "let",
+    "bypassDocumentValidation",
+    "q",
+    "u",
+    "multi",
+    "allowDiskUse",
+    "explain",
+    "verbosity",
+    "listCollections",
+    "listIndexes",
+    "drop",
+    "dropIndexes",
+    "dropDatabase",
+    "nameOnly",
+    "authorizedCollections",
+    "create",
+    "renameCollection",
+    "to",
+    "dropTarget",
+    "killCursors",
+    "cursors",
+    "name",
+    "unique",
+    "sparse",
+    "partialFilterExpression",
+    "expireAfterSeconds",
+    "hello",
+    "isMaster",
+    "ismaster",
+    "ping",
+    "buildInfo",
+    "saslStart",
+    "saslContinue",
+    "mechanism",
+    "payload",
+    "conversationId",
+    "createUser",
+    "updateUser",
+    "dropUser",
+    "usersInfo",
+    "roles",
+    "pwd",
+    "endSessions",
+    "listDatabases",
+    "serverStatus",
+    "connectionStatus",
+    "whatsmyuri",
+    "getParameter",
+    "returnKey",
+    "showRecordId",
+    "tailable",
+    "noCursorTimeout",
+];
 
 /// Multi-document transactions need a replica set; this server is a standalone, and
 /// says so exactly as MongoDB does.
@@ -156,30 +375,21 @@ fn refuse_transactions(body: &Document) -> CmdResult<()> {
     Ok(())
 }
 
+/// Checks and runs a command; gives the body back (for the slow-op log).
 async fn run(
     shared: &Arc<Shared>,
     client: &mut Client,
     db: String,
     name: String,
     body: Document,
-) -> CmdResult {
+) -> (CmdResult<Reply>, Document) {
+    // The epoch is read before the handle: a cursor opened on a handle from before a
+    // gate change must carry the older epoch, so the registry refuses it.
     let epoch = shared.epoch();
-    let handle = shared.db()?;
-    if name.is_empty() {
-        return Err(CommandError::new(
-            code::COMMAND_NOT_FOUND,
-            "no such command: ''",
-        ));
-    }
-    let Some(access) = lookup(&name, &body) else {
-        return Err(CommandError::new(
-            code::COMMAND_NOT_FOUND,
-            format!("no such command: '{}'", truncate(&name, 128)),
-        ));
+    let handle = match admit(shared, client, &db, &name, &body) {
+        Ok(h) => h,
+        Err(e) => return (Err(e), body),
     };
-    authorize(client, access, &db, &name, &body)?;
-    refuse_transactions(&body)?;
-    protect_system_namespaces(client, &db, &name, &body)?;
     let mut ctx = Ctx {
         shared,
         client,
@@ -189,7 +399,41 @@ async fn run(
         handle,
         epoch,
     };
-    dispatch(&mut ctx).await
+    let result = match ctx.name.as_str() {
+        // Query replies are assembled from stored BSON without re-encoding it.
+        "find" => crud::find(&mut ctx).await,
+        "aggregate" => crud::aggregate(&mut ctx).await,
+        "getMore" => cursors::get_more(&mut ctx).await.map(Reply::Raw),
+        _ => dispatch(&mut ctx).await.map(Reply::Doc),
+    };
+    (result, ctx.body)
+}
+
+/// The gate, the command lookup and every access check a command passes before it runs.
+fn admit(
+    shared: &Arc<Shared>,
+    client: &Client,
+    db: &str,
+    name: &str,
+    body: &Document,
+) -> CmdResult<Arc<Db>> {
+    let handle = shared.db()?;
+    if name.is_empty() {
+        return Err(CommandError::new(
+            code::COMMAND_NOT_FOUND,
+            "no such command: ''",
+        ));
+    }
+    let Some(access) = lookup(name, body) else {
+        return Err(CommandError::new(
+            code::COMMAND_NOT_FOUND,
+            format!("no such command: '{}'", truncate(name, 128)),
+        ));
+    };
+    authorize(client, access, db, name, body)?;
+    refuse_transactions(body)?;
+    protect_system_namespaces(client, db, name, body)?;
+    Ok(handle)
 }
 
 /// The access each command needs; `None` for unknown commands.
@@ -370,10 +614,7 @@ async fn dispatch(ctx: &mut Ctx<'_>) -> CmdResult {
         "updateUser" => users::update_user(ctx).await,
         "dropUser" => users::drop_user(ctx).await,
         "usersInfo" => users::users_info(ctx).await,
-        "getMore" => cursors::get_more(ctx).await,
         "killCursors" => cursors::kill_cursors(ctx),
-        "find" => crud::find(ctx).await,
-        "aggregate" => crud::aggregate(ctx).await,
         "count" => crud::count(ctx).await,
         "distinct" => crud::distinct(ctx).await,
         "insert" => crud::insert(ctx).await,
@@ -453,8 +694,9 @@ mod tests {
         );
         assert_eq!(
             shape,
-            doc! {"find": "###", "filter": {"ssn": "###", "age": {"$gt": "###"}}, "docs": ["###", "###", "###", "###"]}
+            doc! {"find": "###", "filter": {"#1": "###", "#2": {"$gt": "###"}}, "#3": ["###", "###", "###", "###"]}
         );
+        assert!(!text.contains("ssn"), "field names are user data: {text}");
     }
 
     #[test]

@@ -126,6 +126,16 @@ pub(super) async fn sasl_continue(ctx: &mut Ctx<'_>) -> CmdResult {
                 reason = %e,
                 "authentication failed"
             );
+            crate::audit::record(crate::audit::SecurityEvent {
+                kind: crate::audit::SecurityEventKind::AuthFailed,
+                principal: Some(crate::audit::name(state.conversation.user())),
+                remote: Some(ctx.client.peer),
+                success: false,
+                detail: format!(
+                    "SCRAM-SHA-256 authentication failed on {}",
+                    crate::audit::name(&state.db)
+                ),
+            });
             return Err(CommandError::auth_failed());
         }
     };
@@ -140,6 +150,13 @@ pub(super) async fn sasl_continue(ctx: &mut Ctx<'_>) -> CmdResult {
             db = %state.db,
             "authenticated"
         );
+        crate::audit::record(crate::audit::SecurityEvent {
+            kind: crate::audit::SecurityEventKind::AuthSucceeded,
+            principal: Some(crate::audit::name(state.conversation.user())),
+            remote: Some(ctx.client.peer),
+            success: true,
+            detail: format!("authenticated on {}", crate::audit::name(&state.db)),
+        });
         ctx.client.user = Some(AuthUser {
             user: state.conversation.user().to_string(),
             db: state.db.clone(),

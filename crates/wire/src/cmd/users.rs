@@ -79,11 +79,21 @@ pub(super) async fn create_user(ctx: &mut Ctx<'_>) -> CmdResult {
         CommandError::bad_value("\"createUser\" command requires a \"roles\" array")
     })?;
     let db = ctx.db.clone();
+    let name = user.clone();
     ctx.blocking(move |h| {
         let record = UserRecord::new(&db, &user, &pwd, roles)?;
         users::insert_user(h, &record)
     })
     .await?;
+    audit_user_change(
+        ctx,
+        crate::audit::SecurityEventKind::UserCreated,
+        format!(
+            "created user {} on {}",
+            crate::audit::name(&name),
+            crate::audit::name(&ctx.db)
+        ),
+    );
     Ok(Document::new())
 }
 
@@ -98,6 +108,12 @@ pub(super) async fn update_user(ctx: &mut Ctx<'_>) -> CmdResult {
         ));
     }
     let db = ctx.db.clone();
+    let name = user.clone();
+    let what = match (pwd.is_some(), roles.is_some()) {
+        (true, true) => "changed the password and roles of user",
+        (true, false) => "changed the password of user",
+        _ => "changed the roles of user",
+    };
     ctx.blocking(move |h| {
         let mut record =
             users::find_user(h, &db, &user)?.ok_or_else(|| users::user_not_found(&user, &db))?;
@@ -110,14 +126,33 @@ pub(super) async fn update_user(ctx: &mut Ctx<'_>) -> CmdResult {
         users::replace_user(h, &record)
     })
     .await?;
+    audit_user_change(
+        ctx,
+        crate::audit::SecurityEventKind::UserUpdated,
+        format!(
+            "{what} {} on {}",
+            crate::audit::name(&name),
+            crate::audit::name(&ctx.db)
+        ),
+    );
     Ok(Document::new())
 }
 
 pub(super) async fn drop_user(ctx: &mut Ctx<'_>) -> CmdResult {
     let user = user_name(ctx)?;
     let db = ctx.db.clone();
+    let name = user.clone();
     ctx.blocking(move |h| users::delete_user(h, &db, &user))
         .await?;
+    audit_user_change(
+        ctx,
+        crate::audit::SecurityEventKind::UserDropped,
+        format!(
+            "dropped user {} on {}",
+            crate::audit::name(&name),
+            crate::audit::name(&ctx.db)
+        ),
+    );
     Ok(Document::new())
 }
 
@@ -200,4 +235,19 @@ pub(super) async fn users_info(ctx: &mut Ctx<'_>) -> CmdResult {
             .cmp(b.get_str("_id").unwrap_or(""))
     });
     Ok(doc! {"users": list})
+}
+
+/// Records a user-management change for the audit log: who did it, from where, to whom.
+fn audit_user_change(ctx: &Ctx<'_>, kind: crate::audit::SecurityEventKind, detail: String) {
+    crate::audit::record(crate::audit::SecurityEvent {
+        kind,
+        principal: ctx
+            .client
+            .user
+            .as_ref()
+            .map(|u| crate::audit::name(&u.user)),
+        remote: Some(ctx.client.peer),
+        success: true,
+        detail,
+    });
 }

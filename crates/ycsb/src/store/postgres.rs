@@ -12,11 +12,15 @@
 //!   PostgreSQL gets the advantage of parse-once plans);
 //! - durability: `fsync=on`, `synchronous_commit=on` (the defaults), autocommit.
 //!
-//! Transport: plain TCP on 127.0.0.1 without TLS (Strongroom pays for TLS; PostgreSQL is
-//! given the cheaper transport, which only makes the comparison harder for Strongroom).
+//! Transport: plain TCP on 127.0.0.1 without TLS by default (Strongroom pays for TLS;
+//! PostgreSQL is given the cheaper transport, which only makes the comparison harder for
+//! Strongroom), or TLS 1.3 through rustls/aws-lc-rs like Strongroom's with `--pg-tls`
+//! ([`Postgres::connect_tls`]; the cluster then runs with `ssl = on`).
 
 use async_trait::async_trait;
 use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::pg_tls::RustlsConnect;
 
 use super::{Session, Store};
 use crate::error::{Error, Result};
@@ -35,23 +39,63 @@ const RANGE: &str =
 /// The target: a connection string; every session opens its own connection.
 pub struct Postgres {
     conninfo: String,
+    tls: Option<RustlsConnect>,
     admin: Client,
     version: String,
 }
 
-async fn connect(conninfo: &str) -> Result<Client> {
-    let (client, connection) = tokio_postgres::connect(conninfo, NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "postgres connection ended with an error");
+async fn connect(conninfo: &str, tls: Option<&RustlsConnect>) -> Result<Client> {
+    let client = match tls {
+        None => {
+            let (client, connection) = tokio_postgres::connect(conninfo, NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %e, "postgres connection ended with an error");
+                }
+            });
+            client
         }
-    });
+        Some(tls) => {
+            let (client, connection) = tokio_postgres::connect(conninfo, tls.clone()).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %e, "postgres connection ended with an error");
+                }
+            });
+            client
+        }
+    };
     Ok(client)
 }
 
 impl Postgres {
+    /// Plain TCP.
     pub async fn connect(conninfo: &str) -> Result<Postgres> {
-        let admin = connect(conninfo).await?;
+        Self::connect_with(conninfo, None).await
+    }
+
+    /// TLS 1.3 (the cluster must run with `ssl = on`, see `PgCluster::start_tls`);
+    /// checked on the server side with `pg_stat_ssl` so the run cannot silently fall back.
+    pub async fn connect_tls(conninfo: &str, tls: RustlsConnect) -> Result<Postgres> {
+        let pg = Self::connect_with(conninfo, Some(tls)).await?;
+        let row = pg
+            .admin
+            .query_one(
+                "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await?;
+        let (ssl, version): (bool, Option<String>) = (row.try_get(0)?, row.try_get(1)?);
+        if !ssl || version.as_deref() != Some("TLSv1.3") {
+            return Err(Error::Cluster(format!(
+                "expected a TLS 1.3 connection, got ssl={ssl} version={version:?}"
+            )));
+        }
+        Ok(pg)
+    }
+
+    async fn connect_with(conninfo: &str, tls: Option<RustlsConnect>) -> Result<Postgres> {
+        let admin = connect(conninfo, tls.as_ref()).await?;
         let row = admin.query_one("SHOW server_version", &[]).await?;
         let version: String = row.try_get(0)?;
         for (setting, expected) in [("fsync", "on"), ("synchronous_commit", "on")] {
@@ -65,6 +109,7 @@ impl Postgres {
         }
         Ok(Postgres {
             conninfo: conninfo.to_string(),
+            tls,
             admin,
             version,
         })
@@ -78,8 +123,13 @@ impl Store for Postgres {
     }
 
     fn describe(&self) -> String {
+        let transport = if self.tls.is_some() {
+            "TLS 1.3 (rustls, aws-lc-rs)"
+        } else {
+            "plain TCP (no TLS)"
+        };
         format!(
-            "PostgreSQL {} JSONB via tokio-postgres over plain TCP on 127.0.0.1 (no TLS), \
+            "PostgreSQL {} JSONB via tokio-postgres over {transport} on 127.0.0.1, \
              one connection per client, prepared statements, fsync=on, synchronous_commit=on",
             self.version
         )
@@ -104,7 +154,7 @@ impl Store for Postgres {
     }
 
     async fn session(&self) -> Result<Box<dyn Session>> {
-        let client = connect(&self.conninfo).await?;
+        let client = connect(&self.conninfo, self.tls.as_ref()).await?;
         let insert = client.prepare(INSERT).await?;
         let read = client.prepare(READ).await?;
         let update = client.prepare(UPDATE).await?;
