@@ -140,8 +140,22 @@ impl Server {
                 continue;
             }
             let port = v.record.read().port;
-            if let Err(e) = ctx.start_vault_listener(&v, port).await {
-                tracing::error!(vault = %v.name(), port, error = %e, "cannot re-bind vault listener");
+            // The previous process (or a just-stopped server in this one) may still be
+            // letting go of the port: retry for a moment before giving up on the vault.
+            let mut attempt = 0;
+            loop {
+                match ctx.start_vault_listener(&v, port).await {
+                    Ok(_) => break,
+                    Err(e) if attempt < 40 => {
+                        attempt += 1;
+                        tracing::debug!(vault = %v.name(), port, error = %e, "vault port busy; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(vault = %v.name(), port, error = %e, "cannot re-bind vault listener");
+                        break;
+                    }
+                }
             }
         }
         let listener = TcpListener::bind(cfg.mgmt_listen).await?;
