@@ -74,6 +74,8 @@ pub struct Agent {
     last_snapshot_attempt: Option<u64>,
     /// The engine's last sequence number at the last full cycle.
     last_seen_seq: Option<u64>,
+    /// `as_of` of this cycle's WAL position.
+    position_micros: u64,
 }
 
 pub(crate) fn now_micros() -> u64 {
@@ -109,6 +111,7 @@ impl Agent {
             last_store: Instant::now(),
             last_snapshot_attempt: None,
             last_seen_seq: None,
+            position_micros: u64::MAX,
         })
     }
 
@@ -132,6 +135,7 @@ impl Agent {
         let mut copied = 0u64;
         let mut changed = self.mirror_wrapped_key()?;
         let pos = self.engine.wal_position()?;
+        self.position_micros = pos.as_of_micros;
         // Closed-but-unflushed segments were listed with the position; the engine then
         // moves a segment to its archive only after flushing it, so one that left the
         // data directory since is in the archive listing taken after.
@@ -318,7 +322,9 @@ impl Agent {
             taken_micros: if checkpoint.covered_commit_micros > 0 {
                 checkpoint.covered_commit_micros
             } else {
-                checkpoint.taken_micros
+                // Empty tables: the WAL holds everything, so the snapshot serves any
+                // instant the archived WAL reaches — from this cycle's position on.
+                checkpoint.taken_micros.min(self.position_micros)
             },
             covered_seq: checkpoint.covered_seq,
             first_wal: checkpoint.first_wal,
