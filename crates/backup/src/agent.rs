@@ -265,6 +265,23 @@ impl Agent {
             at += n;
         }
         let newly_complete = retired && !entry.complete;
+        if newly_complete && entry.chunks.len() > 1 {
+            // A finished segment is recorded as one hash over all of it: the catalog is
+            // rewritten whole on every change, so it must not grow by a chunk per cycle
+            // for the whole retention window.
+            let (len, digest) = crate::location::sha256_file(path)?;
+            if len != at {
+                return Err(Error::Tampered {
+                    file: path.display().to_string(),
+                    detail: format!("retired segment holds {len} bytes, {at} were archived"),
+                });
+            }
+            entry.chunks = vec![Chunk {
+                offset: 0,
+                len,
+                sha256: hex::encode(digest),
+            }];
+        }
         entry.complete |= retired;
         Ok((at - start, newly_complete))
     }

@@ -158,6 +158,14 @@ fn restore_to_each_phase_boundary_yields_exactly_that_state() {
         catalog.wal.values().any(|w| w.complete),
         "retired segments archived"
     );
+    assert!(
+        catalog
+            .wal
+            .values()
+            .filter(|w| w.complete)
+            .all(|w| w.chunks.len() == 1),
+        "a finished segment is one catalog entry, not one per cycle"
+    );
     for (i, (at, expected)) in boundaries.iter().enumerate() {
         let target = tempfile::tempdir().unwrap();
         let got = restore_to(&s, *at, target.path(), [i as u8 + 1; 32]);
