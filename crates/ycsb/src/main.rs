@@ -7,6 +7,9 @@
 //! target/release/ycsb --target both --records 1000000 --clients 1,8,32 --duration 30s
 //! ```
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,13 +23,25 @@ use ycsb::server_proc::ServerProcess;
 use ycsb::store::Store;
 use ycsb::store::postgres::Postgres;
 use ycsb::store::strongroom::Strongroom;
-use ycsb::workload::{Distribution, Mix, Settings};
+use ycsb::workload::{ClientModel, Distribution, Mix, Settings, Transport};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Target {
     Strongroom,
     Postgres,
     Both,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TransportArg {
+    Tls,
+    Plain,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Model {
+    Threads,
+    Tasks,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -83,9 +98,16 @@ struct Args {
     /// Load and run one target after the other instead of interleaving the cells.
     #[arg(long)]
     sequential: bool,
-    /// Connect to PostgreSQL over TLS 1.3 (as Strongroom always is) instead of plain TCP.
-    #[arg(long)]
-    pg_tls: bool,
+    /// Transport for both targets: `tls` (TLS 1.3 to Strongroom and to PostgreSQL with
+    /// `ssl = on`) or `plain` (plain TCP to both; Strongroom runs with its explicit
+    /// insecure flag). Both sides always get the same transport.
+    #[arg(long, value_enum, default_value = "tls")]
+    transport: TransportArg,
+    /// How clients run: `threads` (YCSB's model: a thread per client, each with a
+    /// single-threaded runtime and a connection of its own) or `tasks` (every client a
+    /// task on one multi-threaded runtime sharing one driver client and its pool).
+    #[arg(long, value_enum, default_value = "threads")]
+    client_model: Model,
     /// Also write the Markdown report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -136,8 +158,16 @@ async fn main() -> anyhow::Result<()> {
         },
         seed: args.seed,
         progress_every: args.progress,
+        client_model: match args.client_model {
+            Model::Threads => ClientModel::Threads,
+            Model::Tasks => ClientModel::Tasks,
+        },
     };
     let data_dir = args.data_dir.as_deref();
+    let transport = match args.transport {
+        TransportArg::Tls => Transport::Tls,
+        TransportArg::Plain => Transport::Plain,
+    };
 
     // Both targets stay up for the whole run; with `--sequential` each is loaded and
     // run on its own, otherwise each (mix, clients) cell runs on both back to back.
@@ -153,7 +183,7 @@ async fn main() -> anyhow::Result<()> {
                     .map(|d| d.join("ycsb-server"))
                     .ok_or_else(|| anyhow::anyhow!("cannot locate ycsb-server"))?,
             };
-            let s = server.insert(ServerProcess::spawn(&bin, data_dir).await?);
+            let s = server.insert(ServerProcess::spawn(&bin, data_dir, transport).await?);
             stores.push(Arc::new(
                 Strongroom::connect(s, settings.max_clients()).await?,
             ));
@@ -162,7 +192,7 @@ async fn main() -> anyhow::Result<()> {
             let bin = pg_cluster::find_bin_dir(args.pg_bin.as_deref()).ok_or_else(|| {
                 anyhow::anyhow!("PostgreSQL not found (apt-get install -y postgresql, or --pg-bin)")
             })?;
-            if args.pg_tls {
+            if transport == Transport::Tls {
                 let c = cluster.insert(PgCluster::start_tls(&bin, data_dir).await?);
                 let ca = c
                     .tls_ca_pem()
@@ -197,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
     let mut md = String::new();
     md.push_str(&format!(
         "records: {}, value size: {} B ({} fields x {} B), distribution: {:?}, batch: {}, \
-         loaders: {}, warm-up {:?}, measured {:?} per run, {}\n\n",
+         loaders: {}, clients: {}, warm-up {:?}, measured {:?} per run, {}\n\n",
         settings.records,
         settings.shape.field_count * settings.shape.field_len,
         settings.shape.field_count,
@@ -205,6 +235,10 @@ async fn main() -> anyhow::Result<()> {
         settings.distribution,
         settings.batch_size,
         settings.load_clients,
+        match settings.client_model {
+            ClientModel::Threads => "a thread per client (own runtime and connection)",
+            ClientModel::Tasks => "tasks on one runtime (shared driver pool)",
+        },
         settings.warmup,
         settings.duration,
         if args.sequential {

@@ -6,8 +6,8 @@
 //! closed-loop (next operation as soon as the previous one is acknowledged) for
 //! `warmup + duration`; only operations started after the warm-up are measured.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::record::{self, Record};
 use crate::stats::{Op, Recorder};
 use crate::store::{Session, Store};
-use crate::workload::{Distribution, Mix, RANGE_LIMIT, RANGE_WIDTH, Settings};
+use crate::workload::{ClientModel, Distribution, Mix, RANGE_LIMIT, RANGE_WIDTH, Settings};
 use crate::zipf::KeyChooser;
 
 /// Outcome of the load phase.
@@ -271,8 +271,116 @@ pub async fn load(store: Arc<dyn Store>, settings: &Settings) -> Result<LoadResu
     Ok(result)
 }
 
-/// One timed run of `mix` with `clients` concurrent sessions.
+/// One timed run of `mix` with `clients` concurrent sessions, in the settings' client model.
 pub async fn run_mix(
+    store: Arc<dyn Store>,
+    settings: &Settings,
+    chooser: Arc<KeyChooser>,
+    mix: Mix,
+    clients: usize,
+) -> Result<RunResult> {
+    match settings.client_model {
+        ClientModel::Tasks => run_mix_tasks(store, settings, chooser, mix, clients).await,
+        ClientModel::Threads => run_mix_threads(store, settings, chooser, mix, clients).await,
+    }
+}
+
+fn client_seed(settings: &Settings, mix: Mix, clients: usize, i: usize) -> u64 {
+    settings.seed ^ ((clients as u64) << 40) ^ ((mix as u64) << 32) ^ i as u64
+}
+
+/// Thread-per-client: each client opens its own session on its own single-threaded
+/// runtime; all of them start together once every session is connected.
+async fn run_mix_threads(
+    store: Arc<dyn Store>,
+    settings: &Settings,
+    chooser: Arc<KeyChooser>,
+    mix: Mix,
+    clients: usize,
+) -> Result<RunResult> {
+    // Two rendezvous: every session connected, then the start instant published.
+    let connected = Arc::new(Barrier::new(clients + 1));
+    let go = Arc::new(Barrier::new(clients + 1));
+    let start: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
+    let (warmup, duration) = (settings.warmup, settings.duration);
+    let mut threads = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let (store, chooser) = (store.clone(), chooser.clone());
+        let (connected, go, start) = (connected.clone(), go.clone(), start.clone());
+        let seed = client_seed(settings, mix, clients, i);
+        let (records, field_count, field_len) = (
+            settings.records,
+            settings.shape.field_count,
+            settings.shape.field_len,
+        );
+        let thread = std::thread::Builder::new()
+            .name(format!("ycsb-client-{i}"))
+            .spawn(move || -> Result<(Recorder, Option<String>)> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::Workload(format!("client runtime: {e}")));
+                let session = match &runtime {
+                    Ok(rt) => rt.block_on(store.own_session()),
+                    Err(e) => Err(Error::Workload(e.to_string())),
+                };
+                // Reach both rendezvous even on failure, so no thread waits forever.
+                connected.wait();
+                go.wait();
+                let (runtime, session) = (runtime?, session?);
+                let begin = *start
+                    .get()
+                    .ok_or_else(|| Error::Workload("start instant not set".into()))?;
+                let client = Client {
+                    session,
+                    rng: SmallRng::seed_from_u64(seed),
+                    chooser,
+                    records,
+                    field_count,
+                    field_len,
+                };
+                let measure_from = begin + warmup;
+                let outcome = runtime.block_on(client.run(mix, measure_from, measure_from + duration));
+                Ok(outcome)
+            })
+            .map_err(|e| Error::Workload(format!("client thread: {e}")))?;
+        threads.push(thread);
+    }
+    let joined = tokio::task::spawn_blocking(move || {
+        connected.wait();
+        let _ = start.set(Instant::now());
+        go.wait();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .map_err(|_| Error::Workload("benchmark client thread panicked".into()))?
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| Error::Workload(format!("client threads: {e}")))?;
+    let mut recorder = Recorder::default();
+    let mut first_error = None;
+    for outcome in joined {
+        let (r, err) = outcome?;
+        recorder.merge(&r);
+        if first_error.is_none() {
+            first_error = err;
+        }
+    }
+    Ok(RunResult {
+        mix,
+        clients,
+        measured: settings.duration,
+        recorder,
+        first_error,
+    })
+}
+
+/// Every client a task on the calling (multi-threaded) runtime, with sessions from
+/// [`Store::session`].
+async fn run_mix_tasks(
     store: Arc<dyn Store>,
     settings: &Settings,
     chooser: Arc<KeyChooser>,
@@ -288,7 +396,7 @@ pub async fn run_mix(
     let end = measure_from + settings.duration;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, session) in sessions.into_iter().enumerate() {
-        let seed = settings.seed ^ ((clients as u64) << 40) ^ ((mix as u64) << 32) ^ i as u64;
+        let seed = client_seed(settings, mix, clients, i);
         let client = Client {
             session,
             rng: SmallRng::seed_from_u64(seed),

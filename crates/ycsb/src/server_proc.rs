@@ -16,6 +16,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::workload::Transport;
 
 /// Environment variable carrying the admin password to `ycsb-server`.
 pub const PASSWORD_ENV: &str = "YCSB_SERVER_PASSWORD";
@@ -32,13 +33,18 @@ pub struct ServerProcess {
     port: u16,
     ca_path: PathBuf,
     password: Zeroizing<String>,
+    transport: Transport,
     _dir: tempfile::TempDir,
 }
 
 impl ServerProcess {
     /// Starts `server_bin` on a fresh data directory under `parent` (the system temp dir
     /// when `None`) and waits until it listens.
-    pub async fn spawn(server_bin: &Path, parent: Option<&Path>) -> Result<ServerProcess> {
+    pub async fn spawn(
+        server_bin: &Path,
+        parent: Option<&Path>,
+        transport: Transport,
+    ) -> Result<ServerProcess> {
         let dir = match parent {
             Some(p) => tempfile::Builder::new()
                 .prefix("ycsb-strongroom-")
@@ -53,7 +59,11 @@ impl ServerProcess {
         let password = Zeroizing::new(hex::encode(raw));
         raw.fill(0);
 
-        let mut child = Command::new(server_bin)
+        let mut command = Command::new(server_bin);
+        if transport == Transport::Plain {
+            command.arg("--insecure-plaintext");
+        }
+        let mut child = command
             .arg("--dir")
             .arg(dir.path())
             .arg("--listen")
@@ -94,6 +104,7 @@ impl ServerProcess {
             port,
             ca_path: ca.ca_path(),
             password,
+            transport,
             _dir: dir,
         })
     }
@@ -102,16 +113,23 @@ impl ServerProcess {
         self.port
     }
 
-    /// The driver connection string (TLS with the dev CA, SCRAM-SHA-256, direct).
-    /// It contains the password: never log it.
+    /// The driver connection string (TLS with the dev CA unless the server runs in plain
+    /// TCP, SCRAM-SHA-256, direct). It contains the password: never log it.
     pub fn uri(&self) -> String {
+        let tls = match self.transport {
+            Transport::Tls => format!("tls=true&tlsCAFile={}&", self.ca_path.display()),
+            Transport::Plain => String::new(),
+        };
         format!(
-            "mongodb://{USER}:{}@127.0.0.1:{}/?tls=true&tlsCAFile={}&authSource=admin\
+            "mongodb://{USER}:{}@127.0.0.1:{}/?{tls}authSource=admin\
              &authMechanism=SCRAM-SHA-256&directConnection=true&serverSelectionTimeoutMS=10000",
             self.password.as_str(),
             self.port,
-            self.ca_path.display()
         )
+    }
+
+    pub fn transport(&self) -> Transport {
+        self.transport
     }
 
     /// Closes stdin (the shutdown request) and waits for a clean exit; kills the child

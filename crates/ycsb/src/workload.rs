@@ -54,6 +54,31 @@ pub enum Distribution {
     Zipfian,
 }
 
+/// How the concurrent clients of a timed run execute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientModel {
+    /// YCSB's own model: one OS thread per client, each with a single-threaded runtime
+    /// and a connection of its own, so a client's request, its wait and its reply run
+    /// on that thread (what YCSB's synchronous Java drivers do). The default.
+    #[default]
+    Threads,
+    /// Every client a task on one shared multi-threaded runtime, sharing one driver
+    /// `Client` and its pool (the model of Runs 1-5).
+    Tasks,
+}
+
+/// The transport both targets are reached over: the same on both sides, so a ratio
+/// compares the databases and not their transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// TLS 1.3 on both (rustls on aws-lc-rs in both clients): Strongroom's default and
+    /// what a managed service requires. The default.
+    #[default]
+    Tls,
+    /// Plain TCP on both (Strongroom started with its explicit insecure flag).
+    Plain,
+}
+
 /// Width of the range query (`rank BETWEEN x AND x + RANGE_WIDTH`) and its limit.
 pub const RANGE_WIDTH: i64 = 100;
 pub const RANGE_LIMIT: i64 = 100;
@@ -77,6 +102,8 @@ pub struct Settings {
     pub seed: u64,
     /// Print a progress line this often during the load phase.
     pub progress_every: Duration,
+    /// How the benchmark clients of a timed run execute.
+    pub client_model: ClientModel,
 }
 
 impl Settings {
@@ -94,6 +121,7 @@ impl Settings {
             distribution: Distribution::Zipfian,
             seed: 0x5eed,
             progress_every: Duration::from_secs(10),
+            client_model: ClientModel::default(),
         }
     }
 

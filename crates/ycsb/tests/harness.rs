@@ -16,7 +16,7 @@ use ycsb::stats::Op;
 use ycsb::store::Store;
 use ycsb::store::postgres::Postgres;
 use ycsb::store::strongroom::{COLLECTION, DATABASE, Strongroom};
-use ycsb::workload::{Distribution, Mix, Settings};
+use ycsb::workload::{Distribution, Mix, Settings, Transport};
 
 fn tiny() -> Settings {
     Settings {
@@ -31,6 +31,7 @@ fn tiny() -> Settings {
         distribution: Distribution::Zipfian,
         seed: 1,
         progress_every: Duration::from_millis(500),
+        client_model: ycsb::workload::ClientModel::default(),
     }
 }
 
@@ -69,7 +70,11 @@ fn check(report: &TargetReport, settings: &Settings) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strongroom_harness_runs_every_mix_through_the_mongodb_driver() {
     let settings = tiny();
-    let server = ServerProcess::spawn(Path::new(env!("CARGO_BIN_EXE_ycsb-server")), None)
+    let server = ServerProcess::spawn(
+        Path::new(env!("CARGO_BIN_EXE_ycsb-server")),
+        None,
+        Transport::Tls,
+    )
         .await
         .expect("ycsb-server starts and prints READY");
     assert_ne!(server.port(), 0);
@@ -129,7 +134,11 @@ async fn interleaved_run_against_strongroom_and_postgresql_when_postgresql_is_in
     let cluster = PgCluster::start(&bin, None)
         .await
         .expect("initdb + pg_ctl start");
-    let server = ServerProcess::spawn(Path::new(env!("CARGO_BIN_EXE_ycsb-server")), None)
+    let server = ServerProcess::spawn(
+        Path::new(env!("CARGO_BIN_EXE_ycsb-server")),
+        None,
+        Transport::Tls,
+    )
         .await
         .expect("ycsb-server starts");
     let pg: Arc<dyn Store> = Arc::new(

@@ -7,6 +7,12 @@
 //! `DIR/data` under a random root key (the data is throw-away: it cannot be reopened by
 //! another process). Prints `READY <port>` on stdout once listening and runs until its
 //! stdin closes, then shuts down cleanly. Logs go to stderr (`RUST_LOG`, default `warn`).
+//! `--insecure-plaintext` serves plain TCP (the wire server's explicit insecure mode), for
+//! comparisons against a database on plain TCP.
+
+// The allocator Strongroom's own binary uses (see crates/strongroom/src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +33,9 @@ struct Args {
     /// Admin user created at start (its password comes from YCSB_SERVER_PASSWORD).
     #[arg(long, default_value = ycsb::server_proc::USER)]
     user: String,
+    /// Serve plain TCP instead of TLS.
+    #[arg(long)]
+    insecure_plaintext: bool,
 }
 
 #[tokio::main]
@@ -65,6 +74,10 @@ async fn main() -> anyhow::Result<()> {
 
     let mut config = wire::ServerConfig::new(args.listen, db, tls);
     config.admin_user = Some((args.user, password));
+    if args.insecure_plaintext {
+        config.tls = None;
+        config.insecure_plaintext = true;
+    }
     let server = wire::Server::start(config).await?;
     println!("READY {}", server.local_addr().port());
 

@@ -30,6 +30,13 @@ pub trait Store: Send + Sync {
     /// A client of its own (a connection, or a handle on a pooled client).
     async fn session(&self) -> Result<Box<dyn Session>>;
 
+    /// A client that shares nothing with other sessions: its connection is opened on,
+    /// and all its I/O runs on, the calling task's runtime. The thread-per-client model
+    /// opens these, one per client thread (see `runner::ClientModel`).
+    async fn own_session(&self) -> Result<Box<dyn Session>> {
+        self.session().await
+    }
+
     /// Number of stored records (checked after the load phase).
     async fn count(&self) -> Result<u64>;
 }

@@ -11,15 +11,17 @@ use super::{Session, Store};
 use crate::error::Result;
 use crate::record::Record;
 use crate::server_proc::ServerProcess;
+use crate::workload::Transport;
 
 pub const DATABASE: &str = "ycsb";
 pub const COLLECTION: &str = "usertable";
 
 /// The target: one driver `Client` whose pool holds a connection per benchmark client.
 pub struct Strongroom {
+    options: ClientOptions,
+    transport: Transport,
     client: Client,
     collection: Collection<Document>,
-    pool_size: u32,
 }
 
 impl Strongroom {
@@ -30,16 +32,17 @@ impl Strongroom {
         let mut options = ClientOptions::parse(server.uri()).await?;
         options.max_pool_size = Some(pool_size);
         options.app_name = Some("ycsb".into());
-        let client = Client::with_options(options)?;
+        let client = Client::with_options(options.clone())?;
         client
             .database("admin")
             .run_command(doc! {"ping": 1})
             .await?;
         let collection = client.database(DATABASE).collection(COLLECTION);
         Ok(Strongroom {
+            options,
+            transport: server.transport(),
             client,
             collection,
-            pool_size,
         })
     }
 
@@ -55,10 +58,13 @@ impl Store for Strongroom {
     }
 
     fn describe(&self) -> String {
+        let transport = match self.transport {
+            Transport::Tls => "TLS 1.3",
+            Transport::Plain => "plain TCP (--insecure-plaintext)",
+        };
         format!(
-            "Strongroom via mongodb driver 3.x over TLS 1.3 on 127.0.0.1 (SCRAM-SHA-256, pool {}), \
-             writes acknowledged after a synced WAL (group commit, the default)",
-            self.pool_size
+            "Strongroom via mongodb driver 3.x over {transport} on 127.0.0.1 (SCRAM-SHA-256), \
+             writes acknowledged after a synced WAL (group commit, the default)"
         )
     }
 
@@ -79,6 +85,23 @@ impl Store for Strongroom {
     async fn session(&self) -> Result<Box<dyn Session>> {
         Ok(Box::new(MongoSession {
             collection: self.collection.clone(),
+        }))
+    }
+
+    async fn own_session(&self) -> Result<Box<dyn Session>> {
+        // A driver `Client` of its own, created on the calling runtime so that its
+        // connection's I/O and background tasks stay on the client's thread; its one
+        // connection is opened (TLS + SCRAM) here, before any timing starts.
+        let mut options = self.options.clone();
+        options.max_pool_size = Some(1);
+        options.min_pool_size = Some(1);
+        let client = Client::with_options(options)?;
+        client
+            .database("admin")
+            .run_command(doc! {"ping": 1})
+            .await?;
+        Ok(Box::new(MongoSession {
+            collection: client.database(DATABASE).collection(COLLECTION),
         }))
     }
 
