@@ -78,6 +78,32 @@ fn main() {
     }
     row("find by _id", lookups, t.elapsed().as_secs_f64());
 
+    // The YCSB update: `$set` of one unindexed field, one document by `_id`.
+    let t = Instant::now();
+    for i in 0..lookups {
+        let r = db
+            .update(
+                "b",
+                "c",
+                vec![docdb::UpdateOp {
+                    q: doc! {"_id": ((i * 31) % n) as i64},
+                    u: docdb::UpdateDoc::Doc(doc! {"$set": {"pad": format!("{i:0>100}")}}),
+                    multi: false,
+                    upsert: false,
+                    array_filters: vec![],
+                    hint: None,
+                }],
+                true,
+            )
+            .expect("update");
+        assert_eq!(r.n, 1);
+    }
+    row(
+        "update by _id ($set, no sync)",
+        lookups,
+        t.elapsed().as_secs_f64(),
+    );
+
     let t = Instant::now();
     for i in 0..lookups {
         let c = db

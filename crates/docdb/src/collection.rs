@@ -13,7 +13,7 @@ use crate::cursor::ExecStats;
 use crate::db::*;
 use crate::error::{Error, Result, code};
 use crate::keycodec;
-use crate::kv::{Batch, KvSnapshot};
+use crate::kv::{Batch, DurableFn, KvSnapshot};
 use crate::matcher::Matcher;
 use crate::order;
 use crate::projection::Projection;
@@ -495,6 +495,44 @@ impl Db {
             }
         }
         Ok(res)
+    }
+
+    /// `update` of one statement on the caller's thread, for callers that must not block
+    /// (the wire server's connection tasks). `None`, with nothing done, when it could wait:
+    /// the statement may touch several documents (not `{_id: <scalar>}`, or `multi`), the
+    /// collection does not exist yet or its write lock is held, or the engine would make
+    /// the write wait (memtable switch, stall). Otherwise the outcome and the [`Commit`]
+    /// to wait for, with [`Db::when_durable`], before acknowledging it.
+    pub fn try_update_now(
+        &self,
+        db: &str,
+        coll: &str,
+        op: &UpdateOp,
+    ) -> Option<Result<(UpdateResult, Commit)>> {
+        if op.multi || crate::point::id_equality(&op.q).is_none() || self.kv().write_may_block() {
+            return None;
+        }
+        let meta = self.meta(db, coll)?;
+        let lock = self.coll_lock(meta.id);
+        let _l = lock.try_lock()?;
+        let outcome = self.relock_meta(db, coll, meta.id).and_then(|mut meta| {
+            let ictx = IndexCtx::new(&meta)?;
+            let mut res = UpdateResult::default();
+            if let Err(e) = self.update_one_stmt(&mut meta, &ictx, op, &mut res, 0) {
+                res.write_errors.push(WriteError { index: 0, error: e });
+            }
+            Ok(res)
+        });
+        Some(outcome.map(|res| (res, Commit(self.kv().ticket()))))
+    }
+
+    /// Calls `done` once the writes covered by `commit` are durable: from the engine's
+    /// sync thread after a group-commit fsync, or at once when writes are not synced.
+    pub fn when_durable(&self, commit: Commit, done: DurableFn) {
+        if !self.sync() {
+            return done(Ok(()));
+        }
+        self.kv().when_durable(commit.0, done)
     }
 
     /// `delete`.

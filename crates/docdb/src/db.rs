@@ -128,6 +128,11 @@ pub struct InsertResult {
     pub write_errors: Vec<WriteError>,
 }
 
+/// Writes applied but not yet durable: see [`Db::try_update_now`] and [`Db::when_durable`].
+#[derive(Debug, Clone, Copy)]
+#[must_use = "a write is acknowledged only once its commit is durable"]
+pub struct Commit(pub(crate) u64);
+
 #[derive(Debug, Clone, Default)]
 pub struct UpdateResult {
     pub n: u64,

@@ -8,7 +8,7 @@ use storage::{Direction, Durability, Engine, Snapshot, TempWriter, WriteBatch};
 
 use crate::db::{Db, DbConfig};
 use crate::error::{Error, Result};
-use crate::kv::{Batch, Kv, KvSnapshot, ScanFn, TempStore, TempWrite};
+use crate::kv::{Batch, DurableFn, Kv, KvSnapshot, ScanFn, TempStore, TempWrite};
 
 fn map_err(e: storage::Error) -> Error {
     Error::internal(format!("storage engine: {e}"))
@@ -123,6 +123,19 @@ impl Kv for EngineKv {
 
     fn snapshot(&self) -> Result<Arc<dyn KvSnapshot>> {
         Ok(Arc::new(EngineSnap(self.engine.snapshot())))
+    }
+
+    fn ticket(&self) -> u64 {
+        self.engine.wal_ticket()
+    }
+
+    fn when_durable(&self, ticket: u64, done: DurableFn) {
+        self.engine
+            .sync_wal_then(ticket, Box::new(move |r| done(r.map_err(map_err))));
+    }
+
+    fn write_may_block(&self) -> bool {
+        self.engine.write_may_block()
     }
 }
 

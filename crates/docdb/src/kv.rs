@@ -64,4 +64,24 @@ pub trait Kv: TempStore {
     /// Makes every write appended so far durable (one fsync shared by concurrent callers).
     fn sync(&self) -> Result<()>;
     fn snapshot(&self) -> Result<Arc<dyn KvSnapshot>>;
+
+    /// A ticket covering every write appended so far, for [`Kv::when_durable`].
+    fn ticket(&self) -> u64 {
+        0
+    }
+
+    /// Calls `done` once every write up to `ticket` is durable, without blocking the
+    /// caller when the engine can sync on a thread of its own. The default syncs here.
+    fn when_durable(&self, ticket: u64, done: DurableFn) {
+        let _ = ticket;
+        done(self.sync());
+    }
+
+    /// True when a write made now could wait on the disk or on background work.
+    fn write_may_block(&self) -> bool {
+        false
+    }
 }
+
+/// Answer of [`Kv::when_durable`].
+pub type DurableFn = Box<dyn FnOnce(Result<()>) + Send>;

@@ -36,9 +36,9 @@ pub mod update;
 
 pub use cursor::Cursor;
 pub use db::{
-    AggregateOptions, CollectionStats, CreateIndexesResult, DatabaseInfo, Db, DbConfig, DeleteOp,
-    DeleteResult, FindAndModifyOptions, FindAndModifyResult, FindOptions, InsertResult, UpdateDoc,
-    UpdateOp, UpdateResult, WriteError,
+    AggregateOptions, CollectionStats, Commit, CreateIndexesResult, DatabaseInfo, Db, DbConfig,
+    DeleteOp, DeleteResult, FindAndModifyOptions, FindAndModifyResult, FindOptions, InsertResult,
+    UpdateDoc, UpdateOp, UpdateResult, WriteError,
 };
 pub use error::{Error, ErrorCode, Result};
 pub use point::{PointRead, id_equality};

@@ -183,3 +183,80 @@ fn documents_and_index_entries_agree_after_a_torn_crash() {
         }
     }
 }
+
+fn set_op(id: i32, v: i32) -> UpdateOp {
+    UpdateOp {
+        q: doc! {"_id": id},
+        u: UpdateDoc::Doc(doc! {"$set": {"v": v}}),
+        multi: false,
+        upsert: false,
+        array_filters: vec![],
+        hint: None,
+    }
+}
+
+/// Waits for `Db::when_durable`'s answer, which comes from the engine's sync thread.
+fn durable(db: &Db, commit: docdb::Commit) -> docdb::Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    db.when_durable(
+        commit,
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap()
+}
+
+#[test]
+fn an_update_done_now_is_acknowledged_once_durable_and_survives_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let key: [u8; 32] = rand::random();
+    let fs = FaultyFs::new();
+    {
+        let db = open(dir.path(), key, &fs, true);
+        let docs = (0..10).map(|i| doc! {"_id": i, "v": 0}).collect();
+        db.insert("t", "c", docs, true).unwrap();
+        // Not a point update, or no such collection: the caller must take the blocking path.
+        let mut multi = set_op(1, 1);
+        multi.multi = true;
+        assert!(db.try_update_now("t", "c", &multi).is_none());
+        let mut ranged = set_op(1, 1);
+        ranged.q = doc! {"_id": {"$gte": 1}};
+        assert!(db.try_update_now("t", "c", &ranged).is_none());
+        assert!(db.try_update_now("t", "missing", &set_op(1, 1)).is_none());
+
+        for i in 0..10 {
+            let (r, commit) = db
+                .try_update_now("t", "c", &set_op(i, i + 100))
+                .unwrap()
+                .unwrap();
+            assert_eq!((r.n, r.n_modified), (1, 1));
+            durable(&db, commit).unwrap();
+        }
+        // A statement error is reported per statement, like `update`.
+        let mut bad = set_op(3, 0);
+        bad.u = UpdateDoc::Doc(doc! {"$set": {"_id": 99}});
+        let (r, commit) = db.try_update_now("t", "c", &bad).unwrap().unwrap();
+        assert_eq!(r.write_errors.len(), 1);
+        durable(&db, commit).unwrap();
+        fs.crash(CrashMode::DropUnsynced).unwrap();
+    }
+    fs.revive();
+    let db = open(dir.path(), key, &fs, true);
+    for i in 0..10 {
+        let got = db
+            .find(
+                "t",
+                "c",
+                FindOptions {
+                    filter: doc! {"_id": i},
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.get_i32("v").unwrap(), i + 100, "update of {i} lost");
+    }
+}

@@ -34,6 +34,7 @@ use crate::table::{Table, TableBuilder, table_name};
 use crate::temp::{TempWriter, temp_name};
 use crate::version::Version;
 use crate::wal::{DecodedBatch, Op, decode_batch, encode_batch};
+use crate::wal_sync::{self, DurableCallback, SyncQueue};
 
 /// Subdirectory that holds archived WAL segments (archive mode).
 pub(crate) const ARCHIVE_DIR: &str = "archive";
@@ -193,6 +194,8 @@ pub(crate) struct Inner {
     appended: AtomicU64,
     sync: Mutex<SyncState>,
     sync_cv: Condvar,
+    /// Callbacks waiting for durability (see `wal_sync`).
+    sync_queue: SyncQueue,
     pub(crate) last_seq: AtomicU64,
     pub(crate) manifest: Mutex<ManifestWriter>,
     ids: Mutex<IdAlloc>,
@@ -283,6 +286,11 @@ impl Engine {
             .name("storage-compact".into())
             .spawn(move || c.compaction_loop())?;
         inner.bg_threads.lock().push(compact);
+        let w = inner.clone();
+        let wal_sync = std::thread::Builder::new()
+            .name("storage-wal-sync".into())
+            .spawn(move || wal_sync::sync_loop(w))?;
+        inner.bg_threads.lock().push(wal_sync);
         inner.maybe_rotate()?;
         Ok(Engine {
             h: Arc::new(Handle { inner }),
@@ -417,6 +425,36 @@ impl Engine {
     }
 
     /// Current statistics.
+    /// The durability ticket covering every write appended so far (for
+    /// [`sync_wal_then`](Self::sync_wal_then)).
+    pub fn wal_ticket(&self) -> u64 {
+        self.inner().appended.load(Ordering::Acquire)
+    }
+
+    /// Calls `done` once every write up to `ticket` is durable — at once when it already
+    /// is, otherwise from the engine's sync thread after a group-commit fsync. The caller
+    /// never blocks: this is [`sync_wal`](Self::sync_wal) for code that must not wait on
+    /// the disk (an async task).
+    pub fn sync_wal_then(&self, ticket: u64, done: DurableCallback) {
+        let i = self.inner();
+        if let Err(e) = i.check_open() {
+            return done(Err(e));
+        }
+        if i.sync.lock().synced >= ticket {
+            return done(Ok(()));
+        }
+        i.sync_queue.push(ticket, done);
+    }
+
+    /// True when a write made now could wait on the disk or on background work: the
+    /// memtable is full (its switch creates and syncs a new WAL segment) or writes stall
+    /// behind flushes and compactions. A caller that must not block takes another path.
+    pub fn write_may_block(&self) -> bool {
+        let i = self.inner();
+        let sv = i.sv.read().clone();
+        sv.mem.bytes() >= i.memtable_bytes || i.must_stall(&sv)
+    }
+
     pub fn stats(&self) -> Stats {
         self.inner().stats()
     }
@@ -699,6 +737,7 @@ impl Inner {
             appended: AtomicU64::new(0),
             sync: Mutex::new(SyncState::default()),
             sync_cv: Condvar::new(),
+            sync_queue: SyncQueue::default(),
             last_seq: AtomicU64::new(last_seq),
             manifest: Mutex::new(mw),
             ids: Mutex::new(IdAlloc {
@@ -867,7 +906,7 @@ impl Inner {
 
     /// Group commit: the first waiter becomes leader and fsyncs everything appended so far;
     /// the others wait and are covered by that fsync.
-    fn sync_upto(&self, ticket: u64) -> Result<()> {
+    pub(crate) fn sync_upto(&self, ticket: u64) -> Result<()> {
         let mut s = self.sync.lock();
         loop {
             if s.synced >= ticket {
@@ -895,6 +934,10 @@ impl Inner {
             }
             self.sync_cv.notify_all();
         }
+    }
+
+    pub(crate) fn sync_queue(&self) -> &SyncQueue {
+        &self.sync_queue
     }
 
     fn must_stall(&self, sv: &SuperVersion) -> bool {
@@ -1333,6 +1376,9 @@ impl Inner {
             self.bg_cv.notify_all();
             self.stall_cv.notify_all();
         }
+        // Callbacks already queued are answered after a last group fsync; later ones get
+        // `Closed`.
+        self.sync_queue.shut_down();
         let threads = std::mem::take(&mut *self.bg_threads.lock());
         for t in threads {
             if t.join().is_err() {

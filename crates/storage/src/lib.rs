@@ -40,6 +40,7 @@ mod table;
 mod temp;
 mod version;
 mod wal;
+mod wal_sync;
 
 pub use archive::ArchivedWal;
 pub use batch::{BatchOp, WriteBatch};
@@ -52,3 +53,4 @@ pub use iterators::Direction;
 pub use options::Options;
 pub use snapshot::{Iter, Snapshot};
 pub use temp::{TempReader, TempWriter};
+pub use wal_sync::DurableCallback;

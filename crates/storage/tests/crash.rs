@@ -324,3 +324,87 @@ fn kill9_child_acks_survive() {
         db.close().unwrap();
     }
 }
+
+/// Waits for a `sync_wal_then` answer (the sync thread calls back from its own thread).
+fn durable(db: &Engine, ticket: u64) -> storage::Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    db.sync_wal_then(
+        ticket,
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the sync thread answered")
+}
+
+#[test]
+fn sync_wal_then_acknowledges_only_durable_writes() {
+    let d = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let db = Engine::open(d.path(), root(), faulty_opts(&fs)).unwrap();
+    // Many writers hand their tickets to the sync thread at once: every one is answered
+    // and every acknowledged write survives a crash that drops what was not synced.
+    let db = Arc::new(db);
+    let acked: Vec<u32> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8u32)
+            .map(|t| {
+                let db = db.clone();
+                s.spawn(move || {
+                    let mut acked = Vec::new();
+                    for i in 0..25u32 {
+                        let k = t * 1000 + i;
+                        db.put(&k.to_be_bytes(), b"v", Durability::Buffered)
+                            .unwrap();
+                        durable(&db, db.wal_ticket()).unwrap();
+                        acked.push(k);
+                    }
+                    acked
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(acked.len(), 200);
+    // Unacknowledged: written but never synced.
+    db.put(b"late", b"v", Durability::Buffered).unwrap();
+    fs.crash(CrashMode::DropUnsynced).unwrap();
+    drop(db);
+    fs.revive();
+    let db = Engine::open(d.path(), root(), faulty_opts(&fs)).unwrap();
+    for k in acked {
+        assert_eq!(
+            db.get(&k.to_be_bytes()).unwrap(),
+            Some(b"v".to_vec()),
+            "{k}"
+        );
+    }
+    assert_eq!(db.get(b"late").unwrap(), None);
+}
+
+#[test]
+fn sync_wal_then_reports_a_failed_fsync_and_a_closed_engine() {
+    let d = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let db = Engine::open(d.path(), root(), faulty_opts(&fs)).unwrap();
+    db.put(b"a", b"1", Durability::Buffered).unwrap();
+    durable(&db, db.wal_ticket()).unwrap();
+    // Already durable: answered at once, without the sync thread.
+    durable(&db, db.wal_ticket()).unwrap();
+    db.put(b"b", b"2", Durability::Buffered).unwrap();
+    fs.fail_syncs(1);
+    assert!(matches!(
+        durable(&db, db.wal_ticket()),
+        Err(storage::Error::Poisoned(_))
+    ));
+    drop(db);
+    fs.revive();
+    let db = Engine::open(d.path(), root(), faulty_opts(&fs)).unwrap();
+    let ticket = db.wal_ticket() + 1;
+    let db2 = db.clone();
+    db.close().unwrap();
+    assert!(matches!(durable(&db2, ticket), Err(storage::Error::Closed)));
+}

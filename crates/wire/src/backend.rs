@@ -116,12 +116,45 @@ pub fn update(
     ops: Vec<UpdateOp>,
     ordered: bool,
 ) -> CmdResult<WriteOutcome> {
-    let r = db.update(d, c, ops, ordered)?;
-    Ok(WriteOutcome {
+    Ok(update_outcome(db.update(d, c, ops, ordered)?))
+}
+
+/// An update's counts and per-statement errors, as the reply reports them.
+pub fn update_outcome(r: docdb::UpdateResult) -> WriteOutcome {
+    WriteOutcome {
         n: r.n,
         n_modified: r.n_modified,
         upserted: r.upserted,
         errors: errors(r.write_errors),
+    }
+}
+
+/// A single-statement update by `_id` done on the connection task when it cannot block
+/// ([`Db::try_update_now`]); the reply waits, without holding a thread, for the engine's
+/// sync thread to make it durable. `None` when the statement must take the blocking path.
+pub async fn update_now(
+    db: &Db,
+    d: &str,
+    c: &str,
+    op: &UpdateOp,
+) -> Option<CmdResult<WriteOutcome>> {
+    let (r, commit) = match db.try_update_now(d, c, op)? {
+        Ok(done) => done,
+        Err(e) => return Some(Err(e.into())),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    db.when_durable(
+        commit,
+        Box::new(move |durable| {
+            let _ = tx.send(durable);
+        }),
+    );
+    Some(match rx.await {
+        Ok(Ok(())) => Ok(update_outcome(r)),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(CommandError::internal(
+            "the engine dropped a durability wait",
+        )),
     })
 }
 

@@ -340,7 +340,8 @@ async fn run_mix_threads(
                     field_len,
                 };
                 let measure_from = begin + warmup;
-                let outcome = runtime.block_on(client.run(mix, measure_from, measure_from + duration));
+                let outcome =
+                    runtime.block_on(client.run(mix, measure_from, measure_from + duration));
                 Ok(outcome)
             })
             .map_err(|e| Error::Workload(format!("client thread: {e}")))?;

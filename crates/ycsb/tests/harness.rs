@@ -75,8 +75,8 @@ async fn strongroom_harness_runs_every_mix_through_the_mongodb_driver() {
         None,
         Transport::Tls,
     )
-        .await
-        .expect("ycsb-server starts and prints READY");
+    .await
+    .expect("ycsb-server starts and prints READY");
     assert_ne!(server.port(), 0);
     let store = Arc::new(
         Strongroom::connect(&server, settings.max_clients())
@@ -139,8 +139,8 @@ async fn interleaved_run_against_strongroom_and_postgresql_when_postgresql_is_in
         None,
         Transport::Tls,
     )
-        .await
-        .expect("ycsb-server starts");
+    .await
+    .expect("ycsb-server starts");
     let pg: Arc<dyn Store> = Arc::new(
         Postgres::connect(&cluster.conninfo())
             .await

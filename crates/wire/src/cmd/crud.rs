@@ -327,6 +327,11 @@ pub(super) async fn update(ctx: &mut Ctx<'_>) -> CmdResult {
         .update
         .fetch_add(ops.len() as u64, Ordering::Relaxed);
     let db = ctx.db.clone();
+    if let [op] = &ops[..]
+        && let Some(outcome) = backend::update_now(&ctx.handle, &db, &coll, op).await
+    {
+        return Ok(write_reply(outcome?, true));
+    }
     let outcome = ctx
         .blocking(move |h| backend::update(h, &db, &coll, ops, ordered))
         .await?;
