@@ -152,7 +152,7 @@ pub fn verify_table(path: &Path, id: u64, keys: &OfflineKeys) -> Result<TableSum
     let mut max_seq = 0u64;
     let mut prev: Option<(Vec<u8>, u64)> = None;
     let mut first_key: Option<Vec<u8>> = None;
-    for (i, h) in t.block_handles().iter().enumerate() {
+    for (i, h) in t.block_handles().enumerate() {
         let b = t.read_block_uncached(i)?;
         let bad = |d: &str| Error::corruption(&name, Some(i as u64), d.to_string());
         if b.len() == 0 {
@@ -187,7 +187,7 @@ pub fn verify_table(path: &Path, id: u64, keys: &OfflineKeys) -> Result<TableSum
             prev = Some((e.key.to_vec(), e.seq));
         }
         let last = b.entry(b.len() - 1).key;
-        if last != h.last_key.as_slice() {
+        if last != h.last_key {
             return Err(bad("last key differs from the index"));
         }
     }

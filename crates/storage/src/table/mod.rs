@@ -5,6 +5,7 @@
 
 pub(crate) mod bloom;
 pub(crate) mod builder;
+pub(crate) mod index;
 pub(crate) mod iterator;
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bloom::Bloom;
 pub(crate) use builder::TableBuilder;
+use index::{BlockIndex, BlockRef};
 
 use crate::block::Block;
 use crate::cache::BlockCache;
@@ -32,12 +34,6 @@ pub(crate) fn table_name(id: u64) -> String {
     format!("{id:06}.sst")
 }
 
-pub(crate) struct BlockHandle {
-    pub(crate) offset: u64,
-    pub(crate) len: u32,
-    pub(crate) last_key: Vec<u8>,
-}
-
 /// Where the sealed metadata blocks sit in the file (offset, sealed length).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct MetaLayout {
@@ -51,7 +47,7 @@ pub(crate) struct Table {
     name: String,
     file: Arc<dyn ReadableFile>,
     cipher: FileCipher,
-    index: Vec<BlockHandle>,
+    index: BlockIndex,
     pub(crate) meta: MetaLayout,
     bloom: Bloom,
     pub(crate) smallest: Vec<u8>,
@@ -167,21 +163,19 @@ impl Table {
         let ie = |e: crate::codec::DecodeError| bad(Some(INDEX_IDX), e.0);
         let mut r = Reader::new(&index_buf);
         let n = r.u32().map_err(ie)? as usize;
-        let mut index = Vec::with_capacity(n.min(1 << 20));
+        let mut index = BlockIndex::with_capacity(n.min(1 << 20));
         let mut prev_end = HEADER_LEN as u64;
         for _ in 0..n {
             let offset = r.u64().map_err(ie)?;
             let len = r.u32().map_err(ie)?;
-            let last_key = r.bytes().map_err(ie)?.to_vec();
+            let last_key = r.bytes().map_err(ie)?;
             if offset != prev_end || !in_range(offset, len) || (len as usize) < TAG_LEN {
                 return Err(bad(Some(INDEX_IDX), "block handle out of range"));
             }
             prev_end = offset + len as u64;
-            index.push(BlockHandle {
-                offset,
-                len,
-                last_key,
-            });
+            index
+                .push(offset, len, last_key)
+                .ok_or_else(|| bad(Some(INDEX_IDX), "index keys too large"))?;
         }
         if n == 0 || entries == 0 {
             return Err(bad(Some(INDEX_IDX), "table has no entries"));
@@ -227,8 +221,8 @@ impl Table {
     }
 
     /// The handles of the data blocks, in file order.
-    pub(crate) fn block_handles(&self) -> &[BlockHandle] {
-        &self.index
+    pub(crate) fn block_handles(&self) -> impl Iterator<Item = BlockRef<'_>> + '_ {
+        self.index.iter()
     }
 
     /// True if the bloom filter may contain `key` (false means certainly absent).
@@ -296,7 +290,10 @@ impl Table {
         if let Some(b) = self.cache.get(self.id, idx) {
             return Ok(b);
         }
-        let h = &self.index[i];
+        let h = self
+            .index
+            .get(i)
+            .ok_or_else(|| Error::corruption(&self.name, Some(idx), "no such data block"))?;
         let plain = read_sealed(&*self.file, &self.cipher, h.offset, h.len, idx, false)?;
         let b = Arc::new(
             Block::decode(plain).map_err(|e| Error::corruption(&self.name, Some(idx), e.0))?,
@@ -307,13 +304,7 @@ impl Table {
 
     /// First block whose last key is >= key (or > key when `exclusive`).
     pub(crate) fn find_block(&self, key: &[u8], exclusive: bool) -> usize {
-        self.index.partition_point(|h| {
-            if exclusive {
-                h.last_key.as_slice() <= key
-            } else {
-                h.last_key.as_slice() < key
-            }
-        })
+        self.index.find(key, exclusive)
     }
 
     pub(crate) fn overlaps(&self, lo: &[u8], hi: &[u8]) -> bool {
