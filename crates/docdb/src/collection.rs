@@ -93,6 +93,10 @@ fn check_size(bytes: &[u8]) -> Result<()> {
 /// Compiled partial filters of a collection's indexes.
 struct IndexCtx {
     partials: Vec<Option<Matcher>>,
+    /// The command runs on a thread that must not block (`Db::try_update_now`): a write
+    /// that would wait fails with `WriteConflict`, writing nothing, and the caller retries
+    /// the command on the blocking path.
+    no_wait: bool,
 }
 
 impl IndexCtx {
@@ -102,7 +106,10 @@ impl IndexCtx {
             .iter()
             .map(|i| i.partial.as_ref().map(Matcher::new).transpose())
             .collect::<Result<_>>()?;
-        Ok(IndexCtx { partials })
+        Ok(IndexCtx {
+            partials,
+            no_wait: false,
+        })
     }
 }
 
@@ -210,6 +217,12 @@ impl Db {
             }
         }
         match new_meta {
+            None if ictx.no_wait => match self.kv().write_now(batch)? {
+                true => Ok(()),
+                false => Err(Self::would_block()),
+            },
+            // Recording a new multikey flag syncs the catalog: not on a no-wait thread.
+            Some(_) if ictx.no_wait => Err(Self::would_block()),
             // Appended without an fsync under the collection lock; the public write
             // methods make it durable after releasing the lock (`with_commit`), so
             // concurrent writers share one group-commit fsync and a multi-document
@@ -516,14 +529,31 @@ impl Db {
         let lock = self.coll_lock(meta.id);
         let _l = lock.try_lock()?;
         let outcome = self.relock_meta(db, coll, meta.id).and_then(|mut meta| {
-            let ictx = IndexCtx::new(&meta)?;
+            let mut ictx = IndexCtx::new(&meta)?;
+            ictx.no_wait = true;
             let mut res = UpdateResult::default();
-            if let Err(e) = self.update_one_stmt(&mut meta, &ictx, op, &mut res, 0) {
-                res.write_errors.push(WriteError { index: 0, error: e });
+            match self.update_one_stmt(&mut meta, &ictx, op, &mut res, 0) {
+                Ok(()) => Ok(Some(res)),
+                // The write would have waited; nothing was written.
+                Err(e) if e.code == code::WRITE_CONFLICT.code => Ok(None),
+                Err(e) => {
+                    res.write_errors.push(WriteError { index: 0, error: e });
+                    Ok(Some(res))
+                }
             }
-            Ok(res)
         });
-        Some(outcome.map(|res| (res, Commit(self.kv().ticket()))))
+        match outcome {
+            Ok(Some(res)) => Some(Ok((res, Commit(self.kv().ticket())))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    fn would_block() -> Error {
+        Error::new(
+            code::WRITE_CONFLICT,
+            "the write would wait on a no-wait thread",
+        )
     }
 
     /// Calls `done` once the writes covered by `commit` are durable: from the engine's

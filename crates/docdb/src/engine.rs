@@ -29,6 +29,17 @@ impl EngineKv {
     }
 }
 
+fn engine_batch(batch: &Batch) -> WriteBatch {
+    let mut wb = WriteBatch::new();
+    for (k, v) in &batch.ops {
+        match v {
+            Some(v) => wb.put(k, v),
+            None => wb.delete(k),
+        };
+    }
+    wb
+}
+
 struct EngineSnap(Snapshot);
 
 fn owned(b: Bound<&[u8]>) -> Bound<Vec<u8>> {
@@ -102,19 +113,12 @@ impl Kv for EngineKv {
     }
 
     fn write(&self, batch: Batch, sync: bool) -> Result<()> {
-        let mut wb = WriteBatch::new();
-        for (k, v) in &batch.ops {
-            match v {
-                Some(v) => wb.put(k, v),
-                None => wb.delete(k),
-            };
-        }
         let d = if sync {
             Durability::Sync
         } else {
             Durability::Buffered
         };
-        self.engine.write(wb, d).map_err(map_err)
+        self.engine.write(engine_batch(&batch), d).map_err(map_err)
     }
 
     fn sync(&self) -> Result<()> {
@@ -136,6 +140,14 @@ impl Kv for EngineKv {
 
     fn write_may_block(&self) -> bool {
         self.engine.write_may_block()
+    }
+
+    fn write_now(&self, batch: Batch) -> Result<bool> {
+        match self.engine.write(engine_batch(&batch), Durability::NoWait) {
+            Ok(()) => Ok(true),
+            Err(storage::Error::WouldBlock) => Ok(false),
+            Err(e) => Err(map_err(e)),
+        }
     }
 }
 

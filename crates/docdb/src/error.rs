@@ -47,6 +47,7 @@ pub mod code {
         INDEX_OPTIONS_CONFLICT = 85, "IndexOptionsConflict";
         INDEX_KEY_SPECS_CONFLICT = 86, "IndexKeySpecsConflict";
         OPERATION_FAILED = 96, "OperationFailed";
+        WRITE_CONFLICT = 112, "WriteConflict";
         QUERY_EXCEEDED_MEMORY_LIMIT = 292, "QueryExceededMemoryLimitNoDiskUseAllowed";
         BSON_OBJECT_TOO_LARGE = 10334, "BSONObjectTooLarge";
         DUPLICATE_KEY = 11000, "DuplicateKey";

@@ -81,6 +81,12 @@ pub trait Kv: TempStore {
     fn write_may_block(&self) -> bool {
         false
     }
+
+    /// Appends `batch` without waiting for anything (no fsync, no memtable switch, no
+    /// stall): `Ok(false)`, with nothing written, when the write would have to wait.
+    fn write_now(&self, batch: Batch) -> Result<bool> {
+        self.write(batch, false).map(|()| true)
+    }
 }
 
 /// Answer of [`Kv::when_durable`].

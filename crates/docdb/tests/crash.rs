@@ -260,3 +260,44 @@ fn an_update_done_now_is_acknowledged_once_durable_and_survives_a_crash() {
         assert_eq!(got.get_i32("v").unwrap(), i + 100, "update of {i} lost");
     }
 }
+
+#[test]
+fn an_update_that_must_sync_the_catalog_is_left_to_the_blocking_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let db = open(dir.path(), rand::random(), &fs, true);
+    db.insert("t", "c", vec![doc! {"_id": 1, "tags": 1}], true)
+        .unwrap();
+    db.create_indexes("t", "c", &[doc! {"key": {"tags": 1}, "name": "tags_1"}])
+        .unwrap();
+    // The first array value makes the index multikey, a catalog change synced in place:
+    // declined, with nothing written.
+    let mut to_array = set_op(1, 0);
+    to_array.u = UpdateDoc::Doc(doc! {"$set": {"tags": [1, 2]}});
+    assert!(db.try_update_now("t", "c", &to_array).is_none());
+    let got = ids(
+        &db,
+        FindOptions {
+            filter: doc! {"tags": 2},
+            ..Default::default()
+        },
+    );
+    assert!(got.is_empty(), "a declined update wrote something");
+    // The blocking path does it, and later array updates can run in place.
+    assert_eq!(db.update("t", "c", vec![to_array], true).unwrap().n, 1);
+    let mut more = set_op(1, 0);
+    more.u = UpdateDoc::Doc(doc! {"$set": {"tags": [3, 4]}});
+    let (r, commit) = db.try_update_now("t", "c", &more).unwrap().unwrap();
+    assert_eq!(r.n_modified, 1);
+    durable(&db, commit).unwrap();
+    assert_eq!(
+        ids(
+            &db,
+            FindOptions {
+                filter: doc! {"tags": 4},
+                ..Default::default()
+            }
+        ),
+        vec![Bson::Int32(1)]
+    );
+}

@@ -59,6 +59,11 @@ pub enum Durability {
     Sync,
     /// Written to the OS (survives a process crash, not a power cut) without fsync.
     Buffered,
+    /// Like `Buffered`, for callers that must not block: when the write would first have
+    /// to wait (a full memtable's switch creates and syncs a WAL segment; writes stall
+    /// behind flushes and compactions) nothing is written and the call fails with
+    /// [`Error::WouldBlock`].
+    NoWait,
 }
 
 /// Progress of [`Engine::reencrypt`].
@@ -867,7 +872,11 @@ impl Inner {
             let mut w = self.writer.lock();
             self.check_writable()?;
             let mut sv = self.sv.read().clone();
-            if sv.mem.bytes() >= self.memtable_bytes {
+            let must_switch = sv.mem.bytes() >= self.memtable_bytes;
+            if d == Durability::NoWait && (must_switch || self.must_stall(&sv)) {
+                return Err(Error::WouldBlock);
+            }
+            if must_switch {
                 self.switch_memtable(&mut w)?;
                 sv = self.sv.read().clone();
             }

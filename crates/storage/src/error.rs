@@ -35,6 +35,10 @@ pub enum Error {
     /// until it is reopened, because the state of the failed write on disk is unknown.
     #[error("engine is read-only after a failed durable write: {0}")]
     Poisoned(String),
+    /// A [`Durability::NoWait`](crate::Durability::NoWait) write would have had to wait;
+    /// nothing was written.
+    #[error("the write would have to wait")]
+    WouldBlock,
 }
 
 /// Result alias used across the crate.

@@ -290,3 +290,28 @@ fn concurrent_sync_writers_group_commit() {
     let db = open(d.path());
     assert_eq!(collect(&db, Direction::Forward).len(), 400);
 }
+
+#[test]
+fn a_no_wait_write_refuses_to_switch_the_memtable_and_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let db = Engine::open(d.path(), root(), small_opts()).unwrap();
+    let mut i = 0u32;
+    while !db.write_may_block() {
+        db.put(&key(i), &value(i, 0), Durability::NoWait).unwrap();
+        i += 1;
+        assert!(i < 10_000, "the memtable never filled");
+    }
+    assert!(matches!(
+        db.put(b"refused", b"v", Durability::NoWait),
+        Err(storage::Error::WouldBlock)
+    ));
+    assert_eq!(db.get(b"refused").unwrap(), None);
+    // A write that may wait switches the memtable; no-wait writes then go through again.
+    db.put(b"waited", b"v", Durability::Buffered).unwrap();
+    assert!(!db.write_may_block());
+    db.put(b"after", b"v", Durability::NoWait).unwrap();
+    for j in 0..i {
+        assert_eq!(db.get(&key(j)).unwrap(), Some(value(j, 0)));
+    }
+    assert_eq!(db.get(b"after").unwrap(), Some(b"v".to_vec()));
+}

@@ -12,7 +12,7 @@
 //! - [`stats`]: per-operation HDR latency histograms and their summaries;
 //! - [`store`]: the two targets behind one [`store::Store`] trait;
 //! - [`pg_cluster`]: a throw-away PostgreSQL cluster (initdb/pg_ctl in a temp dir);
-//! - [`pg_tls`]: TLS 1.3 for the PostgreSQL connections (`--pg-tls`), rustls on aws-lc-rs;
+//! - [`pg_tls`]: TLS 1.3 for the PostgreSQL connections (`--transport tls`), rustls on aws-lc-rs;
 //! - [`server_proc`]: the `ycsb-server` child process;
 //! - [`runner`]: load phase and timed runs with N concurrent clients;
 //! - [`report`]: the Markdown tables.

@@ -1,4 +1,4 @@
-//! TLS for the PostgreSQL connections (`--pg-tls`): tokio-postgres's TLS traits over
+//! TLS for the PostgreSQL connections (`--transport tls`): tokio-postgres's TLS traits over
 //! `tokio-rustls`, with the workspace's rustls configuration (aws-lc-rs provider,
 //! the benchmark's development CA as the only trust anchor).
 //!

@@ -166,7 +166,7 @@ async fn interleaved_run_against_strongroom_and_postgresql_when_postgresql_is_in
     cluster.stop().await.expect("pg_ctl stop");
 }
 
-/// `--pg-tls`: the cluster runs with `ssl = on` and the sessions speak TLS 1.3 (checked
+/// `--transport tls` on the PostgreSQL side: the cluster runs with `ssl = on` and the sessions speak TLS 1.3 (checked
 /// server-side by `connect_tls` through `pg_stat_ssl`); a client without TLS is refused
 /// by `sslmode=require` instead of silently falling back to plain TCP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,10 +12,9 @@
 //!   PostgreSQL gets the advantage of parse-once plans);
 //! - durability: `fsync=on`, `synchronous_commit=on` (the defaults), autocommit.
 //!
-//! Transport: plain TCP on 127.0.0.1 without TLS by default (Strongroom pays for TLS;
-//! PostgreSQL is given the cheaper transport, which only makes the comparison harder for
-//! Strongroom), or TLS 1.3 through rustls/aws-lc-rs like Strongroom's with `--pg-tls`
-//! ([`Postgres::connect_tls`]; the cluster then runs with `ssl = on`).
+//! Transport: the same as Strongroom's (`--transport`): TLS 1.3 through rustls/aws-lc-rs
+//! ([`Postgres::connect_tls`]; the cluster then runs with `ssl = on`), the default, or
+//! plain TCP on 127.0.0.1 when Strongroom also runs without TLS.
 
 use async_trait::async_trait;
 use tokio_postgres::{Client, NoTls, Statement};
