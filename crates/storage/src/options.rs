@@ -17,7 +17,9 @@ pub struct Options {
     pub background_compaction: bool,
     /// Plaintext bytes per sealed data block. Default 4096.
     pub block_size: usize,
-    /// Capacity of the decrypted-block cache. Default 64 MiB.
+    /// Capacity of the decrypted-block cache. Default 256 MiB (MongoDB's WiredTiger
+    /// takes half the RAM by default; on 1 M documents 256 MiB served a quarter more
+    /// point and range reads than 64 MiB, docs/benchmarks.md).
     pub block_cache_bytes: usize,
     /// Archive retired WAL segments in `<dir>/archive/` instead of deleting them, for
     /// continuous backup / point-in-time restore. Default false. The engine never deletes
@@ -37,7 +39,7 @@ impl Default for Options {
             data_key_rotation: Some(Duration::from_secs(7 * 24 * 3600)),
             background_compaction: true,
             block_size: 4096,
-            block_cache_bytes: 64 << 20,
+            block_cache_bytes: 256 << 20,
             archive_wal: false,
             fs: Arc::new(RealFs),
             #[cfg(feature = "bench-null-cipher")]

@@ -139,9 +139,11 @@ impl PgCluster {
         let mut conf = format!(
             "\n# ycsb harness\nport = {}\nlisten_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{}'\nmax_connections = 200\n\
-             fsync = on\nsynchronous_commit = on\nfull_page_writes = on\n",
+             fsync = on\nsynchronous_commit = on\nfull_page_writes = on\n\
+             shared_buffers = {}MB\n",
             cluster.port,
-            cluster.dir.path().display()
+            cluster.dir.path().display(),
+            crate::workload::CACHE_MB
         );
         if tls {
             cluster.tls_ca_pem = Some(cluster.install_certificate(owner)?);

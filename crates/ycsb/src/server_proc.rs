@@ -64,6 +64,8 @@ impl ServerProcess {
             command.arg("--insecure-plaintext");
         }
         let mut child = command
+            .arg("--block-cache-mb")
+            .arg(crate::workload::CACHE_MB.to_string())
             .arg("--dir")
             .arg(dir.path())
             .arg("--listen")

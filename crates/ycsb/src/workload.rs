@@ -79,6 +79,11 @@ pub enum Transport {
     Plain,
 }
 
+/// The cache each database gets, in MiB: Strongroom's decrypted-block cache (the engine's
+/// default, passed explicitly as `--block-cache-mb`) and PostgreSQL's `shared_buffers`
+/// (initdb's default is 128 MB). Both also have the OS page cache.
+pub const CACHE_MB: usize = 256;
+
 /// Width of the range query (`rank BETWEEN x AND x + RANGE_WIDTH`) and its limit.
 pub const RANGE_WIDTH: i64 = 100;
 pub const RANGE_LIMIT: i64 = 100;

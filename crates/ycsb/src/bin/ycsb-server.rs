@@ -36,6 +36,9 @@ struct Args {
     /// Serve plain TCP instead of TLS.
     #[arg(long)]
     insecure_plaintext: bool,
+    /// Decrypted-block cache size in MiB (default: the engine's default).
+    #[arg(long)]
+    block_cache_mb: Option<usize>,
 }
 
 #[tokio::main]
@@ -62,11 +65,15 @@ async fn main() -> anyhow::Result<()> {
     let mut key = Zeroizing::new([0u8; 32]);
     aws_lc_rs::rand::fill(key.as_mut()).map_err(|_| anyhow::anyhow!("random root key"))?;
     let data = args.dir.join("data");
+    let mut options = storage::Options::default();
+    if let Some(mb) = args.block_cache_mb {
+        options.block_cache_bytes = mb << 20;
+    }
     let db = tokio::task::spawn_blocking(move || -> anyhow::Result<docdb::Db> {
         let engine = storage::Engine::open(
             &data,
             storage::RootKey::from_bytes(*key),
-            storage::Options::default(),
+            options,
         )?;
         Ok(docdb::Db::open(engine)?)
     })
