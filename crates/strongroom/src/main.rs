@@ -4,8 +4,9 @@ mod cmd;
 mod layout;
 
 // Every node serves each command with many short-lived allocations (request and reply
-// buffers, decoded documents, index keys); mimalloc's thread-local free lists cut the
-// server's CPU per point read by about a third against glibc malloc (docs/benchmarks.md).
+// buffers, decoded documents, index keys); with mimalloc's thread-local free lists the
+// server alone served a third more of the read-mostly benchmark mix than with glibc's
+// malloc (docs/benchmarks.md, Run 6).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

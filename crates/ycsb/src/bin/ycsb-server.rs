@@ -70,11 +70,7 @@ async fn main() -> anyhow::Result<()> {
         options.block_cache_bytes = mb << 20;
     }
     let db = tokio::task::spawn_blocking(move || -> anyhow::Result<docdb::Db> {
-        let engine = storage::Engine::open(
-            &data,
-            storage::RootKey::from_bytes(*key),
-            options,
-        )?;
+        let engine = storage::Engine::open(&data, storage::RootKey::from_bytes(*key), options)?;
         Ok(docdb::Db::open(engine)?)
     })
     .await??;
