@@ -522,7 +522,7 @@ impl Db {
         coll: &str,
         op: &UpdateOp,
     ) -> Option<Result<(UpdateResult, Commit)>> {
-        if op.multi || crate::point::id_equality(&op.q).is_none() || self.kv().write_may_block() {
+        if op.multi || crate::point::id_equality(&op.q).is_none() {
             return None;
         }
         let meta = self.meta(db, coll)?;

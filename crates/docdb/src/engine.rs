@@ -138,10 +138,6 @@ impl Kv for EngineKv {
             .sync_wal_then(ticket, Box::new(move |r| done(r.map_err(map_err))));
     }
 
-    fn write_may_block(&self) -> bool {
-        self.engine.write_may_block()
-    }
-
     fn write_now(&self, batch: Batch) -> Result<bool> {
         match self.engine.write(engine_batch(&batch), Durability::NoWait) {
             Ok(()) => Ok(true),

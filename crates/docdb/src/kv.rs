@@ -77,11 +77,6 @@ pub trait Kv: TempStore {
         done(self.sync());
     }
 
-    /// True when a write made now could wait on the disk or on background work.
-    fn write_may_block(&self) -> bool {
-        false
-    }
-
     /// Appends `batch` without waiting for anything (no fsync, no memtable switch, no
     /// stall): `Ok(false)`, with nothing written, when the write would have to wait.
     fn write_now(&self, batch: Batch) -> Result<bool> {

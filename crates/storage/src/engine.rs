@@ -451,15 +451,6 @@ impl Engine {
         i.sync_queue.push(ticket, done);
     }
 
-    /// True when a write made now could wait on the disk or on background work: the
-    /// memtable is full (its switch creates and syncs a new WAL segment) or writes stall
-    /// behind flushes and compactions. A caller that must not block takes another path.
-    pub fn write_may_block(&self) -> bool {
-        let i = self.inner();
-        let sv = i.sv.read().clone();
-        sv.mem.bytes() >= i.memtable_bytes || i.must_stall(&sv)
-    }
-
     pub fn stats(&self) -> Stats {
         self.inner().stats()
     }

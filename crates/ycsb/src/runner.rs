@@ -308,11 +308,7 @@ async fn run_mix_threads(
         let (store, chooser) = (store.clone(), chooser.clone());
         let (connected, go, start) = (connected.clone(), go.clone(), start.clone());
         let seed = client_seed(settings, mix, clients, i);
-        let (records, field_count, field_len) = (
-            settings.records,
-            settings.shape.field_count,
-            settings.shape.field_len,
-        );
+        let params = ClientParams::of(settings);
         let thread = std::thread::Builder::new()
             .name(format!("ycsb-client-{i}"))
             .spawn(move || -> Result<(Recorder, Option<String>)> {
@@ -331,14 +327,7 @@ async fn run_mix_threads(
                 let begin = *start
                     .get()
                     .ok_or_else(|| Error::Workload("start instant not set".into()))?;
-                let client = Client {
-                    session,
-                    rng: SmallRng::seed_from_u64(seed),
-                    chooser,
-                    records,
-                    field_count,
-                    field_len,
-                };
+                let client = Client::new(session, chooser, seed, params);
                 let measure_from = begin + warmup;
                 let outcome =
                     runtime.block_on(client.run(mix, measure_from, measure_from + duration));
@@ -361,22 +350,7 @@ async fn run_mix_threads(
     })
     .await
     .map_err(|e| Error::Workload(format!("client threads: {e}")))?;
-    let mut recorder = Recorder::default();
-    let mut first_error = None;
-    for outcome in joined {
-        let (r, err) = outcome?;
-        recorder.merge(&r);
-        if first_error.is_none() {
-            first_error = err;
-        }
-    }
-    Ok(RunResult {
-        mix,
-        clients,
-        measured: settings.duration,
-        recorder,
-        first_error,
-    })
+    run_result(settings, mix, clients, joined)
 }
 
 /// Every client a task on the calling (multi-threaded) runtime, with sessions from
@@ -398,25 +372,29 @@ async fn run_mix_tasks(
     let mut tasks = tokio::task::JoinSet::new();
     for (i, session) in sessions.into_iter().enumerate() {
         let seed = client_seed(settings, mix, clients, i);
-        let client = Client {
-            session,
-            rng: SmallRng::seed_from_u64(seed),
-            chooser: chooser.clone(),
-            records: settings.records,
-            field_count: settings.shape.field_count,
-            field_len: settings.shape.field_len,
-        };
+        let client = Client::new(session, chooser.clone(), seed, ClientParams::of(settings));
         tasks.spawn(client.run(mix, measure_from, end));
     }
+    let mut outcomes = Vec::with_capacity(clients);
+    while let Some(joined) = tasks.join_next().await {
+        outcomes.push(joined.map_err(|e| Error::Workload(format!("benchmark client task: {e}"))));
+    }
+    run_result(settings, mix, clients, outcomes)
+}
+
+/// What every client of a run recorded, merged; the first error any client saw.
+fn run_result(
+    settings: &Settings,
+    mix: Mix,
+    clients: usize,
+    outcomes: Vec<Result<(Recorder, Option<String>)>>,
+) -> Result<RunResult> {
     let mut recorder = Recorder::default();
     let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
-        let (r, err) =
-            joined.map_err(|e| Error::Workload(format!("benchmark client task: {e}")))?;
+    for outcome in outcomes {
+        let (r, err) = outcome?;
         recorder.merge(&r);
-        if first_error.is_none() {
-            first_error = err;
-        }
+        first_error = first_error.or(err);
     }
     Ok(RunResult {
         mix,
@@ -425,6 +403,24 @@ async fn run_mix_tasks(
         recorder,
         first_error,
     })
+}
+
+/// What a client needs from the settings (copied into client threads).
+#[derive(Clone, Copy)]
+struct ClientParams {
+    records: u64,
+    field_count: usize,
+    field_len: usize,
+}
+
+impl ClientParams {
+    fn of(settings: &Settings) -> ClientParams {
+        ClientParams {
+            records: settings.records,
+            field_count: settings.shape.field_count,
+            field_len: settings.shape.field_len,
+        }
+    }
 }
 
 /// One closed-loop benchmark client.
@@ -438,6 +434,22 @@ struct Client {
 }
 
 impl Client {
+    fn new(
+        session: Box<dyn Session>,
+        chooser: Arc<KeyChooser>,
+        seed: u64,
+        p: ClientParams,
+    ) -> Client {
+        Client {
+            session,
+            rng: SmallRng::seed_from_u64(seed),
+            chooser,
+            records: p.records,
+            field_count: p.field_count,
+            field_len: p.field_len,
+        }
+    }
+
     async fn run(
         mut self,
         mix: Mix,
