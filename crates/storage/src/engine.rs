@@ -429,7 +429,6 @@ impl Engine {
         self.inner().last_seq.load(Ordering::Acquire)
     }
 
-    /// Current statistics.
     /// The durability ticket covering every write appended so far (for
     /// [`sync_wal_then`](Self::sync_wal_then)).
     pub fn wal_ticket(&self) -> u64 {
@@ -451,6 +450,7 @@ impl Engine {
         i.sync_queue.push(ticket, done);
     }
 
+    /// Current statistics.
     pub fn stats(&self) -> Stats {
         self.inner().stats()
     }
