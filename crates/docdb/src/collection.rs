@@ -565,6 +565,12 @@ impl Db {
         self.kv().when_durable(commit.0, done)
     }
 
+    /// Whether the storage engine still has background work (flushes, compactions) to
+    /// do, e.g. after a bulk load; `serverStatus` reports it.
+    pub fn maintenance_pending(&self) -> bool {
+        self.kv().maintenance_pending()
+    }
+
     /// `delete`.
     pub fn delete(
         &self,

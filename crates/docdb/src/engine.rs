@@ -138,6 +138,11 @@ impl Kv for EngineKv {
             .sync_wal_then(ticket, Box::new(move |r| done(r.map_err(map_err))));
     }
 
+    fn maintenance_pending(&self) -> bool {
+        let s = self.engine.stats();
+        s.immutable_memtables > 0 || s.compaction_due
+    }
+
     fn write_now(&self, batch: Batch) -> Result<bool> {
         match self.engine.write(engine_batch(&batch), Durability::NoWait) {
             Ok(()) => Ok(true),

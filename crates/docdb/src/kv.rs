@@ -77,6 +77,11 @@ pub trait Kv: TempStore {
         done(self.sync());
     }
 
+    /// Whether background work (memtable flushes, compactions) is queued or running.
+    fn maintenance_pending(&self) -> bool {
+        false
+    }
+
     /// Appends `batch` without waiting for anything (no fsync, no memtable switch, no
     /// stall): `Ok(false)`, with nothing written, when the write would have to wait.
     fn write_now(&self, batch: Batch) -> Result<bool> {

@@ -113,6 +113,10 @@ pub struct Stats {
     pub last_sequence: u64,
     /// Live snapshots (including those held by iterators).
     pub snapshots: usize,
+    /// A level is over its bound: background compaction has work queued or running.
+    /// With `immutable_memtables`, says whether the engine has settled after a burst of
+    /// writes.
+    pub compaction_due: bool,
 }
 
 pub(crate) struct SuperVersion {
@@ -1306,6 +1310,7 @@ impl Inner {
             immutable_memtables: sv.imms.len(),
             last_sequence: self.last_seq.load(Ordering::Acquire),
             snapshots: self.snapshots.lock().values().sum(),
+            compaction_due: self.compaction_due(),
         }
     }
 

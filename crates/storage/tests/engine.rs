@@ -316,3 +316,32 @@ fn a_no_wait_write_refuses_to_switch_the_memtable_and_writes_nothing() {
     }
     assert_eq!(db.get(b"after").unwrap(), Some(b"v".to_vec()));
 }
+
+#[test]
+fn stats_report_due_compaction_until_it_has_run() {
+    let d = tempfile::tempdir().unwrap();
+    let opts = Options {
+        background_compaction: false,
+        ..small_opts()
+    };
+    let db = Engine::open(d.path(), root(), opts).unwrap();
+    assert!(!db.stats().compaction_due, "an empty engine owes nothing");
+    // Overlapping L0 tables, one per flush, until L0 is over its bound.
+    let mut flushes = 0;
+    while !db.stats().compaction_due {
+        assert!(flushes < 64, "L0 never reported over its bound");
+        for i in 0..200u32 {
+            db.put(&key(i), &value(i, flushes), Durability::Buffered)
+                .unwrap();
+        }
+        db.flush().unwrap();
+        flushes += 1;
+    }
+    assert!(flushes > 1, "one L0 table alone is not over the bound");
+    assert_eq!(db.stats().levels[0].files, flushes as usize);
+    db.compact().unwrap();
+    let st = db.stats();
+    assert!(!st.compaction_due, "a full compaction leaves nothing due");
+    assert_eq!(st.levels[0].files, 0);
+    assert_eq!(db.get(&key(7)).unwrap(), Some(value(7, flushes - 1)));
+}

@@ -6,6 +6,7 @@
 //! `ycsb-server` binary runs a Strongroom server in its own process (the load generator
 //! and the database never share a process, exactly as with PostgreSQL).
 //!
+//! - [`cpus`]: client CPUs apart from database CPUs, as YCSB's separate client machines;
 //! - [`zipf`]: YCSB's (scrambled) zipfian key chooser;
 //! - [`record`]: record keys and ~1 KiB documents (`field0..field9` + indexed `rank`);
 //! - [`workload`]: the mixes (A 50/50, B 95/5, E-like range query) and run settings;
@@ -17,6 +18,7 @@
 //! - [`runner`]: load phase and timed runs with N concurrent clients;
 //! - [`report`]: the Markdown tables.
 
+pub mod cpus;
 pub mod error;
 pub mod pg_cluster;
 pub mod pg_tls;

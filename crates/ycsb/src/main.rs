@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use ycsb::cpus::{self, CpuSplit};
 use ycsb::pg_cluster::{self, PgCluster};
 use ycsb::record::Shape;
 use ycsb::runner::{self, TargetReport};
@@ -23,7 +24,7 @@ use ycsb::server_proc::ServerProcess;
 use ycsb::store::Store;
 use ycsb::store::postgres::Postgres;
 use ycsb::store::strongroom::Strongroom;
-use ycsb::workload::{ClientModel, Distribution, Mix, Settings, Transport};
+use ycsb::workload::{ClientModel, Distribution, Mix, Resources, Settings, Transport};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Target {
@@ -42,6 +43,12 @@ enum TransportArg {
 enum Model {
     Threads,
     Tasks,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -108,6 +115,16 @@ struct Args {
     /// task on one multi-threaded runtime sharing one driver client and its pool).
     #[arg(long, value_enum, default_value = "threads")]
     client_model: Model,
+    /// MiB of cache for each database: Strongroom's decrypted-block cache and
+    /// PostgreSQL's `shared_buffers` get the same (default: a quarter of the host's
+    /// memory, PostgreSQL's starting point for `shared_buffers`).
+    #[arg(long)]
+    cache_mb: Option<usize>,
+    /// `on`: the load generator runs on one half of the CPUs and both databases on the
+    /// other, as YCSB runs its clients on machines of their own; `off`: everything
+    /// shares every CPU (Runs 1-6).
+    #[arg(long, value_enum, default_value = "on")]
+    cpu_split: Switch,
     /// Also write the Markdown report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -133,8 +150,7 @@ fn parse_mix(s: &str) -> Result<Mix, String> {
     Mix::parse(s).ok_or_else(|| format!("unknown mix {s:?} (A, B, E)"))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -143,6 +159,31 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    let split = match args.cpu_split {
+        Switch::On => {
+            let allowed = cpus::allowed()?;
+            let split = CpuSplit::halves(&allowed).ok_or_else(|| {
+                anyhow::anyhow!("--cpu-split on needs two CPUs, this process may use {allowed:?}")
+            })?;
+            // Before the runtime exists, so that every thread of the harness inherits it.
+            cpus::pin_current_thread(&split.client)?;
+            Some(split)
+        }
+        Switch::Off => None,
+    };
+    let resources = Resources {
+        cache_mb: args
+            .cache_mb
+            .unwrap_or_else(ycsb::workload::default_cache_mb),
+        cpus: split.as_ref().map(|s| s.database.clone()),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args, split, resources))
+}
+
+async fn run(args: Args, split: Option<CpuSplit>, resources: Resources) -> anyhow::Result<()> {
     let settings = Settings {
         records: args.records,
         shape: Shape::for_value_size(args.value_size),
@@ -183,7 +224,8 @@ async fn main() -> anyhow::Result<()> {
                     .map(|d| d.join("ycsb-server"))
                     .ok_or_else(|| anyhow::anyhow!("cannot locate ycsb-server"))?,
             };
-            let s = server.insert(ServerProcess::spawn(&bin, data_dir, transport).await?);
+            let s =
+                server.insert(ServerProcess::spawn(&bin, data_dir, transport, &resources).await?);
             stores.push(Arc::new(
                 Strongroom::connect(s, settings.max_clients()).await?,
             ));
@@ -193,14 +235,14 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::anyhow!("PostgreSQL not found (apt-get install -y postgresql, or --pg-bin)")
             })?;
             if transport == Transport::Tls {
-                let c = cluster.insert(PgCluster::start_tls(&bin, data_dir).await?);
+                let c = cluster.insert(PgCluster::start_tls(&bin, data_dir, &resources).await?);
                 let ca = c
                     .tls_ca_pem()
                     .ok_or_else(|| anyhow::anyhow!("TLS cluster without a CA"))?;
                 let tls = ycsb::pg_tls::RustlsConnect::new(ca)?;
                 stores.push(Arc::new(Postgres::connect_tls(&c.conninfo(), tls).await?));
             } else {
-                let c = cluster.insert(PgCluster::start(&bin, data_dir).await?);
+                let c = cluster.insert(PgCluster::start(&bin, data_dir, &resources).await?);
                 stores.push(Arc::new(Postgres::connect(&c.conninfo()).await?));
             }
         }
@@ -227,7 +269,7 @@ async fn main() -> anyhow::Result<()> {
     let mut md = String::new();
     md.push_str(&format!(
         "records: {}, value size: {} B ({} fields x {} B), distribution: {:?}, batch: {}, \
-         loaders: {}, clients: {}, warm-up {:?}, measured {:?} per run, {}\n\n",
+         loaders: {}, clients: {}, warm-up {:?}, measured {:?} per run, cache {} MiB each, {}, {}\n\n",
         settings.records,
         settings.shape.field_count * settings.shape.field_len,
         settings.shape.field_count,
@@ -241,6 +283,11 @@ async fn main() -> anyhow::Result<()> {
         },
         settings.warmup,
         settings.duration,
+        resources.cache_mb,
+        match &split {
+            Some(s) => format!("client on CPUs {} and databases on CPUs {}", s.client, s.database),
+            None => "client and databases sharing every CPU".to_string(),
+        },
         if args.sequential {
             "targets run one after the other"
         } else {

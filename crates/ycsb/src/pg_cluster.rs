@@ -14,7 +14,9 @@ use std::process::Stdio;
 
 use tokio::process::Command;
 
+use crate::cpus::CpuList;
 use crate::error::{Error, Result};
+use crate::workload::Resources;
 
 /// Directories searched for `initdb`/`pg_ctl`, newest major version first.
 const SEARCH: &[&str] = &[
@@ -80,23 +82,39 @@ pub struct PgCluster {
     running: bool,
     /// The CA that issued the server certificate, when started with TLS.
     tls_ca_pem: Option<String>,
+    /// CPUs `pg_ctl`, and so the postmaster and every backend it forks, run on.
+    cpus: Option<CpuList>,
     dir: tempfile::TempDir,
 }
 
 impl PgCluster {
     /// `initdb` + `pg_ctl start` in a new temp dir under `parent` (system temp when None).
-    pub async fn start(bin: &Path, parent: Option<&Path>) -> Result<PgCluster> {
-        Self::start_with(bin, parent, false).await
+    /// `resources` gives `shared_buffers` and the CPUs every server process runs on.
+    pub async fn start(
+        bin: &Path,
+        parent: Option<&Path>,
+        resources: &Resources,
+    ) -> Result<PgCluster> {
+        Self::start_with(bin, parent, resources, false).await
     }
 
     /// [`PgCluster::start`] with `ssl = on`: a server certificate for `localhost` and
     /// `127.0.0.1` from a development CA of its own ([`PgCluster::tls_ca_pem`]), and a
     /// [`PgCluster::conninfo`] with `sslmode=require`.
-    pub async fn start_tls(bin: &Path, parent: Option<&Path>) -> Result<PgCluster> {
-        Self::start_with(bin, parent, true).await
+    pub async fn start_tls(
+        bin: &Path,
+        parent: Option<&Path>,
+        resources: &Resources,
+    ) -> Result<PgCluster> {
+        Self::start_with(bin, parent, resources, true).await
     }
 
-    async fn start_with(bin: &Path, parent: Option<&Path>, tls: bool) -> Result<PgCluster> {
+    async fn start_with(
+        bin: &Path,
+        parent: Option<&Path>,
+        resources: &Resources,
+        tls: bool,
+    ) -> Result<PgCluster> {
         let dir = match parent {
             Some(p) => tempfile::Builder::new().prefix("ycsb-pg-").tempdir_in(p)?,
             None => tempfile::Builder::new().prefix("ycsb-pg-").tempdir()?,
@@ -117,6 +135,7 @@ impl PgCluster {
             as_postgres_user,
             running: false,
             tls_ca_pem: None,
+            cpus: resources.cpus.clone(),
             dir,
         };
         let data_arg = cluster.data.display().to_string();
@@ -143,7 +162,7 @@ impl PgCluster {
              shared_buffers = {}MB\n",
             cluster.port,
             cluster.dir.path().display(),
-            crate::workload::CACHE_MB
+            resources.cache_mb
         );
         if tls {
             cluster.tls_ca_pem = Some(cluster.install_certificate(owner)?);
@@ -225,13 +244,19 @@ impl PgCluster {
 
     fn command(&self, tool: &str) -> Command {
         let path = self.bin.join(tool);
-        if self.as_postgres_user {
-            let mut c = Command::new("runuser");
-            c.arg("-u").arg("postgres").arg("--").arg(path);
-            c
+        let program: &std::ffi::OsStr = if self.as_postgres_user {
+            "runuser".as_ref()
         } else {
-            Command::new(path)
+            path.as_os_str()
+        };
+        let mut c = match &self.cpus {
+            Some(cpus) => cpus.command(program),
+            None => Command::new(program),
+        };
+        if self.as_postgres_user {
+            c.arg("-u").arg("postgres").arg("--").arg(&path);
         }
+        c
     }
 
     async fn tool(&self, tool: &str, args: &[&str]) -> Result<()> {

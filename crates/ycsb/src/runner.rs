@@ -98,7 +98,15 @@ pub async fn prepare_and_load(store: Arc<dyn Store>, settings: &Settings) -> Res
             settings.records
         )));
     }
+    let settle = Instant::now();
     store.after_load().await?;
+    log(
+        name,
+        format_args!(
+            "after the load: maintenance done in {:.1} s",
+            settle.elapsed().as_secs_f64()
+        ),
+    );
     let chooser = Arc::new(match settings.distribution {
         Distribution::Uniform => KeyChooser::uniform(settings.records),
         Distribution::Zipfian => KeyChooser::zipfian(settings.records),

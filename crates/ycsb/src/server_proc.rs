@@ -16,7 +16,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::workload::Transport;
+use crate::workload::{Resources, Transport};
 
 /// Environment variable carrying the admin password to `ycsb-server`.
 pub const PASSWORD_ENV: &str = "YCSB_SERVER_PASSWORD";
@@ -44,6 +44,7 @@ impl ServerProcess {
         server_bin: &Path,
         parent: Option<&Path>,
         transport: Transport,
+        resources: &Resources,
     ) -> Result<ServerProcess> {
         let dir = match parent {
             Some(p) => tempfile::Builder::new()
@@ -59,13 +60,16 @@ impl ServerProcess {
         let password = Zeroizing::new(hex::encode(raw));
         raw.fill(0);
 
-        let mut command = Command::new(server_bin);
+        let mut command = match &resources.cpus {
+            Some(cpus) => cpus.command(server_bin),
+            None => Command::new(server_bin),
+        };
         if transport == Transport::Plain {
             command.arg("--insecure-plaintext");
         }
         let mut child = command
             .arg("--block-cache-mb")
-            .arg(crate::workload::CACHE_MB.to_string())
+            .arg(resources.cache_mb.to_string())
             .arg("--dir")
             .arg(dir.path())
             .arg("--listen")

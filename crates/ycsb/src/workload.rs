@@ -79,10 +79,42 @@ pub enum Transport {
     Plain,
 }
 
-/// The cache each database gets, in MiB: Strongroom's decrypted-block cache (the engine's
-/// default, passed explicitly as `--block-cache-mb`) and PostgreSQL's `shared_buffers`
-/// (initdb's default is 128 MB). Both also have the OS page cache.
-pub const CACHE_MB: usize = 256;
+/// What each database is given; both always get the same.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    /// MiB of cache: Strongroom's decrypted-block cache (`ycsb-server --block-cache-mb`)
+    /// and PostgreSQL's `shared_buffers`. Both also have the OS page cache, which for
+    /// Strongroom holds only ciphertext.
+    pub cache_mb: usize,
+    /// CPUs the database processes run on (`None`: every CPU, shared with the client).
+    pub cpus: Option<crate::cpus::CpuList>,
+}
+
+impl Resources {
+    /// A small cache on every CPU: what the harness's own tests use.
+    pub fn small() -> Resources {
+        Resources {
+            cache_mb: 64,
+            cpus: None,
+        }
+    }
+}
+
+/// The cache both databases get unless `--cache-mb` says otherwise: a quarter of the
+/// host's memory, PostgreSQL's own starting point for `shared_buffers` ("a reasonable
+/// starting value for shared_buffers is 25% of the memory in your system"), and never
+/// less than 256 MiB.
+pub fn default_cache_mb() -> usize {
+    let total_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        })
+        .unwrap_or(0);
+    (total_kib / 1024 / 4).max(256)
+}
 
 /// Width of the range query (`rank BETWEEN x AND x + RANGE_WIDTH`) and its limit.
 pub const RANGE_WIDTH: i64 = 100;

@@ -16,7 +16,7 @@ use ycsb::stats::Op;
 use ycsb::store::Store;
 use ycsb::store::postgres::Postgres;
 use ycsb::store::strongroom::{COLLECTION, DATABASE, Strongroom};
-use ycsb::workload::{Distribution, Mix, Settings, Transport};
+use ycsb::workload::{Distribution, Mix, Resources, Settings, Transport};
 
 fn tiny() -> Settings {
     Settings {
@@ -74,6 +74,7 @@ async fn strongroom_harness_runs_every_mix_through_the_mongodb_driver() {
         Path::new(env!("CARGO_BIN_EXE_ycsb-server")),
         None,
         Transport::Tls,
+        &Resources::small(),
     )
     .await
     .expect("ycsb-server starts and prints READY");
@@ -131,13 +132,14 @@ async fn interleaved_run_against_strongroom_and_postgresql_when_postgresql_is_in
         return;
     };
     let settings = tiny();
-    let cluster = PgCluster::start(&bin, None)
+    let cluster = PgCluster::start(&bin, None, &Resources::small())
         .await
         .expect("initdb + pg_ctl start");
     let server = ServerProcess::spawn(
         Path::new(env!("CARGO_BIN_EXE_ycsb-server")),
         None,
         Transport::Tls,
+        &Resources::small(),
     )
     .await
     .expect("ycsb-server starts");
@@ -176,7 +178,7 @@ async fn postgresql_over_tls_when_postgresql_is_installed() {
         return;
     };
     let settings = tiny();
-    let cluster = PgCluster::start_tls(&bin, None)
+    let cluster = PgCluster::start_tls(&bin, None, &Resources::small())
         .await
         .expect("initdb + pg_ctl start with ssl = on");
     assert!(cluster.conninfo().contains("sslmode=require"));

@@ -25,7 +25,7 @@ use crate::iterators::merge::Merger;
 use crate::iterators::{Direction, Entry, Source};
 use crate::table::iterator::TableIter;
 use crate::table::{Table, TableBuilder, table_name};
-use crate::version::NUM_LEVELS;
+use crate::version::{NUM_LEVELS, Version};
 
 /// L0 table count that triggers an L0 -> L1 compaction.
 pub(crate) const L0_TRIGGER: usize = 4;
@@ -53,6 +53,19 @@ impl Inner {
 
     fn target_file_size(&self) -> u64 {
         (self.memtable_bytes as u64 * 2).clamp(64 << 10, 64 << 20)
+    }
+
+    /// Whether any level is over its bound, i.e. [`pick_compaction`](Self::pick_compaction)
+    /// would find work. Unlike it, this leaves the round-robin cursors alone.
+    pub(crate) fn compaction_due(&self) -> bool {
+        let v = self.sv.read().version.clone();
+        v.levels[0].len() >= L0_TRIGGER
+            || (1..NUM_LEVELS - 1).any(|l| self.level_score(&v, l) > 1.0)
+    }
+
+    /// Level `l`'s size over its target; above 1 the level needs compacting.
+    fn level_score(&self, v: &Version, l: usize) -> f64 {
+        v.level_bytes(l) as f64 / self.level_target(l) as f64
     }
 
     /// Chooses the next compaction, if any level is over its bound.
@@ -99,7 +112,7 @@ impl Inner {
         }
         let mut best: Option<(f64, usize)> = None;
         for l in 1..NUM_LEVELS - 1 {
-            let score = v.level_bytes(l) as f64 / self.level_target(l) as f64;
+            let score = self.level_score(&v, l);
             if score > 1.0 && best.is_none_or(|(s, _)| score > s) {
                 best = Some((score, l));
             }

@@ -96,7 +96,12 @@ pub(super) fn server_status(ctx: &mut Ctx<'_>) -> CmdResult {
             "command": c.command.load(Ordering::Relaxed) as i64,
         },
         "metrics": {"cursor": {"open": {"total": s.cursors.len() as i64}, "timedOut": 0i64}},
-        "storageEngine": {"name": "strongroom", "supportsCommittedReads": false, "persistent": true},
+        "storageEngine": {
+            "name": "strongroom",
+            "supportsCommittedReads": false,
+            "persistent": true,
+            "backgroundWorkPending": s.db().is_ok_and(|db| db.maintenance_pending()),
+        },
         "security": {"SSLServerSubjectName": "", "authentication": {"mechanisms": {"SCRAM-SHA-256": {}}}},
     })
 }

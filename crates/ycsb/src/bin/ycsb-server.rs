@@ -39,6 +39,9 @@ struct Args {
     /// Decrypted-block cache size in MiB (default: the engine's default).
     #[arg(long)]
     block_cache_mb: Option<usize>,
+    /// Memtable size in MiB (default: the engine's default). For experiments.
+    #[arg(long)]
+    memtable_mb: Option<usize>,
 }
 
 #[tokio::main]
@@ -68,6 +71,9 @@ async fn main() -> anyhow::Result<()> {
     let mut options = storage::Options::default();
     if let Some(mb) = args.block_cache_mb {
         options.block_cache_bytes = mb << 20;
+    }
+    if let Some(mb) = args.memtable_mb {
+        options.memtable_bytes = mb << 20;
     }
     let db = tokio::task::spawn_blocking(move || -> anyhow::Result<docdb::Db> {
         let engine = storage::Engine::open(&data, storage::RootKey::from_bytes(*key), options)?;

@@ -16,6 +16,9 @@ use crate::workload::Transport;
 pub const DATABASE: &str = "ycsb";
 pub const COLLECTION: &str = "usertable";
 
+/// How long `after_load` waits for the server's background work to finish.
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
+
 /// The target: one driver `Client` whose pool holds a connection per benchmark client.
 pub struct Strongroom {
     options: ClientOptions,
@@ -80,6 +83,40 @@ impl Store for Strongroom {
             .build();
         self.collection.create_index(index).await?;
         Ok(())
+    }
+
+    async fn after_load(&self) -> Result<()> {
+        // An LSM engine owes compactions after a bulk load, as PostgreSQL owes a vacuum
+        // and a checkpoint: wait until the server reports none is queued or running, so
+        // the first measured cell does not pay for the load.
+        let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let status = self
+                .client
+                .database("admin")
+                .run_command(doc! {"serverStatus": 1})
+                .await?;
+            let pending = status
+                .get_document("storageEngine")
+                .ok()
+                .and_then(|e| e.get_bool("backgroundWorkPending").ok());
+            match pending {
+                Some(true) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                Some(true) => {
+                    return Err(crate::Error::Workload(format!(
+                        "background work still pending {SETTLE_TIMEOUT:?} after the load"
+                    )));
+                }
+                Some(false) => return Ok(()),
+                None => {
+                    return Err(crate::Error::Workload(
+                        "serverStatus has no storageEngine.backgroundWorkPending".into(),
+                    ));
+                }
+            }
+        }
     }
 
     async fn session(&self) -> Result<Box<dyn Session>> {
