@@ -8,10 +8,10 @@ use crate::fs::{Fs, RealFs};
 /// Tuning and environment of an [`Engine`](crate::Engine).
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Memtable size that triggers a flush to an L0 table. Default 64 MiB (RocksDB's
-    /// `write_buffer_size`); level and table sizes scale with it. 8 MiB loaded 1 M
-    /// documents 20–30 % slower (more, smaller L0 tables and one more level to compact
-    /// through; docs/benchmarks.md, Run 8) and recovery replays at most this much WAL.
+    /// Memtable size that triggers a flush to an L0 table. Default 8 MiB; level and table
+    /// sizes scale with it. 64 MiB loaded 1 M YCSB documents 20–30 % faster but made
+    /// every point read walk a skiplist eight times larger (range queries, 100 reads
+    /// each, lost 9–33 % in three paired runs; docs/benchmarks.md, Run 7).
     pub memtable_bytes: usize,
     /// Rotate the data key when the newest one is older than this. Default 7 days.
     pub data_key_rotation: Option<Duration>,
@@ -38,7 +38,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            memtable_bytes: 64 << 20,
+            memtable_bytes: 8 << 20,
             data_key_rotation: Some(Duration::from_secs(7 * 24 * 3600)),
             background_compaction: true,
             block_size: 4096,
