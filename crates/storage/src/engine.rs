@@ -597,7 +597,7 @@ impl Inner {
         for &wid in &state.wals {
             let name = wal_name(wid);
             let log = read_log(&*fs, dir, &name, FileKind::Wal, wid, &resolve)?;
-            if log.valid_len < log.file_len {
+            if log.torn {
                 tracing::warn!(file = %name, dropped = log.file_len - log.valid_len, "dropping torn WAL tail");
                 torn.insert(wid, log.valid_len);
             }
@@ -654,6 +654,7 @@ impl Inner {
             wal_id,
             &newest,
             suite,
+            wal_reserve(opts.memtable_bytes),
         )?;
         edit.add_wals.push(wal_id);
         let manifest_id = next_id;
@@ -981,6 +982,7 @@ impl Inner {
                 id,
                 &key,
                 self.suite,
+                wal_reserve(self.memtable_bytes),
             )?;
             let edit = VersionEdit {
                 add_wals: vec![id],
@@ -1399,6 +1401,13 @@ impl Inner {
         self.lock_guard.lock().take();
         r
     }
+}
+
+/// Bytes a new WAL segment reserves: about what a full memtable's records take, so that
+/// a group commit's fdatasync writes the records alone, not also the file's new size.
+fn wal_reserve(memtable_bytes: usize) -> u64 {
+    let m = memtable_bytes.max(1024) as u64;
+    m + m / 4
 }
 
 /// Writes all of `mem` into table `id`. Returns its size.

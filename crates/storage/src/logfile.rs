@@ -9,7 +9,9 @@
 //!           AAD = (file id, kind, record index, format version, 0)
 //! ```
 //! Records are sealed one by one and are self-delimiting, so a log can be streamed to a
-//! replica as ciphertext. On recovery a frame that fails (bad check, runs past the end,
+//! replica as ciphertext. A WAL segment is preallocated ([`WritableFile::preallocate`]):
+//! where its records end, the rest of the file is zeros, and a reader takes an all-zero
+//! remainder for the end of the log, not for a torn tail. On recovery a frame that fails (bad check, runs past the end,
 //! fails authentication) ends the log *only if no valid later record exists*: a torn tail
 //! is truncated, damage in the middle is reported as corruption.
 
@@ -41,8 +43,10 @@ pub(crate) struct LogWriter {
 }
 
 impl LogWriter {
-    /// Creates the file, writes and syncs its header, and syncs the directory so the
+    /// Creates the file, writes its header, reserves its first `reserve` bytes (see
+    /// [`WritableFile::preallocate`]; 0 for none), syncs it, and syncs the directory so the
     /// file's existence is durable before anything references it.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn create(
         fs: &dyn Fs,
         dir: &Path,
@@ -51,10 +55,17 @@ impl LogWriter {
         id: u64,
         key: &DataKey,
         suite: CipherSuite,
+        reserve: u64,
     ) -> Result<LogWriter> {
         let (header, cipher) = FileCipher::create(kind, id, key, suite, name.to_string())?;
         let file = fs.create(&dir.join(name))?;
         file.append(&header)?;
+        if reserve > HEADER_LEN as u64
+            && let Err(e) = file.preallocate(reserve)
+        {
+            // Only a speed-up: appends extend the file as they would without it.
+            tracing::debug!(file = name, error = %e, "could not preallocate the log");
+        }
         file.sync()?;
         fs.sync_dir(dir)?;
         Ok(LogWriter {
@@ -128,8 +139,11 @@ pub(crate) struct LogContents {
     pub(crate) records: Vec<Vec<u8>>,
     /// Length of the valid prefix (header + whole records).
     pub(crate) valid_len: u64,
-    /// Total file length; `valid_len < file_len` means a torn tail was found.
+    /// Total file length (a preallocated log's zeros included).
     pub(crate) file_len: u64,
+    /// The log ended at a torn (garbled or cut) record, not at its end or at the zeros
+    /// of its preallocated remainder.
+    pub(crate) torn: bool,
 }
 
 /// Parses and authenticates the frame at `pos` if its index satisfies `want`.
@@ -206,6 +220,10 @@ impl LogCursor {
             }
             None => {
                 self.done = true;
+                // The zeros of a preallocated file: the log ends here, intact.
+                if buf[self.pos..].iter().all(|&b| b == 0) {
+                    return None;
+                }
                 // Is there any authentic later record after the damaged one? Then this is
                 // not a torn tail but damage (or reordering) in the middle of the log.
                 // A torn write leaves garbage, never an authentic frame, so any authentic
@@ -262,5 +280,92 @@ pub(crate) fn read_log(
         records,
         valid_len: cur.valid_len(),
         file_len: buf.len() as u64,
+        torn: cur.torn(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::crypto::keys::now_unix;
+    use crate::fs::RealFs;
+
+    const RESERVE: u64 = 64 << 10;
+
+    /// A preallocated WAL with three records written and synced; the key and the path.
+    fn preallocated_log(dir: &Path) -> (Arc<DataKey>, std::path::PathBuf) {
+        let key = Arc::new(DataKey::generate(KeyId(1), now_unix()).unwrap());
+        let mut w = LogWriter::create(
+            &RealFs,
+            dir,
+            "000007.wal",
+            FileKind::Wal,
+            7,
+            &key,
+            CipherSuite::Aes256Gcm,
+            RESERVE,
+        )
+        .unwrap();
+        for i in 0..3u8 {
+            let mut buf = Vec::new();
+            w.encode(&[i; 100], &mut buf).unwrap();
+            w.write(&buf).unwrap();
+        }
+        w.file().sync().unwrap();
+        (key, dir.join("000007.wal"))
+    }
+
+    fn read(dir: &Path, key: &Arc<DataKey>) -> Result<LogContents> {
+        let k = key.clone();
+        read_log(&RealFs, dir, "000007.wal", FileKind::Wal, 7, &move |_| {
+            Some(k.clone())
+        })
+    }
+
+    #[test]
+    fn the_zeros_of_a_preallocated_log_end_it_intact() {
+        let d = tempfile::tempdir().unwrap();
+        let (key, path) = preallocated_log(d.path());
+        let file_len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(file_len, RESERVE, "the segment holds its reservation");
+        let log = read(d.path(), &key).unwrap();
+        assert_eq!(
+            log.records,
+            vec![vec![0u8; 100], vec![1; 100], vec![2; 100]]
+        );
+        assert!(log.valid_len < log.file_len);
+        assert!(!log.torn, "zeros after the last record are not a torn tail");
+    }
+
+    #[test]
+    fn a_torn_record_inside_the_reservation_is_a_torn_tail() {
+        let d = tempfile::tempdir().unwrap();
+        let (key, path) = preallocated_log(d.path());
+        let end = read(d.path(), &key).unwrap().valid_len;
+        // Half a frame header reached the disk before the power cut.
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(end)).unwrap();
+        f.write_all(&[0x55; 9]).unwrap();
+        drop(f);
+        let log = read(d.path(), &key).unwrap();
+        assert_eq!(log.records.len(), 3);
+        assert_eq!(log.valid_len, end);
+        assert!(log.torn);
+    }
+
+    #[test]
+    fn a_zeroed_record_before_authentic_ones_is_still_corruption() {
+        let d = tempfile::tempdir().unwrap();
+        let (key, path) = preallocated_log(d.path());
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Wipe the first record's frame: later authentic records make it damage, not an end.
+        bytes[HEADER_LEN..HEADER_LEN + FRAME_HEADER].fill(0);
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            read(d.path(), &key),
+            Err(Error::Corruption { .. })
+        ));
+    }
 }

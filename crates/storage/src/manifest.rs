@@ -200,6 +200,7 @@ impl ManifestWriter {
             id,
             root,
             CipherSuite::Aes256Gcm,
+            0,
         )?;
         log.append_sync(&state.snapshot_edit().encode())?;
         set_current(fs, dir, &name)?;

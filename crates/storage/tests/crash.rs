@@ -408,3 +408,40 @@ fn sync_wal_then_reports_a_failed_fsync_and_a_closed_engine() {
     db.close().unwrap();
     assert!(matches!(durable(&db2, ticket), Err(storage::Error::Closed)));
 }
+
+/// WAL segments are preallocated (zeros after the last record). Recovery must read those
+/// zeros as the log's end: nothing dropped, no torn tail — which archive mode would have
+/// cut off, shrinking the archived segment to its records.
+#[test]
+fn a_preallocated_wal_segment_recovers_whole_and_is_not_a_torn_tail() {
+    let d = tempfile::tempdir().unwrap();
+    let opts = Options {
+        archive_wal: true,
+        background_compaction: false,
+        ..small_opts()
+    };
+    let db = Engine::open(d.path(), root(), opts.clone()).unwrap();
+    for i in 0..20u32 {
+        db.put(&key(i), &value(i, 1), Durability::Sync).unwrap();
+    }
+    let live = db.wal_position().unwrap();
+    let reserved = std::fs::metadata(&live.path).unwrap().len();
+    assert!(
+        reserved > live.len,
+        "the live segment is preallocated beyond its records ({reserved} <= {})",
+        live.len
+    );
+    db.close().unwrap();
+
+    let db = Engine::open(d.path(), root(), opts).unwrap();
+    for i in 0..20u32 {
+        assert_eq!(db.get(&key(i)).unwrap(), Some(value(i, 1)));
+    }
+    // Recovery retired the old segment into the archive as it was, zeros and all.
+    let archived = db.archived_wal().unwrap();
+    let seg = archived
+        .iter()
+        .find(|a| a.id == live.segment)
+        .expect("the recovered segment is archived");
+    assert_eq!(seg.len, reserved, "no torn tail was cut off");
+}

@@ -20,6 +20,17 @@ pub trait WritableFile: Send + Sync {
     fn append(&self, data: &[u8]) -> io::Result<()>;
     /// Makes everything appended so far durable (fdatasync).
     fn sync(&self) -> io::Result<()>;
+    /// Reserves the file's first `len` bytes without moving where appends go: the file's
+    /// length becomes `len` and the reserved bytes read as zeros until written over. After
+    /// the next [`sync`](Self::sync), appends inside the reservation no longer change the
+    /// file's size, so each later fdatasync writes the data alone instead of the data and
+    /// the inode (PostgreSQL pre-fills its WAL segments for the same reason). Readers of a
+    /// reserved file must take a run of zeros at its end for its end. The default reserves
+    /// nothing.
+    fn preallocate(&self, len: u64) -> io::Result<()> {
+        let _ = len;
+        Ok(())
+    }
 }
 
 /// A file opened for positional reads.

@@ -22,6 +22,17 @@ impl WritableFile for RealWritable {
     fn sync(&self) -> io::Result<()> {
         self.0.sync_data()
     }
+    fn preallocate(&self, len: u64) -> io::Result<()> {
+        let len = libc::off_t::try_from(len).map_err(|_| io::Error::other("length too large"))?;
+        // SAFETY: fallocate on a valid, open descriptor owned by `self.0`; mode 0 only
+        // allocates blocks (reading as zeros) and extends the size, touching no memory.
+        // The descriptor's offset, where `append` writes, does not move.
+        let rc = unsafe { libc::fallocate(self.0.as_raw_fd(), 0, 0, len) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 struct RealReadable(File);
