@@ -157,10 +157,13 @@ async fn every_pass_is_authorised_on_a_pooled_connection() {
         let pass = envelope.revalidate().await.unwrap();
         assert_eq!(pass.dek, created.dek);
     }
-    assert_eq!(
-        connections_to(vault_port),
-        open,
-        "revalidation should reuse its pooled connection to the vault"
+    // hyper hands a connection back to the pool from its connection task, after the
+    // response: on a loaded machine the next request can start first and open one more.
+    // What must not happen is a connection per pass.
+    let after = connections_to(vault_port);
+    assert!(
+        after <= open + 1,
+        "revalidation should reuse its pooled connections to the vault ({open} before 5 passes, {after} after)"
     );
 
     // A removed role takes effect on the next pass, on the same pooled connection.
