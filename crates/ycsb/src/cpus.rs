@@ -120,6 +120,25 @@ mod tests {
         assert_eq!(s.database.cpus(), &[4, 5, 7]);
     }
 
+    #[tokio::test]
+    async fn a_command_runs_on_the_listed_cpus_only() {
+        let first = allowed().unwrap()[0];
+        let list = CpuList(vec![first]);
+        let out = list
+            .command("cat")
+            .arg("/proc/self/status")
+            .output()
+            .await
+            .expect("taskset (util-linux) runs cat");
+        assert!(out.status.success());
+        let status = String::from_utf8_lossy(&out.stdout);
+        let allowed_list = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(str::trim);
+        assert_eq!(allowed_list, Some(first.to_string().as_str()));
+    }
+
     #[test]
     fn this_thread_can_be_pinned_to_a_cpu_it_may_use() {
         // A thread of its own, so the test runner's threads keep their mask.
