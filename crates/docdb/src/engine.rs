@@ -139,8 +139,7 @@ impl Kv for EngineKv {
     }
 
     fn maintenance_pending(&self) -> bool {
-        let s = self.engine.stats();
-        s.immutable_memtables > 0 || s.compaction_due
+        self.engine.background_work_pending()
     }
 
     fn write_now(&self, batch: Batch) -> Result<bool> {

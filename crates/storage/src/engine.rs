@@ -454,6 +454,14 @@ impl Engine {
         i.sync_queue.push(ticket, done);
     }
 
+    /// Whether background work is queued or running: a memtable awaiting its flush or a
+    /// level over its bound. [`stats`](Self::stats) says the same and much more; this is
+    /// the cheap question a monitor polls.
+    pub fn background_work_pending(&self) -> bool {
+        let i = self.inner();
+        !i.sv.read().imms.is_empty() || i.compaction_due()
+    }
+
     /// Current statistics.
     pub fn stats(&self) -> Stats {
         self.inner().stats()

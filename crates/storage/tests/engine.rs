@@ -326,6 +326,7 @@ fn stats_report_due_compaction_until_it_has_run() {
     };
     let db = Engine::open(d.path(), root(), opts).unwrap();
     assert!(!db.stats().compaction_due, "an empty engine owes nothing");
+    assert!(!db.background_work_pending());
     // Overlapping L0 tables, one per flush, until L0 is over its bound.
     let mut flushes = 0;
     while !db.stats().compaction_due {
@@ -338,10 +339,12 @@ fn stats_report_due_compaction_until_it_has_run() {
         flushes += 1;
     }
     assert!(flushes > 1, "one L0 table alone is not over the bound");
+    assert!(db.background_work_pending());
     assert_eq!(db.stats().levels[0].files, flushes as usize);
     db.compact().unwrap();
     let st = db.stats();
     assert!(!st.compaction_due, "a full compaction leaves nothing due");
+    assert!(!db.background_work_pending());
     assert_eq!(st.levels[0].files, 0);
     assert_eq!(db.get(&key(7)).unwrap(), Some(value(7, flushes - 1)));
 }

@@ -1,6 +1,8 @@
 //! Strongroom through the official Rust `mongodb` driver (TLS with the development CA,
 //! SCRAM-SHA-256), against a `ycsb-server` child process.
 
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
 use bson::{Document, doc};
 use futures::TryStreamExt;
@@ -17,7 +19,7 @@ pub const DATABASE: &str = "ycsb";
 pub const COLLECTION: &str = "usertable";
 
 /// How long `after_load` waits for the server's background work to finish.
-const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// The target: one driver `Client` whose pool holds a connection per benchmark client.
 pub struct Strongroom {
@@ -89,7 +91,7 @@ impl Store for Strongroom {
         // An LSM engine owes compactions after a bulk load, as PostgreSQL owes a vacuum
         // and a checkpoint: wait until the server reports none is queued or running, so
         // the first measured cell does not pay for the load.
-        let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
         loop {
             let status = self
                 .client
@@ -101,8 +103,8 @@ impl Store for Strongroom {
                 .ok()
                 .and_then(|e| e.get_bool("backgroundWorkPending").ok());
             match pending {
-                Some(true) if std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                Some(true) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 Some(true) => {
                     return Err(crate::Error::Workload(format!(
