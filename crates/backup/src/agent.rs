@@ -191,6 +191,10 @@ impl Agent {
         changed |= self.prune(now)?;
         if complete_through_pos && pos.as_of_micros > self.catalog.restorable_until_micros {
             self.catalog.restorable_until_micros = pos.as_of_micros;
+            // The window's end lives in the catalog: a cycle that only moves it (its bytes
+            // were copied by the cycle before, which read the sequence number first) must
+            // still store it, or the status would offer an instant a restore refuses.
+            changed = true;
         }
         if changed || self.last_store.elapsed() >= self.cfg.idle_catalog_interval {
             self.catalog.generation += 1;
