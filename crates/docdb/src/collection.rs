@@ -565,6 +565,16 @@ impl Db {
         self.kv().when_durable(commit.0, done)
     }
 
+    /// Makes the writes covered by `commit` durable on the calling thread, when that
+    /// needs no wait for another thread's fsync; `None` when it would (then use
+    /// [`when_durable`](Self::when_durable)).
+    pub fn try_durable_now(&self, commit: Commit) -> Option<Result<()>> {
+        if !self.sync() {
+            return Some(Ok(()));
+        }
+        self.kv().try_sync(commit.0)
+    }
+
     /// Whether the storage engine still has background work (flushes, compactions) to
     /// do, e.g. after a bulk load; `serverStatus` reports it.
     pub fn maintenance_pending(&self) -> bool {

@@ -138,6 +138,10 @@ impl Kv for EngineKv {
             .sync_wal_then(ticket, Box::new(move |r| done(r.map_err(map_err))));
     }
 
+    fn try_sync(&self, ticket: u64) -> Option<Result<()>> {
+        self.engine.try_sync_wal(ticket).map(|r| r.map_err(map_err))
+    }
+
     fn maintenance_pending(&self) -> bool {
         self.engine.background_work_pending()
     }

@@ -77,6 +77,13 @@ pub trait Kv: TempStore {
         done(self.sync());
     }
 
+    /// Makes every write up to `ticket` durable on the calling thread if that needs no
+    /// wait for another thread's sync; `None` otherwise (use [`Kv::when_durable`]).
+    fn try_sync(&self, ticket: u64) -> Option<Result<()>> {
+        let _ = ticket;
+        None
+    }
+
     /// Whether background work (memtable flushes, compactions) is queued or running.
     fn maintenance_pending(&self) -> bool {
         false

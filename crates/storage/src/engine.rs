@@ -454,6 +454,19 @@ impl Engine {
         i.sync_queue.push(ticket, done);
     }
 
+    /// Makes every write up to `ticket` durable on the calling thread — unless another
+    /// thread's fsync is under way, in which case it returns `None` at once rather than
+    /// wait for it. For a caller that usually hands durability to
+    /// [`sync_wal_then`](Self::sync_wal_then) but knows nothing else would run on its
+    /// thread meanwhile: then the hand-off to the sync thread and back is pure latency.
+    pub fn try_sync_wal(&self, ticket: u64) -> Option<Result<()>> {
+        let i = self.inner();
+        if let Err(e) = i.check_open() {
+            return Some(Err(e));
+        }
+        i.try_sync_upto(ticket)
+    }
+
     /// Whether background work is queued or running: a memtable awaiting its flush or a
     /// level over its bound. [`stats`](Self::stats) says the same and much more; this is
     /// the cheap question a monitor polls.
@@ -646,7 +659,8 @@ impl Inner {
         if !recovered.is_empty() {
             let id = next_id;
             next_id += 1;
-            let size = build_table(&*fs, dir, id, &newest, suite, block_size, &recovered)?;
+            let b = TableBuilder::create(&*fs, dir, id, &newest, suite, block_size)?;
+            let size = build_table(&*fs, dir, b.warming(cache.clone()), &recovered)?;
             fs.sync_dir(dir)?;
             let t = Table::open(fs.clone(), dir, id, Some(size), &resolve, cache.clone())?;
             edit.add_tables.push((0, id, size));
@@ -932,21 +946,46 @@ impl Inner {
                 self.sync_cv.wait(&mut s);
                 continue;
             }
-            s.leader = true;
-            let target = self.appended.load(Ordering::Acquire);
-            let file = self.wal_file.lock().clone();
-            let r = MutexGuard::unlocked(&mut s, || file.sync());
-            s.leader = false;
-            match r {
-                Ok(()) => s.synced = s.synced.max(target),
-                Err(e) => {
-                    self.poison(format!("WAL fsync: {e}"));
-                    self.sync_cv.notify_all();
-                    return Err(Error::Io(e));
-                }
-            }
-            self.sync_cv.notify_all();
+            self.lead_sync(&mut s)?;
         }
+    }
+
+    /// `sync_upto` for a caller that must not wait on another thread's fsync: `None`
+    /// when one is running (the caller then queues on the sync thread instead).
+    pub(crate) fn try_sync_upto(&self, ticket: u64) -> Option<Result<()>> {
+        let mut s = self.sync.lock();
+        if s.synced >= ticket {
+            return Some(Ok(()));
+        }
+        if let Some(why) = self.poisoned.lock().as_ref() {
+            return Some(Err(Error::Poisoned(why.clone())));
+        }
+        if s.leader {
+            return None;
+        }
+        Some(self.lead_sync(&mut s))
+    }
+
+    /// One group-commit fsync by the caller, which becomes the leader: covers everything
+    /// appended when it starts; followers wait on `sync_cv`.
+    fn lead_sync(&self, s: &mut MutexGuard<'_, SyncState>) -> Result<()> {
+        s.leader = true;
+        let target = self.appended.load(Ordering::Acquire);
+        let file = self.wal_file.lock().clone();
+        let r = MutexGuard::unlocked(s, || file.sync());
+        s.leader = false;
+        let r = match r {
+            Ok(()) => {
+                s.synced = s.synced.max(target);
+                Ok(())
+            }
+            Err(e) => {
+                self.poison(format!("WAL fsync: {e}"));
+                Err(Error::Io(e))
+            }
+        };
+        self.sync_cv.notify_all();
+        r
     }
 
     pub(crate) fn sync_queue(&self) -> &SyncQueue {
@@ -1057,15 +1096,16 @@ impl Inner {
                 let id = self.alloc_id()?;
                 let key = self.newest_key()?;
                 let t = self.durable("flush", || {
-                    let size = build_table(
+                    let b = TableBuilder::create(
                         &*self.fs,
                         &self.dir,
                         id,
                         &key,
                         self.suite,
                         self.block_size,
-                        &imm,
                     )?;
+                    let size =
+                        build_table(&*self.fs, &self.dir, b.warming(self.cache.clone()), &imm)?;
                     self.fs.sync_dir(&self.dir)?;
                     let resolve = self.resolver();
                     Table::open(
@@ -1418,19 +1458,17 @@ fn wal_reserve(memtable_bytes: usize) -> u64 {
     m + m / 4
 }
 
-/// Writes all of `mem` into table `id`. Returns its size.
+/// Writes all of `mem` through `b` into its table in `dir`. Returns its size.
 pub(crate) fn build_table(
     fs: &dyn Fs,
     dir: &Path,
-    id: u64,
-    key: &DataKey,
-    suite: CipherSuite,
-    block_size: usize,
+    mut b: TableBuilder,
     mem: &MemTable,
 ) -> Result<u64> {
-    let mut b = TableBuilder::create(fs, dir, id, key, suite, block_size)?;
-    mem.for_each(|k, seq, v| b.add(k, seq, v))?;
-    let r = b.finish();
+    let id = b.id;
+    let r = mem
+        .for_each(|k, seq, v| b.add(k, seq, v))
+        .and_then(|()| b.finish());
     if r.is_err() {
         let _ = fs.remove(&dir.join(table_name(id)));
     }

@@ -409,6 +409,47 @@ fn sync_wal_then_reports_a_failed_fsync_and_a_closed_engine() {
     assert!(matches!(durable(&db2, ticket), Err(storage::Error::Closed)));
 }
 
+#[test]
+fn try_sync_wal_makes_writes_durable_on_the_caller_and_reports_a_failed_fsync() {
+    let d = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let db = Engine::open(d.path(), root(), faulty_opts(&fs)).unwrap();
+    for i in 0..10u32 {
+        db.put(&key(i), &value(i, 1), Durability::Buffered).unwrap();
+        // Nobody else is syncing: the caller always leads its own fsync.
+        match db.try_sync_wal(db.wal_ticket()) {
+            Some(Ok(())) => {}
+            other => panic!("an idle engine refused to sync on the caller: {other:?}"),
+        }
+    }
+    db.put(b"late", b"v", Durability::Buffered).unwrap();
+    fs.crash(CrashMode::DropUnsynced).unwrap();
+    drop(db);
+    fs.revive();
+    let db = Engine::open(d.path(), root(), faulty_opts(&fs)).unwrap();
+    for i in 0..10u32 {
+        assert_eq!(db.get(&key(i)).unwrap(), Some(value(i, 1)), "{i}");
+    }
+    assert_eq!(
+        db.get(b"late").unwrap(),
+        None,
+        "never synced, so not durable"
+    );
+
+    db.put(b"b", b"2", Durability::Buffered).unwrap();
+    fs.fail_syncs(1);
+    assert!(matches!(
+        db.try_sync_wal(db.wal_ticket()),
+        Some(Err(storage::Error::Io(_)))
+    ));
+    // The engine is poisoned: later callers learn it, on either path.
+    assert!(matches!(
+        db.try_sync_wal(db.wal_ticket() + 1),
+        Some(Err(storage::Error::Poisoned(_)))
+    ));
+    assert!(durable(&db, db.wal_ticket() + 1).is_err());
+}
+
 /// WAL segments are preallocated (zeros after the last record). Recovery must read those
 /// zeros as the log's end: nothing dropped, no torn tail — which archive mode would have
 /// cut off, shrinking the archived segment to its records.

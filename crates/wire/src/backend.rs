@@ -130,18 +130,33 @@ pub fn update_outcome(r: docdb::UpdateResult) -> WriteOutcome {
 }
 
 /// A single-statement update by `_id` done on the connection task when it cannot block
-/// ([`Db::try_update_now`]); the reply waits, without holding a thread, for the engine's
-/// sync thread to make it durable. `None` when the statement must take the blocking path.
+/// ([`Db::try_update_now`]). The reply waits for durability in one of two ways:
+/// - `alone` (no other request in flight on this server): the task fsyncs itself, as a
+///   PostgreSQL backend does at commit. Nothing else would use the thread meanwhile, so
+///   handing the fsync to the engine's sync thread and being woken after it would only
+///   add two thread switches to the write's latency.
+/// - otherwise, without holding a thread: the engine's sync thread group-commits it with
+///   whatever else is pending and wakes the task. Also when `alone` finds another fsync
+///   already running, rather than wait for it here.
+///
+/// `None` when the statement must take the blocking path.
 pub async fn update_now(
     db: &Db,
     d: &str,
     c: &str,
     op: &UpdateOp,
+    alone: bool,
 ) -> Option<CmdResult<WriteOutcome>> {
     let (r, commit) = match db.try_update_now(d, c, op)? {
         Ok(done) => done,
         Err(e) => return Some(Err(e.into())),
     };
+    if alone && let Some(durable) = db.try_durable_now(commit) {
+        return Some(match durable {
+            Ok(()) => Ok(update_outcome(r)),
+            Err(e) => Err(e.into()),
+        });
+    }
     let (tx, rx) = tokio::sync::oneshot::channel();
     db.when_durable(
         commit,

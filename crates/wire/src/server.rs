@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bson::Document;
@@ -101,6 +101,8 @@ pub(crate) struct Counters {
     pub delete: AtomicU64,
     pub getmore: AtomicU64,
     pub command: AtomicU64,
+    /// Requests being handled right now, on every connection (a gauge).
+    pub in_flight: AtomicUsize,
 }
 
 /// State shared by every connection.
@@ -440,7 +442,10 @@ async fn serve<S: Stream>(
             }
         };
         response_id = response_id.wrapping_add(1);
-        match handle_frame(&shared, &mut client, &frame, response_id).await {
+        shared.counters.in_flight.fetch_add(1, Ordering::AcqRel);
+        let outcome = handle_frame(&shared, &mut client, &frame, response_id).await;
+        shared.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+        match outcome {
             Outcome::Reply(bytes) => {
                 // A client that stops reading must not hold up shutdown or the gate.
                 let written = tokio::select! {

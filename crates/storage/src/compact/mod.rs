@@ -15,7 +15,6 @@
 //!   never split one key's versions across tables), and are sealed under the newest data
 //!   key: compaction re-encrypts old data as a side effect.
 
-use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::crypto::keys::DataKey;
@@ -212,12 +211,7 @@ impl Inner {
     ) -> Result<Vec<Arc<Table>>> {
         let mut sources: Vec<Box<dyn Source>> = Vec::with_capacity(inputs.len());
         for t in inputs {
-            sources.push(Box::new(TableIter::new(
-                t.clone(),
-                &Bound::Unbounded,
-                &Bound::Unbounded,
-                Direction::Forward,
-            )?));
+            sources.push(Box::new(TableIter::for_compaction(t.clone())?));
         }
         let mut merger = Merger::new(sources, Direction::Forward);
         let oldest = self.oldest_snapshot();
@@ -242,14 +236,17 @@ impl Inner {
                     }
                     if builder.is_none() {
                         let id = self.alloc_id()?;
-                        builder = Some(TableBuilder::create(
-                            &*self.fs,
-                            &self.dir,
-                            id,
-                            key,
-                            self.suite,
-                            self.block_size,
-                        )?);
+                        builder = Some(
+                            TableBuilder::create(
+                                &*self.fs,
+                                &self.dir,
+                                id,
+                                key,
+                                self.suite,
+                                self.block_size,
+                            )?
+                            .warming(self.cache.clone()),
+                        );
                     }
                     if let Some(b) = builder.as_mut() {
                         for e in &group {
@@ -271,6 +268,8 @@ impl Inner {
                 finished.push((b.id, 0));
             }
             for (id, _) in finished {
+                // Blocks it warmed into the cache stay until the clock evicts them:
+                // unreferenced, they go first.
                 let _ = self.fs.remove(&self.dir.join(table_name(id)));
             }
             return Err(e);

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use super::bloom::{Bloom, hash};
 use super::{BLOOM_IDX, FOOTER_IDX, INDEX_IDX};
 use crate::block::BlockBuilder;
+use crate::cache::BlockCache;
 use crate::codec::PutExt;
 use crate::crypto::header::FileCipher;
 use crate::crypto::keys::DataKey;
@@ -39,6 +40,9 @@ pub(crate) struct TableBuilder {
     smallest: Option<Vec<u8>>,
     entries: u64,
     max_seq: u64,
+    /// Where finished data blocks are offered while they are still plaintext.
+    warm: Option<Arc<BlockCache>>,
+    finished: bool,
     pub(crate) id: u64,
 }
 
@@ -69,8 +73,16 @@ impl TableBuilder {
             smallest: None,
             entries: 0,
             max_seq: 0,
+            warm: None,
+            finished: false,
             id,
         })
+    }
+
+    /// Offers each data block to `cache` as it is written (see [`BlockCache::warm`]).
+    pub(crate) fn warming(mut self, cache: Arc<BlockCache>) -> TableBuilder {
+        self.warm = Some(cache);
+        self
     }
 
     /// Adds an entry; entries must arrive in (key asc, seq desc) order.
@@ -104,6 +116,9 @@ impl TableBuilder {
         let idx = self.index.len() as u64;
         let start = self.out.len();
         self.block.finish_into(&mut self.out);
+        if let Some(cache) = &self.warm {
+            cache.warm(self.id, idx, &self.out[start..]);
+        }
         self.cipher.seal(idx, false, &mut self.out, start)?;
         let len = (self.out.len() - start) as u32;
         self.index.push((self.offset, len, self.last_key.clone()));
@@ -153,6 +168,18 @@ impl TableBuilder {
         self.offset += 4;
         self.file.append(&self.out)?;
         self.file.sync()?;
+        self.finished = true;
         Ok(self.offset)
+    }
+}
+
+impl Drop for TableBuilder {
+    /// A table that never finished is deleted by its caller: its warmed blocks go too.
+    fn drop(&mut self) {
+        if !self.finished
+            && let Some(cache) = &self.warm
+        {
+            cache.evict_file(self.id, self.index.len() as u64);
+        }
     }
 }

@@ -14,6 +14,8 @@ pub(crate) struct TableIter {
     bi: usize,
     block: Option<Arc<Block>>,
     pos: usize,
+    /// Whether blocks read from disk are kept in the cache (not for compaction inputs).
+    fill_cache: bool,
 }
 
 impl TableIter {
@@ -25,12 +27,36 @@ impl TableIter {
         end: &Bound<Vec<u8>>,
         dir: Direction,
     ) -> Result<TableIter> {
+        Self::with_fill(table, start, end, dir, true)
+    }
+
+    /// The whole table, forward, for a compaction: blocks already cached are used, blocks
+    /// read from disk are not cached. The table is about to be replaced, so caching them
+    /// would only push out blocks readers want.
+    pub(crate) fn for_compaction(table: Arc<Table>) -> Result<TableIter> {
+        Self::with_fill(
+            table,
+            &Bound::Unbounded,
+            &Bound::Unbounded,
+            Direction::Forward,
+            false,
+        )
+    }
+
+    fn with_fill(
+        table: Arc<Table>,
+        start: &Bound<Vec<u8>>,
+        end: &Bound<Vec<u8>>,
+        dir: Direction,
+        fill_cache: bool,
+    ) -> Result<TableIter> {
         let mut it = TableIter {
             table,
             dir,
             bi: 0,
             block: None,
             pos: 0,
+            fill_cache,
         };
         let n = it.table.num_blocks();
         match dir {
@@ -45,7 +71,7 @@ impl TableIter {
                 if bi >= n {
                     return Ok(it);
                 }
-                let b = it.table.read_block(bi)?;
+                let b = it.table.read_block(bi, it.fill_cache)?;
                 let pos = key.map_or(0, |k| b.seek_key(k, excl));
                 it.bi = bi;
                 it.block = Some(b);
@@ -66,7 +92,7 @@ impl TableIter {
                         true,
                     ),
                 };
-                let b = it.table.read_block(bi)?;
+                let b = it.table.read_block(bi, it.fill_cache)?;
                 // Number of entries at or before the bound in this block.
                 let upto = match key {
                     None => b.len(),
@@ -77,7 +103,7 @@ impl TableIter {
                     it.block = None;
                     if bi > 0 {
                         it.bi = bi - 1;
-                        let pb = it.table.read_block(it.bi)?;
+                        let pb = it.table.read_block(it.bi, it.fill_cache)?;
                         it.pos = pb.len() - 1;
                         it.block = Some(pb);
                     }
@@ -99,7 +125,7 @@ impl TableIter {
             self.bi += 1;
             self.pos = 0;
             self.block = if self.bi < self.table.num_blocks() {
-                Some(self.table.read_block(self.bi)?)
+                Some(self.table.read_block(self.bi, self.fill_cache)?)
             } else {
                 None
             };
@@ -118,7 +144,7 @@ impl TableIter {
                     self.pos -= 1;
                 } else if self.bi > 0 {
                     self.bi -= 1;
-                    let b = self.table.read_block(self.bi)?;
+                    let b = self.table.read_block(self.bi, self.fill_cache)?;
                     self.pos = b.len().saturating_sub(1);
                     self.block = Some(b);
                 } else {

@@ -285,7 +285,9 @@ impl Table {
         Block::decode(plain).map_err(|e| Error::corruption(&self.name, Some(idx), e.0))
     }
 
-    pub(crate) fn read_block(&self, i: usize) -> Result<Arc<Block>> {
+    /// Data block `i`, from the cache or from disk; `fill_cache` keeps a block read from
+    /// disk in the cache.
+    pub(crate) fn read_block(&self, i: usize, fill_cache: bool) -> Result<Arc<Block>> {
         let idx = i as u64;
         if let Some(b) = self.cache.get(self.id, idx) {
             return Ok(b);
@@ -298,7 +300,9 @@ impl Table {
         let b = Arc::new(
             Block::decode(plain).map_err(|e| Error::corruption(&self.name, Some(idx), e.0))?,
         );
-        self.cache.insert(self.id, idx, b.clone());
+        if fill_cache {
+            self.cache.insert(self.id, idx, b.clone());
+        }
         Ok(b)
     }
 
@@ -321,7 +325,7 @@ impl Table {
         }
         let mut bi = self.find_block(key, false);
         while bi < self.index.len() {
-            let b = self.read_block(bi)?;
+            let b = self.read_block(bi, true)?;
             let pos = b.seek(key, snap);
             if pos < b.len() {
                 let e = b.entry(pos);
@@ -355,7 +359,7 @@ fn relabel(e: Error, what: &str) -> Error {
 impl Drop for Table {
     fn drop(&mut self) {
         if self.obsolete.load(Ordering::SeqCst) {
-            self.cache.evict_file(self.id);
+            self.cache.evict_file(self.id, self.num_blocks() as u64);
             if let Err(e) = self.fs.remove(&self.path) {
                 tracing::warn!(file = %self.name, error = %e, "could not delete obsolete table");
             }
