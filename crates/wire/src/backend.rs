@@ -131,10 +131,14 @@ pub fn update_outcome(r: docdb::UpdateResult) -> WriteOutcome {
 
 /// A single-statement update by `_id` done on the connection task when it cannot block
 /// ([`Db::try_update_now`]). The reply waits for durability in one of two ways:
-/// - `alone` (no other request in flight on this server): the task fsyncs itself, as a
-///   PostgreSQL backend does at commit. Nothing else would use the thread meanwhile, so
-///   handing the fsync to the engine's sync thread and being woken after it would only
-///   add two thread switches to the write's latency.
+/// - `alone` (the connection has the server to itself: no other request in flight, and
+///   the previous request was its own): the task fsyncs itself, as a PostgreSQL backend
+///   does at commit. Nothing else would use the thread meanwhile, so handing the fsync
+///   to the engine's sync thread and being woken after it would only add two thread
+///   switches to the write's latency. Requests of other clients may sit unread in their
+///   sockets while nothing is in flight, which is why "in flight" alone is not enough:
+///   an inline fsync would then delay them and, worse, each of their updates would find
+///   the server idle and fsync alone too, and group commit would never form.
 /// - otherwise, without holding a thread: the engine's sync thread group-commits it with
 ///   whatever else is pending and wakes the task. Also when `alone` finds another fsync
 ///   already running, rather than wait for it here.

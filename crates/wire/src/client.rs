@@ -37,6 +37,10 @@ pub struct Client {
     /// Whether the client already sent its handshake metadata (`client` in hello),
     /// which MongoDB accepts only once per connection.
     pub handshake_done: bool,
+    /// Whether this connection has the server to itself for the request being handled:
+    /// nothing else is in flight, and the request before it (server-wide) was this
+    /// connection's too. Set per request by the connection loop.
+    pub alone: bool,
     next_conversation_id: i32,
 }
 
@@ -49,6 +53,7 @@ impl Client {
             sasl: None,
             compressors: Vec::new(),
             handshake_done: false,
+            alone: false,
             next_conversation_id: 1,
         }
     }

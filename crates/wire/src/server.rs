@@ -103,6 +103,8 @@ pub(crate) struct Counters {
     pub command: AtomicU64,
     /// Requests being handled right now, on every connection (a gauge).
     pub in_flight: AtomicUsize,
+    /// The connection that started the most recent request.
+    pub last_requester: AtomicI64,
 }
 
 /// State shared by every connection.
@@ -442,7 +444,12 @@ async fn serve<S: Stream>(
             }
         };
         response_id = response_id.wrapping_add(1);
-        shared.counters.in_flight.fetch_add(1, Ordering::AcqRel);
+        // "Alone" needs both: with other clients active, their requests may be waiting
+        // unread in their sockets while nothing else is in flight here, but then the
+        // previous request came from one of them.
+        let busy = shared.counters.in_flight.fetch_add(1, Ordering::AcqRel);
+        let previous = shared.counters.last_requester.swap(id, Ordering::AcqRel);
+        client.alone = busy == 0 && previous == id;
         let outcome = handle_frame(&shared, &mut client, &frame, response_id).await;
         shared.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
         match outcome {

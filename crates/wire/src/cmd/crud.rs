@@ -327,7 +327,8 @@ pub(super) async fn update(ctx: &mut Ctx<'_>) -> CmdResult {
         .update
         .fetch_add(ops.len() as u64, Ordering::Relaxed);
     let db = ctx.db.clone();
-    let alone = ctx.shared.counters.in_flight.load(Ordering::Acquire) == 1;
+    // Sampled again: another request may have arrived while this one was parsed.
+    let alone = ctx.client.alone && ctx.shared.counters.in_flight.load(Ordering::Acquire) == 1;
     if let [op] = &ops[..]
         && let Some(outcome) = backend::update_now(&ctx.handle, &db, &coll, op, alone).await
     {
