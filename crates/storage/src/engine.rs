@@ -1396,6 +1396,7 @@ impl Inner {
     }
 
     fn compaction_loop(self: Arc<Self>) {
+        crate::thread_priority::lower_for_compaction();
         while self.wait_for_work(|b| std::mem::take(&mut b.compact), Duration::from_secs(10)) {
             if !self.background_compaction || self.is_poisoned.load(Ordering::Acquire) {
                 continue;

@@ -38,6 +38,7 @@ pub mod restore;
 mod snapshot;
 mod table;
 mod temp;
+mod thread_priority;
 mod version;
 mod wal;
 mod wal_sync;
