@@ -189,6 +189,7 @@ pub(crate) struct Inner {
     pub(crate) block_size: usize,
     rotation: Option<Duration>,
     background_compaction: bool,
+    compaction_nice: i32,
     /// Retired WAL segments are moved to `archive/` instead of being deleted.
     pub(crate) archive_wal: bool,
     /// Key id of every segment in `archive/` (kept so `reencrypt` never retires a key an
@@ -740,6 +741,7 @@ impl Inner {
             block_size,
             rotation: opts.data_key_rotation,
             background_compaction: opts.background_compaction,
+            compaction_nice: opts.compaction_nice,
             archive_wal: opts.archive_wal,
             archived_keys,
             suite,
@@ -1396,7 +1398,7 @@ impl Inner {
     }
 
     fn compaction_loop(self: Arc<Self>) {
-        crate::thread_priority::lower_for_compaction();
+        crate::thread_priority::lower_for_compaction(self.compaction_nice);
         while self.wait_for_work(|b| std::mem::take(&mut b.compact), Duration::from_secs(10)) {
             if !self.background_compaction || self.is_poisoned.load(Ordering::Acquire) {
                 continue;

@@ -6,20 +6,20 @@
 //! its compaction pool the same way (`Env::LowerThreadPoolCPUPriority`). Compaction does
 //! not starve: when writers get ahead of it, L0 fills up, they stall, and the CPU is its.
 
-/// Nice value of the compaction thread (RocksDB's `CpuPriority::kLow` is 19 too).
-const COMPACTION_NICE: i32 = 19;
-
-/// Lowers the calling thread's scheduling priority for background compaction. Best
-/// effort: where the platform has no per-thread nice value, or the call fails, the thread
-/// keeps the normal priority (only latency under load differs).
-pub(crate) fn lower_for_compaction() {
+/// Gives the calling thread nice value `nice` (`Options::compaction_nice`; 0 leaves it
+/// alone). Best effort: where the platform has no per-thread nice value, or the call
+/// fails, the thread keeps the normal priority (only latency under load differs).
+pub(crate) fn lower_for_compaction(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
     #[cfg(target_os = "linux")]
     {
         // SAFETY: gettid has no preconditions; setpriority on our own thread id with
         // PRIO_PROCESS changes only this thread's nice value (Linux threads are tasks).
         let rc = unsafe {
             let tid = libc::gettid();
-            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, COMPACTION_NICE)
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
         };
         if rc != 0 {
             tracing::debug!(
@@ -44,12 +44,12 @@ mod tests {
     fn lowers_only_the_calling_thread() {
         let before = own_nice();
         let lowered = std::thread::spawn(|| {
-            super::lower_for_compaction();
+            super::lower_for_compaction(19);
             own_nice()
         })
         .join()
         .unwrap();
-        assert_eq!(lowered, super::COMPACTION_NICE);
+        assert_eq!(lowered, 19);
         assert_eq!(own_nice(), before, "the caller's own priority changed");
     }
 }

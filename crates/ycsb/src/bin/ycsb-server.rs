@@ -42,6 +42,9 @@ struct Args {
     /// Memtable size in MiB (default: the engine's default). For experiments.
     #[arg(long)]
     memtable_mb: Option<usize>,
+    /// Nice value of the compaction thread (default: the engine's). For experiments.
+    #[arg(long)]
+    compaction_nice: Option<i32>,
 }
 
 #[tokio::main]
@@ -74,6 +77,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(mb) = args.memtable_mb {
         options.memtable_bytes = mb << 20;
+    }
+    if let Some(nice) = args.compaction_nice {
+        options.compaction_nice = nice;
     }
     let db = tokio::task::spawn_blocking(move || -> anyhow::Result<docdb::Db> {
         let engine = storage::Engine::open(&data, storage::RootKey::from_bytes(*key), options)?;
