@@ -20,9 +20,9 @@ use std::sync::Arc;
 use crate::crypto::keys::DataKey;
 use crate::engine::Inner;
 use crate::error::Result;
+use crate::iterators::level::LevelSource;
 use crate::iterators::merge::Merger;
 use crate::iterators::{Direction, Entry, Source};
-use crate::table::iterator::TableIter;
 use crate::table::{Table, TableBuilder, table_name};
 use crate::version::{NUM_LEVELS, Version};
 
@@ -42,6 +42,27 @@ fn pairwise_disjoint(ts: &[Arc<Table>]) -> bool {
     let mut v: Vec<&Arc<Table>> = ts.iter().collect();
     v.sort_by(|a, b| a.smallest.cmp(&b.smallest));
     v.windows(2).all(|w| w[0].largest < w[1].smallest)
+}
+
+/// Splits `inputs` into runs of pairwise-disjoint tables in key order, so the merge
+/// compares one key per run instead of one per table: the tables of the output level form
+/// one run however many there are, and each overlapping L0 table adds one. Greedy
+/// interval partitioning by smallest key, which needs no more runs than the deepest
+/// overlap. Tables in one run share no key, so a key's versions still meet in the merge.
+fn sorted_runs(inputs: &[Arc<Table>]) -> Vec<Vec<Arc<Table>>> {
+    let mut sorted: Vec<&Arc<Table>> = inputs.iter().collect();
+    sorted.sort_by(|a, b| a.smallest.cmp(&b.smallest));
+    let mut runs: Vec<Vec<Arc<Table>>> = Vec::new();
+    for t in sorted {
+        match runs
+            .iter_mut()
+            .find(|r| r.last().is_some_and(|last| last.largest < t.smallest))
+        {
+            Some(run) => run.push(t.clone()),
+            None => runs.push(vec![t.clone()]),
+        }
+    }
+    runs
 }
 
 impl Inner {
@@ -209,9 +230,10 @@ impl Inner {
         bottom: bool,
         target: u64,
     ) -> Result<Vec<Arc<Table>>> {
-        let mut sources: Vec<Box<dyn Source>> = Vec::with_capacity(inputs.len());
-        for t in inputs {
-            sources.push(Box::new(TableIter::for_compaction(t.clone())?));
+        let runs = sorted_runs(inputs);
+        let mut sources: Vec<Box<dyn Source>> = Vec::with_capacity(runs.len());
+        for run in runs {
+            sources.push(Box::new(LevelSource::for_compaction(run)?));
         }
         let mut merger = Merger::new(sources, Direction::Forward);
         let oldest = self.oldest_snapshot();

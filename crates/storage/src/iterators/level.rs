@@ -16,6 +16,8 @@ pub(crate) struct LevelSource {
     start: Bound<Vec<u8>>,
     end: Bound<Vec<u8>>,
     dir: Direction,
+    /// Compaction reads leave the cache alone (see `TableIter::for_compaction`).
+    compaction: bool,
 }
 
 fn above_lo(t: &Table, start: &Bound<Vec<u8>>) -> bool {
@@ -57,6 +59,23 @@ impl LevelSource {
             start: start.clone(),
             end: end.clone(),
             dir,
+            compaction: false,
+        };
+        s.open_next()?;
+        Ok(s)
+    }
+
+    /// Every entry of `tables` (sorted ascending by key and non-overlapping), forward, as
+    /// a compaction reads them: without filling the cache.
+    pub(crate) fn for_compaction(tables: Vec<Arc<Table>>) -> Result<LevelSource> {
+        let mut s = LevelSource {
+            tables,
+            next: 0,
+            cur: None,
+            start: Bound::Unbounded,
+            end: Bound::Unbounded,
+            dir: Direction::Forward,
+            compaction: true,
         };
         s.open_next()?;
         Ok(s)
@@ -69,7 +88,11 @@ impl LevelSource {
                 return Ok(());
             };
             self.next += 1;
-            self.cur = Some(TableIter::new(t, &self.start, &self.end, self.dir)?);
+            self.cur = Some(if self.compaction {
+                TableIter::for_compaction(t)?
+            } else {
+                TableIter::new(t, &self.start, &self.end, self.dir)?
+            });
         }
         Ok(())
     }
