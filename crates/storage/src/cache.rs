@@ -26,6 +26,22 @@ struct Shard {
     stale: usize,
 }
 
+impl Shard {
+    /// Adds a block the caller made room for, unreferenced (first in line for eviction).
+    fn admit(&mut self, key: (u64, u64), block: Arc<Block>, size: usize) {
+        self.bytes += size;
+        self.clock.push_back(key);
+        self.map.insert(
+            key,
+            Slot {
+                block,
+                referenced: AtomicBool::new(false),
+                size,
+            },
+        );
+    }
+}
+
 pub(crate) struct BlockCache {
     shards: Vec<Mutex<Shard>>,
     per_shard: usize,
@@ -79,16 +95,7 @@ impl BlockCache {
                 s.clock.push_back(k);
             }
         }
-        s.bytes += size;
-        s.clock.push_back((file, block));
-        s.map.insert(
-            (file, block),
-            Slot {
-                block: b,
-                referenced: AtomicBool::new(false),
-                size,
-            },
-        );
+        s.admit((file, block), b, size);
     }
 
     /// Offers a block being written (a flush or compaction output) to the cache: it is
@@ -110,16 +117,7 @@ impl BlockCache {
         if s.bytes + size > self.per_shard || s.map.contains_key(&(file, block)) {
             return;
         }
-        s.bytes += size;
-        s.clock.push_back((file, block));
-        s.map.insert(
-            (file, block),
-            Slot {
-                block: Arc::new(b),
-                referenced: AtomicBool::new(false),
-                size,
-            },
-        );
+        s.admit((file, block), Arc::new(b), size);
     }
 
     fn has_room(&self, file: u64, block: u64, size: usize) -> bool {

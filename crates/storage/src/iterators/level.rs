@@ -52,30 +52,36 @@ impl LevelSource {
         if dir == Direction::Reverse {
             ts.reverse();
         }
-        let mut s = LevelSource {
-            tables: ts,
-            next: 0,
-            cur: None,
-            start: start.clone(),
-            end: end.clone(),
-            dir,
-            compaction: false,
-        };
-        s.open_next()?;
-        Ok(s)
+        Self::opened(ts, start.clone(), end.clone(), dir, false)
     }
 
     /// Every entry of `tables` (sorted ascending by key and non-overlapping), forward, as
     /// a compaction reads them: without filling the cache.
     pub(crate) fn for_compaction(tables: Vec<Arc<Table>>) -> Result<LevelSource> {
+        Self::opened(
+            tables,
+            Bound::Unbounded,
+            Bound::Unbounded,
+            Direction::Forward,
+            true,
+        )
+    }
+
+    fn opened(
+        tables: Vec<Arc<Table>>,
+        start: Bound<Vec<u8>>,
+        end: Bound<Vec<u8>>,
+        dir: Direction,
+        compaction: bool,
+    ) -> Result<LevelSource> {
         let mut s = LevelSource {
             tables,
             next: 0,
             cur: None,
-            start: Bound::Unbounded,
-            end: Bound::Unbounded,
-            dir: Direction::Forward,
-            compaction: true,
+            start,
+            end,
+            dir,
+            compaction,
         };
         s.open_next()?;
         Ok(s)
