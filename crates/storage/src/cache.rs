@@ -98,20 +98,15 @@ impl BlockCache {
         s.admit((file, block), b, size);
     }
 
-    /// Offers a block being written (a flush or compaction output) to the cache: it is
-    /// decoded from `plain` and kept only if its shard has room without evicting
-    /// anything, and unreferenced, so it is the first to go when reads need the space.
+    /// Offers a block being written (a flush or compaction output) to the cache: kept only
+    /// if its shard has room without evicting anything, and unreferenced, so it is the
+    /// first to go when reads need the space. Builders ask [`has_room`](Self::has_room)
+    /// first and hand over the block they built instead of copying and re-decoding it.
+    ///
     /// A write-through buffer pool (PostgreSQL's, InnoDB's) leaves what it wrote in
     /// memory the same way; without this an LSM cache starts cold after every compaction,
     /// since the blocks readers had cached belonged to the tables it replaced.
-    pub(crate) fn warm(&self, file: u64, block: u64, plain: &[u8]) {
-        let size = plain.len() + 64;
-        if !self.has_room(file, block, size) {
-            return;
-        }
-        let Ok(b) = Block::decode(plain.to_vec()) else {
-            return;
-        };
+    pub(crate) fn warm(&self, file: u64, block: u64, b: Block) {
         let size = b.mem_size();
         let mut s = self.shard(file, block).lock();
         if s.bytes + size > self.per_shard || s.map.contains_key(&(file, block)) {
@@ -120,9 +115,10 @@ impl BlockCache {
         s.admit((file, block), Arc::new(b), size);
     }
 
-    fn has_room(&self, file: u64, block: u64, size: usize) -> bool {
+    /// Whether a block of `size` plaintext bytes would be kept by [`warm`](Self::warm).
+    pub(crate) fn has_room(&self, file: u64, block: u64, size: usize) -> bool {
         let s = self.shard(file, block).lock();
-        s.bytes + size <= self.per_shard
+        s.bytes + size + 64 <= self.per_shard
     }
 
     /// Drops blocks `0..blocks` of `file` (called when a table is deleted). Looks each
@@ -158,6 +154,12 @@ mod tests {
         out
     }
 
+    fn built(n: u8) -> Block {
+        let mut b = BlockBuilder::default();
+        b.add(&[n; 8], 1, Some(&[n; 200]));
+        b.finish_owned(&mut Vec::new())
+    }
+
     fn resident(c: &BlockCache) -> usize {
         c.shards.iter().map(|s| s.lock().map.len()).sum()
     }
@@ -165,7 +167,7 @@ mod tests {
     #[test]
     fn warming_fills_free_room_and_never_evicts() {
         let c = BlockCache::new(SHARDS * 1024);
-        c.warm(1, 0, &plain(1));
+        c.warm(1, 0, built(1));
         let b = c.get(1, 0).expect("a warmed block is served");
         assert_eq!(b.key_at(0), [1u8; 8]);
         // Fill every shard with blocks readers asked for.
@@ -174,7 +176,7 @@ mod tests {
         }
         let full = resident(&c);
         for i in 0..256u64 {
-            c.warm(3, i, &plain(3));
+            c.warm(3, i, built(3));
         }
         assert_eq!(resident(&c), full, "warming displaced cached blocks");
         assert!((0..256).all(|i| c.get(3, i).is_none()));
@@ -185,7 +187,7 @@ mod tests {
         let c = BlockCache::new(SHARDS * 4 * 1024 * 1024);
         for f in 0..8u64 {
             for i in 0..8000u64 {
-                c.warm(f, i, &plain(f as u8));
+                c.warm(f, i, built(f as u8));
             }
         }
         assert_eq!(resident(&c), 64_000);

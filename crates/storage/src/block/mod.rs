@@ -64,6 +64,12 @@ impl Block {
         Ok(b)
     }
 
+    /// A block this process just built ([`BlockBuilder::finish_owned`]): its entries were
+    /// encoded here, so unlike [`decode`](Self::decode) nothing needs checking.
+    pub(crate) fn built(data: Vec<u8>, offsets: Vec<u32>) -> Block {
+        Block { data, offsets }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.offsets.len()
     }

@@ -115,9 +115,12 @@ impl TableBuilder {
         }
         let idx = self.index.len() as u64;
         let start = self.out.len();
-        self.block.finish_into(&mut self.out);
-        if let Some(cache) = &self.warm {
-            cache.warm(self.id, idx, &self.out[start..]);
+        match &self.warm {
+            Some(cache) if cache.has_room(self.id, idx, self.block.size()) => {
+                let b = self.block.finish_owned(&mut self.out);
+                cache.warm(self.id, idx, b);
+            }
+            _ => self.block.finish_into(&mut self.out),
         }
         self.cipher.seal(idx, false, &mut self.out, start)?;
         let len = (self.out.len() - start) as u32;

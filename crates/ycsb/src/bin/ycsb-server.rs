@@ -14,6 +14,10 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `purge_delay`, kept at a minute as Strongroom's binary does (see
+/// `keep_freed_memory` in crates/strongroom/src/main.rs, whose test checks the index).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -47,8 +51,17 @@ struct Args {
     compaction_nice: Option<i32>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // SAFETY: runs before any other thread exists (the setter is not thread-safe) and
+    // sets an integer option.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 60_000) };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
