@@ -113,6 +113,45 @@ impl IndexCtx {
     }
 }
 
+/// Plaintext bytes of staged insert batches written to the engine at once: one WAL
+/// record and one pass of the writer lock per ~1 MiB of documents instead of per
+/// document.
+const INSERT_BATCH_BYTES: usize = 1 << 20;
+
+/// Unique keys (document keys, unique index prefixes) staged but not yet written.
+type Claims = std::collections::HashSet<Vec<u8>>;
+
+/// One document change, checked and ready to write.
+struct Staged {
+    batch: Batch,
+    /// The collection's metadata with a newly set multikey flag, written with the batch.
+    new_meta: Option<CollectionMeta>,
+}
+
+/// The documents an insert command has checked and not yet written. Their unique keys
+/// are claimed, so a later document of the same command that repeats one is a duplicate
+/// although the engine has not seen the first yet.
+#[derive(Default)]
+struct PendingInsert {
+    batch: Batch,
+    bytes: usize,
+    claimed: Claims,
+    /// Index of the first staged document, and how many the result counted before it.
+    first: Option<(usize, u64)>,
+}
+
+impl PendingInsert {
+    fn stage(&mut self, index: usize, n_before: u64, batch: Batch) {
+        self.first.get_or_insert((index, n_before));
+        self.bytes += batch
+            .ops
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum::<usize>();
+        self.batch.ops.extend(batch.ops);
+    }
+}
+
 impl Db {
     // ----- writes -----
 
@@ -136,6 +175,21 @@ impl Db {
         old: Option<&Document>,
         new: Option<&Document>,
     ) -> Result<()> {
+        let staged = self.stage_doc(meta, ictx, old, new, None)?;
+        self.commit_doc(meta, ictx, staged)
+    }
+
+    /// The batch that writes one document change, after its unique checks. `claimed`
+    /// holds the unique keys (document keys and unique index prefixes) that an insert
+    /// command staged for earlier documents but has not written yet.
+    fn stage_doc(
+        &self,
+        meta: &Arc<CollectionMeta>,
+        ictx: &IndexCtx,
+        old: Option<&Document>,
+        new: Option<&Document>,
+        mut claimed: Option<&mut Claims>,
+    ) -> Result<Staged> {
         let id = new
             .or(old)
             .and_then(|d| d.get("_id"))
@@ -144,8 +198,9 @@ impl Db {
         let id_bytes = keycodec::encode(&id);
         let dkey = [meta.data_prefix().as_slice(), &id_bytes].concat();
         let mut batch = Batch::default();
-        // Taken only when needed (inserts and unique-key checks): an update that leaves
-        // its unique keys alone — the common update by `_id` — reads nothing more.
+        // Taken only for unique-key checks: an update that leaves its unique keys alone —
+        // the common update by `_id` — and an insert into a collection without other
+        // unique indexes read nothing more.
         let snap_cell: OnceCell<Arc<dyn KvSnapshot>> = OnceCell::new();
         let snap = || -> Result<&Arc<dyn KvSnapshot>> {
             if let Some(s) = snap_cell.get() {
@@ -154,12 +209,20 @@ impl Db {
             let s = self.kv().snapshot()?;
             Ok(snap_cell.get_or_init(|| s))
         };
+        let mut claims = Vec::new();
         match new {
             Some(n) => {
                 let bytes = encode_doc(n)?;
                 check_size(&bytes)?;
-                if old.is_none() && snap()?.get(&dkey)?.is_some() {
-                    return Err(Self::dup_id_error(meta, &id));
+                if old.is_none() {
+                    // The collection lock keeps other writers out, so the latest state
+                    // answers without the cost of registering a snapshot.
+                    if claimed.as_ref().is_some_and(|c| c.contains(&dkey))
+                        || self.kv().get(&dkey)?.is_some()
+                    {
+                        return Err(Self::dup_id_error(meta, &id));
+                    }
+                    claims.push(dkey.clone());
                 }
                 batch.put(dkey, bytes);
             }
@@ -190,24 +253,27 @@ impl Db {
                 if ix.unique {
                     let p = [ipfx.as_slice(), k].concat();
                     let end = keycodec::prefix_end(&p);
-                    let mut dup = false;
-                    snap()?.scan(
-                        std::ops::Bound::Included(&p),
-                        end.as_deref()
-                            .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
-                        false,
-                        &mut |ek, _| {
-                            if &ek[p.len()..] != id_bytes.as_slice() {
-                                dup = true;
-                                return Ok(false);
-                            }
-                            Ok(true)
-                        },
-                    )?;
+                    let mut dup = claimed.as_ref().is_some_and(|c| c.contains(&p));
+                    if !dup {
+                        snap()?.scan(
+                            std::ops::Bound::Included(&p),
+                            end.as_deref()
+                                .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+                            false,
+                            &mut |ek, _| {
+                                if &ek[p.len()..] != id_bytes.as_slice() {
+                                    dup = true;
+                                    return Ok(false);
+                                }
+                                Ok(true)
+                            },
+                        )?;
+                    }
                     if dup {
                         let src = new.unwrap_or(&Document::new()).clone();
                         return Err(self.dup_error(meta, ix, &src, k));
                     }
+                    claims.push(p);
                 }
                 batch.put([ipfx.as_slice(), k, &id_bytes].concat(), Vec::new());
             }
@@ -216,6 +282,23 @@ impl Db {
                 nm.indexes[i].multikey = true;
             }
         }
+        if let Some(c) = claimed.as_mut() {
+            c.extend(claims);
+        }
+        Ok(Staged { batch, new_meta })
+    }
+
+    /// Writes a staged change.
+    fn commit_doc(
+        &self,
+        meta: &mut Arc<CollectionMeta>,
+        ictx: &IndexCtx,
+        staged: Staged,
+    ) -> Result<()> {
+        let Staged {
+            mut batch,
+            new_meta,
+        } = staged;
         match new_meta {
             None if ictx.no_wait => match self.kv().write_now(batch)? {
                 true => Ok(()),
@@ -263,25 +346,72 @@ impl Db {
         let mut meta = self.relock_meta(db, coll, meta.id)?;
         let ictx = IndexCtx::new(&meta)?;
         let mut res = InsertResult::default();
+        let mut pending = PendingInsert::default();
         for (i, d) in docs.into_iter().enumerate() {
-            let r = prepare_for_storage(d).and_then(|d| {
-                self.write_doc(&mut meta, &ictx, None, Some(&d))?;
-                Ok(d.get("_id").cloned().unwrap_or(Bson::Null))
+            let staged = prepare_for_storage(d).and_then(|d| {
+                let id = d.get("_id").cloned().unwrap_or(Bson::Null);
+                let staged =
+                    self.stage_doc(&meta, &ictx, None, Some(&d), Some(&mut pending.claimed))?;
+                Ok((staged, id))
             });
-            match r {
-                Ok(id) => {
-                    res.n += 1;
-                    res.inserted_ids.push(id);
-                }
-                Err(e) => {
-                    res.write_errors.push(WriteError { index: i, error: e });
+            let (staged, id) = match staged {
+                Ok(s) => s,
+                Err(error) => {
+                    res.write_errors.push(WriteError { index: i, error });
                     if ordered {
                         break;
                     }
+                    continue;
                 }
+            };
+            if staged.new_meta.is_some() {
+                // A new multikey flag is written with the catalog, after what was staged
+                // before it.
+                if !self.flush_pending(&mut pending, &mut res) {
+                    break;
+                }
+                if let Err(error) = self.commit_doc(&mut meta, &ictx, staged) {
+                    res.write_errors.push(WriteError { index: i, error });
+                    if ordered {
+                        break;
+                    }
+                    continue;
+                }
+            } else {
+                pending.stage(i, res.n, staged.batch);
+            }
+            res.n += 1;
+            res.inserted_ids.push(id);
+            if pending.bytes >= INSERT_BATCH_BYTES && !self.flush_pending(&mut pending, &mut res) {
+                break;
             }
         }
+        self.flush_pending(&mut pending, &mut res);
+        res.write_errors.sort_by_key(|e| e.index);
         Ok(res)
+    }
+
+    /// Writes what an insert staged. When the engine refuses it, none of those documents
+    /// was inserted: the result drops them and reports the error at the first of them
+    /// (the documents after it are not attempted). Returns whether the write succeeded.
+    fn flush_pending(&self, pending: &mut PendingInsert, res: &mut InsertResult) -> bool {
+        let Some((first, n_before)) = pending.first.take() else {
+            return true;
+        };
+        pending.bytes = 0;
+        pending.claimed.clear();
+        match self.kv().write(std::mem::take(&mut pending.batch), false) {
+            Ok(()) => true,
+            Err(error) => {
+                res.n = n_before;
+                res.inserted_ids.truncate(n_before as usize);
+                res.write_errors.push(WriteError {
+                    index: first,
+                    error,
+                });
+                false
+            }
+        }
     }
 
     /// Matching documents (a snapshot read) for a write, honouring a sort.

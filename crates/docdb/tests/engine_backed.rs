@@ -225,6 +225,63 @@ fn crud_round_trip_and_id_rules() {
     );
 }
 
+/// An insert command writes its documents to the engine in batches of about 1 MiB, so a
+/// duplicate may repeat a document that is staged but not yet written: it must be caught
+/// all the same, before and after a batch boundary, and nothing else may be lost.
+#[test]
+fn duplicates_within_one_insert_command_are_caught_across_its_write_batches() {
+    let env = Env::new();
+    let pad = "x".repeat(1000);
+    let docs = |ids: std::ops::Range<i32>| -> Vec<Document> {
+        ids.map(|i| doc! {"_id": i, "email": format!("{i}@x"), "pad": pad.clone()})
+            .collect()
+    };
+    {
+        let db = env.open();
+        db.create_indexes(
+            "t",
+            "u",
+            &[doc! {"key": {"email": 1}, "name": "email_1", "unique": true}],
+        )
+        .unwrap();
+        // 3,000 documents of ~1 KiB span three write batches. Unordered: the repeats of
+        // an `_id` (one staged in the same batch, one written in an earlier batch) and of
+        // a unique email (staged in the same batch) fail, the rest go in.
+        let mut batch = docs(0..3000);
+        batch.insert(10, doc! {"_id": 5, "email": "other@x"});
+        batch.insert(2500, doc! {"_id": 7, "email": "late@x"});
+        batch.insert(2600, doc! {"_id": 9000, "email": "2550@x"});
+        let r = db.insert("t", "u", batch, false).unwrap();
+        let failed: Vec<(usize, i32)> = r
+            .write_errors
+            .iter()
+            .map(|e| (e.index, e.error.code))
+            .collect();
+        assert_eq!(failed, vec![(10, 11000), (2500, 11000), (2600, 11000)]);
+        assert_eq!(r.n, 3000);
+        assert_eq!(r.inserted_ids.len(), 3000);
+        // Ordered: stops at the repeat staged just before it; what came before is written.
+        let mut batch = docs(5000..5100);
+        batch.insert(60, doc! {"_id": 5030, "email": "dup@x"});
+        let r = db.insert("t", "u", batch, true).unwrap();
+        assert_eq!(r.n, 60);
+        assert_eq!(r.write_errors.len(), 1);
+        assert_eq!(r.write_errors[0].index, 60);
+        assert_eq!(r.write_errors[0].error.code, 11000);
+    }
+    // Everything acknowledged is there after a reopen, and nothing else.
+    let db = env.open();
+    assert_eq!(find(&db, "u", doc! {}).len(), 3060);
+    assert_eq!(
+        find(&db, "u", doc! {"_id": 5})[0].get_str("email").unwrap(),
+        "5@x"
+    );
+    assert!(find(&db, "u", doc! {"email": "late@x"}).is_empty());
+    assert!(find(&db, "u", doc! {"_id": 9000}).is_empty());
+    assert_eq!(find(&db, "u", doc! {"email": "2550@x"}).len(), 1);
+    assert_eq!(find(&db, "u", doc! {"_id": {"$gte": 5000}}).len(), 60);
+}
+
 #[test]
 fn unique_index_violations_carry_key_info() {
     let env = Env::new();
