@@ -31,6 +31,16 @@ pub trait WritableFile: Send + Sync {
         let _ = len;
         Ok(())
     }
+    /// Asks the OS to start writing what was appended so far to the device, without
+    /// waiting for it and without making it durable (that takes [`sync`](Self::sync)). A
+    /// table written in one go would otherwise sit in the page cache until its final
+    /// fsync and then reach the device as one burst, which WAL fsyncs queue behind;
+    /// PostgreSQL (`checkpoint_flush_after`, `backend_flush_after`) and RocksDB
+    /// (`bytes_per_sync`) trickle their bulk writes out the same way. The default does
+    /// nothing.
+    fn start_writeback(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A file opened for positional reads.

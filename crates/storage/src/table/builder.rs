@@ -129,6 +129,8 @@ impl TableBuilder {
         if self.out.len() >= WRITE_BUFFER {
             self.file.append(&self.out)?;
             self.out.clear();
+            // A hint: the table's fsync in `finish` reports any write error.
+            let _ = self.file.start_writeback();
         }
         Ok(())
     }
