@@ -225,6 +225,16 @@ fn crud_round_trip_and_id_rules() {
     );
 }
 
+/// A unique index `email_1` on `t.u`.
+fn unique_email_index(db: &Db) {
+    db.create_indexes(
+        "t",
+        "u",
+        &[doc! {"key": {"email": 1}, "name": "email_1", "unique": true}],
+    )
+    .unwrap();
+}
+
 /// An insert command writes its documents to the engine in batches of about 1 MiB, so a
 /// duplicate may repeat a document that is staged but not yet written: it must be caught
 /// all the same, before and after a batch boundary, and nothing else may be lost.
@@ -238,12 +248,7 @@ fn duplicates_within_one_insert_command_are_caught_across_its_write_batches() {
     };
     {
         let db = env.open();
-        db.create_indexes(
-            "t",
-            "u",
-            &[doc! {"key": {"email": 1}, "name": "email_1", "unique": true}],
-        )
-        .unwrap();
+        unique_email_index(&db);
         // 3,000 documents of ~1 KiB span three write batches. Unordered: the repeats of
         // an `_id` (one staged in the same batch, one written in an earlier batch) and of
         // a unique email (staged in the same batch) fail, the rest go in.
@@ -286,12 +291,7 @@ fn duplicates_within_one_insert_command_are_caught_across_its_write_batches() {
 fn unique_index_violations_carry_key_info() {
     let env = Env::new();
     let db = env.open();
-    db.create_indexes(
-        "t",
-        "u",
-        &[doc! {"key": {"email": 1}, "name": "email_1", "unique": true}],
-    )
-    .unwrap();
+    unique_email_index(&db);
     db.insert("t", "u", vec![doc! {"_id": 1, "email": "a@x"}], true)
         .unwrap();
     let r = db
