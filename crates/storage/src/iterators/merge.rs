@@ -79,13 +79,19 @@ impl Merger {
             if s.peek_key() != Some(self.key.as_slice()) {
                 break;
             }
+            let mut ended = false;
             while s.peek_key() == Some(self.key.as_slice()) {
                 match s.take()? {
                     Some(e) => out.push(e),
-                    None => break,
+                    None => {
+                        ended = true;
+                        break;
+                    }
                 }
             }
-            if s.peek_key().is_none() {
+            // A source that has nothing more to give leaves the heap, whatever it peeks:
+            // otherwise it would stay at the root with the same key forever.
+            if ended || s.peek_key().is_none() {
                 self.heap.swap_remove(0);
             }
             self.sift_down(0);
@@ -129,6 +135,33 @@ mod tests {
             v.reverse();
         }
         Box::new(VecSource(v.into()))
+    }
+
+    /// Peeks a key it never yields.
+    struct Stuck;
+
+    impl Source for Stuck {
+        fn peek_key(&self) -> Option<&[u8]> {
+            Some(b"k")
+        }
+        fn take(&mut self) -> Result<Option<Entry>> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn a_source_that_yields_nothing_leaves_the_merge_instead_of_looping() {
+        let sources = vec![
+            Box::new(Stuck) as Box<dyn Source>,
+            source(&[(b'k', 1), (b'z', 2)], Direction::Forward),
+        ];
+        let mut m = Merger::new(sources, Direction::Forward);
+        let mut keys = Vec::new();
+        let mut group = Vec::new();
+        while m.next_group(&mut group).expect("merge") {
+            keys.extend(group.drain(..).map(|e| e.key[0]));
+        }
+        assert_eq!(keys, b"kz");
     }
 
     #[test]
