@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod allocator;
 mod archive;
 mod batch;
 mod block;

@@ -10,22 +10,6 @@ mod layout;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Index of mimalloc's `purge_delay` option in v3's `mi_option_e` (`libmimalloc-sys`
-/// names no constant for it; a test checks the index against the option's default).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Freed memory stays with the allocator for a minute instead of one second. A compaction
-/// frees the cached blocks of the tables it replaced while it warms the cache with its
-/// outputs, so a write burst recycles the cache's memory every few seconds; behind a
-/// one-second purge each cycle went back to the kernel and was faulted in again: 3.3 GiB
-/// of minor faults and about a tenth of the server's CPU in a 1 M-document load, against
-/// almost none at a minute (docs/benchmarks.md, Run 9).
-fn keep_freed_memory() {
-    // SAFETY: runs first in `main`, before any other thread exists (the setter is not
-    // thread-safe), and sets an integer option.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 60_000) };
-}
-
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -58,7 +42,8 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    keep_freed_memory();
+    // SAFETY: first thing in `main`, before any other thread exists.
+    unsafe { storage::allocator::keep_freed_memory() };
     let cli = Cli::parse();
     let log_file = match &cli.command {
         Command::Up(args) => Some(
@@ -134,20 +119,5 @@ fn init_logging(node: bool, file: Option<&std::path::Path>) {
             .with_ansi(false)
             .init(),
         None => builder.with_writer(std::io::stderr).init(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_purge_delay_index_is_mimallocs_purge_delay() {
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-            return;
-        }
-        // v3 defaults purge_delay to 1000 ms; its neighbours default to 1 and 0, so a
-        // wrong index shows here.
-        // SAFETY: reads an integer option.
-        let v = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
-        assert_eq!(v, 1000);
     }
 }

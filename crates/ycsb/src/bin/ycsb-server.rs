@@ -14,10 +14,6 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `purge_delay`, kept at a minute as Strongroom's binary does (see
-/// `keep_freed_memory` in crates/strongroom/src/main.rs, whose test checks the index).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -52,9 +48,8 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    // SAFETY: runs before any other thread exists (the setter is not thread-safe) and
-    // sets an integer option.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 60_000) };
+    // SAFETY: first thing in `main`, before any other thread exists.
+    unsafe { storage::allocator::keep_freed_memory() };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
