@@ -13,7 +13,6 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -24,8 +23,10 @@ use crate::auth::AuthError;
 use crate::authz::{self, Denied, KeyPerm};
 use crate::crypto::{self, EncAlg, LoadedKey, SigAlg};
 use crate::duration::parse_iso8601;
+use httpd::Peer;
+
 use crate::http_util::{
-    Body, ConnInfo, Handler, bearer, empty_response, error_response, json_response, parse_query,
+    Body, Handler, ReqBody, bearer, empty_response, error_response, json_response, parse_query,
     query_get, read_body,
 };
 use crate::jwk::{JsonWebKey, KeyTransferBlob, b64u, b64u_decode};
@@ -301,10 +302,10 @@ pub struct DataHandler {
 impl Handler for DataHandler {
     fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
-        conn: Arc<ConnInfo>,
+        req: Request<ReqBody>,
+        peer: Peer,
     ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
-        Box::pin(async move { self.handle_req(req, conn).await })
+        Box::pin(async move { self.handle_req(req, peer).await })
     }
 }
 
@@ -317,7 +318,7 @@ struct Call {
 }
 
 impl DataHandler {
-    async fn handle_req(&self, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Body> {
+    async fn handle_req(&self, req: Request<ReqBody>, peer: Peer) -> Response<Body> {
         let started = Instant::now();
         let correlation = req
             .headers()
@@ -327,13 +328,13 @@ impl DataHandler {
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let mut ev = AuditEvent {
             time: now_rfc3339(),
-            client_address: conn.remote.ip().to_string(),
+            client_address: peer.addr.ip().to_string(),
             vault: Some(self.vault.clone()),
             correlation_id: correlation.clone(),
             operation_name: "Unknown".into(),
             ..Default::default()
         };
-        let resp = match self.process(req, &conn, &mut ev).await {
+        let resp = match self.process(req, &peer, &mut ev).await {
             Ok(r) => r,
             Err(e) => error_response(&e),
         };
@@ -355,16 +356,12 @@ impl DataHandler {
         let vault_time =
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(vault_now.max(0) as u64);
         if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(vault_time)) {
-            h.insert(hyper::header::DATE, v);
+            h.insert(http::header::DATE, v);
         }
         if let Ok(v) = HeaderValue::from_str(&format!(
             "conn_type={};addr={};act_addr_fam=InterNetwork;",
-            if conn.remote.is_ipv4() {
-                "Ipv4"
-            } else {
-                "Ipv6"
-            },
-            conn.remote.ip()
+            if peer.addr.is_ipv4() { "Ipv4" } else { "Ipv6" },
+            peer.addr.ip()
         )) {
             h.insert("x-ms-keyvault-network-info", v);
         }
@@ -381,8 +378,8 @@ impl DataHandler {
 
     async fn process(
         &self,
-        req: Request<Incoming>,
-        conn: &ConnInfo,
+        req: Request<ReqBody>,
+        peer: &Peer,
         ev: &mut AuditEvent,
     ) -> Result<Response<Body>, ApiError> {
         let ctx = &self.ctx;
@@ -480,12 +477,12 @@ impl DataHandler {
             ));
         }
         let caller = caller_desc(claims.app_id(), &claims.oid, &claims.iss);
-        let trusted = conn.trusted_service_cert || claims.xms_trusted_svc;
+        let trusted = peer.trusted_service || claims.xms_trusted_svc;
         ev.trusted_service = trusted;
         // --- network rules ---
         {
             let v = vault.record.read();
-            network_check(&v, &vault, conn, trusted, &caller)?;
+            network_check(&v, &vault, peer, trusted, &caller)?;
         }
         // --- authorization ---
         {
@@ -956,11 +953,11 @@ fn auth_error_to_api(e: &AuthError, challenge: String) -> ApiError {
 fn network_check(
     v: &VaultRecord,
     entry: &VaultEntry,
-    conn: &ConnInfo,
+    peer: &Peer,
     trusted: bool,
     caller: &str,
 ) -> Result<(), ApiError> {
-    let addr = conn.remote.ip();
+    let addr = peer.addr.ip();
     if entry.firewall_deny.load(Ordering::Relaxed) {
         return Err(ApiError::forbidden_by_firewall(
             &addr.to_string(),

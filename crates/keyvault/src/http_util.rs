@@ -1,9 +1,7 @@
-//! HTTP plumbing shared by both planes: TLS accept loop on hyper, connection facts (peer
-//! address, trusted-service client certificate), body/JSON helpers, and TLS client setup.
+//! HTTP plumbing shared by both planes: the handler each listener serves through
+//! [`httpd`], body/JSON helpers, and TLS client setup.
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,122 +9,37 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
+use httpd::Peer;
 
 use crate::api_error::ApiError;
 
-/// URI SAN that marks a first-party ("trusted") service client certificate.
-pub const TRUSTED_SERVICE_URI: &str = "spiffe://strongroom/trusted-service";
 /// Largest request body accepted (JSON requests are tiny; backups are the largest).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 pub type Body = Full<Bytes>;
-
-/// Facts about one accepted connection.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub remote: SocketAddr,
-    /// The client presented a certificate (verified by rustls against the service CA) with the
-    /// trusted-service URI SAN.
-    pub trusted_service_cert: bool,
-}
+/// A request body as the accept loop ([`httpd`]) hands it over.
+pub type ReqBody = axum::body::Body;
 
 /// A request handler for one listener.
 pub trait Handler: Send + Sync + 'static {
     fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
-        conn: Arc<ConnInfo>,
+        req: Request<ReqBody>,
+        peer: Peer,
     ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 }
 
-/// Accepts TLS connections on `listener` until `stop` turns true; then closes the listener
-/// and asks every open connection to finish (graceful shutdown of keep-alive connections).
-pub async fn serve<H: Handler>(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    handler: Arc<H>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = stopped(&mut stop) => break,
-        };
-        let (tcp, remote) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let handler = handler.clone();
-        let mut stop_conn = stop.clone();
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(t)) => t,
-                    _ => return,
-                };
-            let trusted = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| cert_has_uri_san(c.as_ref(), TRUSTED_SERVICE_URI))
-                .unwrap_or(false);
-            let info = Arc::new(ConnInfo {
-                remote,
-                trusted_service_cert: trusted,
-            });
-            let svc = hyper::service::service_fn(move |req| {
-                let h = handler.clone();
-                let info = info.clone();
-                async move { Ok::<_, Infallible>(h.handle(req, info).await) }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(tls), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stopped(&mut stop_conn) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
-                }
-            }
-        });
-    }
-}
-
-/// Resolves once the stop flag is true (or its sender is gone).
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
-/// True when the DER certificate has `uri` among its subjectAltName URIs.
-pub fn cert_has_uri_san(der: &[u8], uri: &str) -> bool {
-    use x509_parser::prelude::*;
-    let Ok((_, cert)) = X509Certificate::from_der(der) else {
-        return false;
-    };
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return false;
-    };
-    san.value
-        .general_names
-        .iter()
-        .any(|n| matches!(n, GeneralName::URI(u) if *u == uri))
+/// Hands every request on a listener to `handler`, which routes it itself.
+pub fn router<H: Handler>(handler: Arc<H>) -> axum::Router {
+    axum::Router::new().fallback(
+        move |axum::Extension(peer): axum::Extension<Peer>, req: Request<ReqBody>| {
+            handler.clone().handle(req, peer)
+        },
+    )
 }
 
 /// Reads the whole body, bounded by [`MAX_BODY`].
-pub async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+pub async fn read_body(body: ReqBody) -> Result<Bytes, ApiError> {
     match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(_) => Err(ApiError::bad_parameter(

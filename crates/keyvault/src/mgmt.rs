@@ -14,7 +14,6 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use crate::api_error::ApiError;
@@ -22,7 +21,9 @@ use crate::audit::{AuditEvent, now_rfc3339};
 use crate::auth::Claims;
 use crate::authz::{POLICY_KEY_PERMISSIONS, role_data_actions};
 use crate::data_plane::cidr_contains;
-use crate::http_util::{Body, ConnInfo, Handler, bearer, error_response, json_response, read_body};
+use httpd::Peer;
+
+use crate::http_util::{Body, Handler, ReqBody, bearer, error_response, json_response, read_body};
 use crate::model::{AccessPolicy, DeletedInfo, NetworkAcls, RoleAssignment, VaultRecord};
 use crate::server::Ctx;
 use crate::state::VaultEntry;
@@ -37,14 +38,14 @@ pub struct MgmtHandler {
 impl Handler for MgmtHandler {
     fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
-        conn: Arc<ConnInfo>,
+        req: Request<ReqBody>,
+        peer: Peer,
     ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
         Box::pin(async move {
             let started = Instant::now();
             let mut ev = AuditEvent {
                 time: now_rfc3339(),
-                client_address: conn.remote.ip().to_string(),
+                client_address: peer.addr.ip().to_string(),
                 operation_name: "Unknown".into(),
                 correlation_id: req
                     .headers()
@@ -182,7 +183,7 @@ impl MgmtHandler {
 
     async fn process(
         &self,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
         ev: &mut AuditEvent,
     ) -> Result<Response<Body>, ApiError> {
         let (parts, body) = req.into_parts();
@@ -932,7 +933,7 @@ impl MgmtHandler {
             });
             Ok(())
         })?;
-        self.ctx.stop_vault_listener(&v);
+        self.ctx.stop_vault_listener(&v).await;
         Ok(json_response(StatusCode::OK, &json!({})))
     }
 
@@ -1184,7 +1185,7 @@ impl MgmtHandler {
                         let on = flag("enabled")?;
                         v.unreachable.store(on, Ordering::SeqCst);
                         if on {
-                            self.ctx.stop_vault_listener(&v);
+                            self.ctx.stop_vault_listener(&v).await;
                         } else if !v.is_deleted() {
                             let port = v.record.read().port;
                             self.ctx

@@ -5,16 +5,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 
 use crate::audit::AuditLog;
 use crate::auth::{IdentityVerifier, TokenVerifier};
 use crate::config::Config;
 use crate::data_plane::DataHandler;
 use crate::error::Error;
-use crate::http_util::serve;
+use crate::http_util::router;
 use crate::mgmt::MgmtHandler;
 use crate::seal::RootKey;
 use crate::state::{State, VaultEntry};
@@ -26,7 +25,6 @@ pub struct Ctx {
     pub state: State,
     pub verifier: Arc<dyn TokenVerifier>,
     pub audit: AuditLog,
-    pub acceptor: TlsAcceptor,
     pub root: RootKey,
     scheduler: Notify,
     mgmt_url: parking_lot::RwLock<String>,
@@ -66,23 +64,28 @@ impl Ctx {
         v: &Arc<VaultEntry>,
         port: u16,
     ) -> Result<u16, Error> {
-        self.stop_vault_listener(v);
+        self.stop_vault_listener(v).await;
         let listener = TcpListener::bind(SocketAddr::new(self.cfg.data_bind_ip, port)).await?;
-        let port = listener.local_addr()?.port();
-        let (tx, rx) = watch::channel(false);
-        *v.listener.lock() = Some(tx);
         let handler = Arc::new(DataHandler {
             ctx: self.clone(),
             vault: v.name(),
         });
-        tokio::spawn(serve(listener, self.acceptor.clone(), handler, rx));
+        let server = httpd::Server::serve(listener, self.cfg.tls.clone(), router(handler))?;
+        let port = server.local_addr().port();
+        // A concurrent start (two dev controls racing) may have bound one meanwhile.
+        let replaced = v.listener.lock().replace(server);
+        if let Some(old) = replaced {
+            old.shutdown().await;
+        }
         Ok(port)
     }
 
-    /// Closes a vault's data listener and its open connections.
-    pub fn stop_vault_listener(&self, v: &VaultEntry) {
-        if let Some(tx) = v.listener.lock().take() {
-            let _ = tx.send(true);
+    /// Closes a vault's data listener and its open connections, and returns once they are
+    /// closed: a caller told that a vault is gone must not reach it afterwards.
+    pub async fn stop_vault_listener(&self, v: &VaultEntry) {
+        let running = v.listener.lock().take();
+        if let Some(server) = running {
+            server.shutdown().await;
         }
     }
 }
@@ -91,7 +94,7 @@ impl Ctx {
 pub struct Server {
     ctx: Arc<Ctx>,
     mgmt_addr: SocketAddr,
-    mgmt_stop: watch::Sender<bool>,
+    mgmt: httpd::Server,
     scheduler: JoinHandle<()>,
 }
 
@@ -123,13 +126,11 @@ impl Server {
         }
         let state = State::load(store)?;
         let audit = AuditLog::open(&cfg.audit_dir)?;
-        let acceptor = TlsAcceptor::from(cfg.tls.clone());
         let ctx = Arc::new(Ctx {
             cfg: cfg.clone(),
             state,
             verifier,
             audit,
-            acceptor: acceptor.clone(),
             root,
             scheduler: Notify::new(),
             mgmt_url: parking_lot::RwLock::new(String::new()),
@@ -161,15 +162,14 @@ impl Server {
         let listener = TcpListener::bind(cfg.mgmt_listen).await?;
         let mgmt_addr = listener.local_addr()?;
         *ctx.mgmt_url.write() = format!("https://{}:{}", cfg.data_host, mgmt_addr.port());
-        let (mgmt_stop, rx) = watch::channel(false);
         let handler = Arc::new(MgmtHandler { ctx: ctx.clone() });
-        tokio::spawn(serve(listener, acceptor, handler, rx));
+        let mgmt = httpd::Server::serve(listener, cfg.tls.clone(), router(handler))?;
         let scheduler = tokio::spawn(crate::rotation::run(ctx.clone()));
         tracing::info!(%mgmt_addr, "key vault service started");
         Ok(Server {
             ctx,
             mgmt_addr,
-            mgmt_stop,
+            mgmt,
             scheduler,
         })
     }
@@ -197,14 +197,12 @@ impl Server {
 
     /// Stops every listener and the scheduler, flushes the audit log.
     pub async fn shutdown(self) {
-        let _ = self.mgmt_stop.send(true);
+        self.mgmt.shutdown().await;
         for v in self.ctx.state.vaults() {
-            self.ctx.stop_vault_listener(&v);
+            self.ctx.stop_vault_listener(&v).await;
         }
         self.scheduler.abort();
         let _ = self.scheduler.await;
         self.ctx.audit.flush();
-        // Give connection tasks a moment to observe the stop signal and release ports.
-        tokio::task::yield_now().await;
     }
 }

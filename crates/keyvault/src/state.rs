@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::watch;
 
 use crate::api_error::ApiError;
 use crate::clock::Clock;
@@ -34,8 +33,8 @@ pub struct VaultEntry {
     pub unreachable: AtomicBool,
     /// Dev control: every data-plane request gets 403 ForbiddenByFirewall.
     pub firewall_deny: AtomicBool,
-    /// Stop signal of the running data listener, if any.
-    pub listener: Mutex<Option<watch::Sender<bool>>>,
+    /// The running data listener, if any.
+    pub listener: Mutex<Option<httpd::Server>>,
 }
 
 impl VaultEntry {
