@@ -30,7 +30,7 @@ use crate::manifest::{self, CURRENT, ManifestState, ManifestWriter, VersionEdit,
 use crate::memtable::MemTable;
 use crate::options::Options;
 use crate::snapshot::{Iter, Snapshot};
-use crate::table::{Table, TableBuilder, table_name};
+use crate::table::{Table, TableBuilder, bloom, table_name};
 use crate::temp::{TempWriter, temp_name};
 use crate::version::Version;
 use crate::wal::{DecodedBatch, Op, decode_batch, encode_batch};
@@ -609,8 +609,9 @@ impl Inner {
         }
         let mut version = Version::default().apply(&add, &HashSet::new());
 
-        // Replay the WAL segments into one recovery memtable.
-        let recovered = MemTable::new(0, 0);
+        // Replay the WAL segments into one recovery memtable. It is flushed, never read, so
+        // its filter gets the smallest size.
+        let recovered = MemTable::new(0, 0, 0);
         let mut last_seq = state.last_seq;
         let mut max_wal_seq = 0u64;
         let mut last_commit = state.last_commit_micros;
@@ -748,7 +749,11 @@ impl Inner {
             root,
             keys: RwLock::new(ring),
             sv: RwLock::new(Arc::new(SuperVersion {
-                mem: Arc::new(MemTable::new(wal_id, last_seq)),
+                mem: Arc::new(MemTable::new(
+                    wal_id,
+                    last_seq,
+                    opts.memtable_bytes.max(1024),
+                )),
                 imms: Vec::new(),
                 version: Arc::new(version),
             })),
@@ -856,15 +861,16 @@ impl Inner {
         key: &[u8],
         snap: u64,
     ) -> Result<Option<Vec<u8>>> {
-        if let Some(v) = sv.mem.get(key, snap) {
+        let hash = bloom::hash(key);
+        if let Some(v) = sv.mem.get(key, hash, snap) {
             return Ok(v);
         }
         for m in &sv.imms {
-            if let Some(v) = m.get(key, snap) {
+            if let Some(v) = m.get(key, hash, snap) {
                 return Ok(v);
             }
         }
-        Ok(sv.version.get(key, snap)?.flatten())
+        Ok(sv.version.get(key, hash, snap)?.flatten())
     }
 
     fn write_ops(&self, ops: Vec<Op>, d: Durability) -> Result<()> {
@@ -1052,7 +1058,11 @@ impl Inner {
             imms.push(sv.mem.clone());
             imms.extend(sv.imms.iter().cloned());
             *sv = Arc::new(SuperVersion {
-                mem: Arc::new(MemTable::new(id, self.last_seq.load(Ordering::Acquire))),
+                mem: Arc::new(MemTable::new(
+                    id,
+                    self.last_seq.load(Ordering::Acquire),
+                    self.memtable_bytes,
+                )),
                 imms,
                 version: sv.version.clone(),
             });

@@ -57,9 +57,11 @@ impl Version {
     }
 
     /// Newest visible version of `key` across tables: Some(None) is a tombstone.
-    pub(crate) fn get(&self, key: &[u8], snap: u64) -> Result<Option<Option<Vec<u8>>>> {
+    /// Newest version of `key` (whose [`bloom::hash`](crate::table::bloom::hash) is `hash`)
+    /// with seq <= `snap`: Some(None) is a tombstone.
+    pub(crate) fn get(&self, key: &[u8], hash: u64, snap: u64) -> Result<Option<Option<Vec<u8>>>> {
         for t in &self.levels[0] {
-            if let Some(v) = t.get(key, snap)? {
+            if let Some(v) = t.get(key, hash, snap)? {
                 return Ok(Some(v));
             }
         }
@@ -67,7 +69,7 @@ impl Version {
             let i = l.partition_point(|t| t.largest.as_slice() < key);
             if let Some(t) = l.get(i)
                 && t.smallest.as_slice() <= key
-                && let Some(v) = t.get(key, snap)?
+                && let Some(v) = t.get(key, hash, snap)?
             {
                 return Ok(Some(v));
             }

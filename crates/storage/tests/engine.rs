@@ -271,6 +271,48 @@ fn background_compaction_bounds_l0() {
     assert_eq!(collect(&db, Direction::Forward).len(), 20_000);
 }
 
+/// Point reads consult the memtables' filters without a lock while a writer sets their
+/// bits: a key must be readable from the moment its write returns, through memtable
+/// switches and flushes, and a key not yet written must stay absent.
+#[test]
+fn readers_see_each_key_as_soon_as_its_write_returns() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const N: u32 = 20_000;
+    let d = tempfile::tempdir().unwrap();
+    let db = open(d.path());
+    // One past the last key whose put has returned.
+    let written = AtomicU32::new(0);
+    std::thread::scope(|s| {
+        for r in 0..3u32 {
+            let (db, written) = (db.clone(), &written);
+            s.spawn(move || {
+                let mut probes = 0u32;
+                loop {
+                    let w = written.load(Ordering::Acquire);
+                    if w == N {
+                        break;
+                    }
+                    if w > 0 {
+                        let i = (w - 1).saturating_sub(probes % 64 * r);
+                        let got = db.get(&key(i)).unwrap();
+                        assert_eq!(got, Some(value(i, 0)), "key {i} of {w} written");
+                    }
+                    assert_eq!(db.get(&key(N + probes)).unwrap(), None);
+                    probes += 1;
+                }
+            });
+        }
+        for i in 0..N {
+            db.put(&key(i), &value(i, 0), Durability::Buffered).unwrap();
+            written.store(i + 1, Ordering::Release);
+        }
+    });
+    assert!(
+        db.stats().levels.iter().any(|l| l.files > 0),
+        "no flush ran"
+    );
+}
+
 #[test]
 fn concurrent_sync_writers_group_commit() {
     let d = tempfile::tempdir().unwrap();

@@ -315,12 +315,13 @@ impl Table {
         self.largest.as_slice() >= lo && self.smallest.as_slice() <= hi
     }
 
-    /// Newest version of `key` with seq <= `snap`: Some(None) is a tombstone.
-    pub(crate) fn get(&self, key: &[u8], snap: u64) -> Result<Option<Option<Vec<u8>>>> {
+    /// Newest version of `key` (whose [`bloom::hash`] is `hash`) with seq <= `snap`:
+    /// Some(None) is a tombstone.
+    pub(crate) fn get(&self, key: &[u8], hash: u64, snap: u64) -> Result<Option<Option<Vec<u8>>>> {
         if key < self.smallest.as_slice() || key > self.largest.as_slice() {
             return Ok(None);
         }
-        if !self.bloom.may_contain(bloom::hash(key)) {
+        if !self.bloom.may_contain(hash) {
             return Ok(None);
         }
         let mut bi = self.find_block(key, false);

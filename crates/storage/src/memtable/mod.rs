@@ -1,5 +1,8 @@
 //! The memtable: a concurrent skiplist (crossbeam-skiplist) of (user key, seq) -> value or
-//! tombstone. Writers insert under the engine's writer lock; readers never block.
+//! tombstone, with a [`MemFilter`] that lets point reads skip it. Writers insert under the
+//! engine's writer lock; readers never block.
+
+mod filter;
 
 use std::cmp::Ordering;
 use std::ops::Bound;
@@ -8,6 +11,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtOrd};
 use crossbeam_skiplist::SkipMap;
 
 use crate::iterators::{Direction, Entry};
+use crate::table::bloom;
+use filter::MemFilter;
 
 /// Internal key: user key ascending, then sequence number descending, so the newest
 /// version of a key comes first.
@@ -31,6 +36,7 @@ impl PartialOrd for IKey {
 /// One memtable and the WAL segment that protects it.
 pub(crate) struct MemTable {
     map: SkipMap<IKey, Option<Vec<u8>>>,
+    filter: MemFilter,
     bytes: AtomicUsize,
     pub(crate) wal_id: u64,
     /// Last sequence number assigned before this memtable became active: every record it
@@ -43,9 +49,11 @@ pub(crate) struct MemTable {
 }
 
 impl MemTable {
-    pub(crate) fn new(wal_id: u64, prev_seq: u64) -> MemTable {
+    /// An empty memtable that flushes at about `capacity` bytes (which sizes its filter).
+    pub(crate) fn new(wal_id: u64, prev_seq: u64, capacity: usize) -> MemTable {
         MemTable {
             map: SkipMap::new(),
+            filter: MemFilter::with_capacity(capacity),
             bytes: AtomicUsize::new(0),
             wal_id,
             prev_seq,
@@ -65,6 +73,8 @@ impl MemTable {
 
     pub(crate) fn insert(&self, key: Vec<u8>, seq: u64, value: Option<Vec<u8>>) {
         let n = key.len() + value.as_ref().map_or(0, |v| v.len()) + 48;
+        // Before the skiplist: see the filter module on why readers cannot miss the key.
+        self.filter.insert(bloom::hash(&key));
         self.map.insert(IKey { key, seq }, value);
         self.bytes.fetch_add(n, AtOrd::Relaxed);
     }
@@ -78,8 +88,12 @@ impl MemTable {
         self.map.is_empty()
     }
 
-    /// Newest version of `key` with seq <= `snap`: Some(None) is a tombstone.
-    pub(crate) fn get(&self, key: &[u8], snap: u64) -> Option<Option<Vec<u8>>> {
+    /// Newest version of `key` (whose [`bloom::hash`] is `hash`) with seq <= `snap`:
+    /// Some(None) is a tombstone.
+    pub(crate) fn get(&self, key: &[u8], hash: u64, snap: u64) -> Option<Option<Vec<u8>>> {
+        if !self.filter.may_contain(hash) {
+            return None;
+        }
         let probe = IKey {
             key: key.to_vec(),
             seq: snap,
