@@ -59,10 +59,20 @@ fn validate_id(id: &Bson) -> Result<()> {
 
 /// Put `_id` first (generating an ObjectId when absent) and validate names and size.
 pub fn prepare_for_storage(mut d: Document) -> Result<Document> {
-    let id = d
-        .remove("_id")
-        .unwrap_or_else(|| Bson::ObjectId(ObjectId::new()));
-    validate_id(&id)?;
+    // Drivers put `_id` first; only a document that does not is rebuilt (removing a key
+    // from the front of a `Document` shifts and rehashes every other key).
+    if d.keys().next().map(String::as_str) != Some("_id") {
+        let id = d
+            .remove("_id")
+            .unwrap_or_else(|| Bson::ObjectId(ObjectId::new()));
+        let mut out = Document::new();
+        out.insert("_id", id);
+        out.extend(d);
+        d = out;
+    }
+    if let Some(id) = d.get("_id") {
+        validate_id(id)?;
+    }
     for k in d.keys() {
         if k.starts_with('$') {
             return Err(Error::new(
@@ -71,10 +81,7 @@ pub fn prepare_for_storage(mut d: Document) -> Result<Document> {
             ));
         }
     }
-    let mut out = Document::new();
-    out.insert("_id", id);
-    out.extend(d);
-    Ok(out)
+    Ok(d)
 }
 
 fn check_size(bytes: &[u8]) -> Result<()> {
@@ -943,5 +950,43 @@ impl Error {
             code::location(40324),
             "Only $addFields/$set, $project/$unset and $replaceRoot/$replaceWith stages are allowed in a pipeline update",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::{Bson, doc};
+
+    use super::prepare_for_storage;
+
+    fn keys(d: &bson::Document) -> Vec<&str> {
+        d.keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn id_goes_first_and_the_other_fields_keep_their_order() {
+        let kept = prepare_for_storage(doc! {"_id": 1, "b": 2, "a": 3}).unwrap();
+        assert_eq!(kept, doc! {"_id": 1, "b": 2, "a": 3});
+        let moved = prepare_for_storage(doc! {"b": 2, "_id": 1, "a": 3}).unwrap();
+        assert_eq!(keys(&moved), ["_id", "b", "a"]);
+        let generated = prepare_for_storage(doc! {"b": 2, "a": 3}).unwrap();
+        assert_eq!(keys(&generated), ["_id", "b", "a"]);
+        assert!(matches!(generated.get("_id"), Some(Bson::ObjectId(_))));
+    }
+
+    #[test]
+    fn bad_ids_and_dollar_names_are_refused_wherever_id_stands() {
+        for d in [doc! {"_id": [1], "a": 1}, doc! {"a": 1, "_id": [1]}] {
+            let e = prepare_for_storage(d).unwrap_err();
+            assert_eq!(e.code, crate::error::code::INVALID_ID_FIELD.code, "{e:?}");
+        }
+        for d in [doc! {"_id": 1, "$a": 1}, doc! {"$a": 1, "_id": 1}] {
+            let e = prepare_for_storage(d).unwrap_err();
+            assert_eq!(
+                e.code,
+                crate::error::code::DOLLAR_PREFIXED_FIELD_NAME.code,
+                "{e:?}"
+            );
+        }
     }
 }
