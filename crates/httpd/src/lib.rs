@@ -87,6 +87,11 @@ async fn accept_loop(
             _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
+                    // Requests and answers are small and latency-bound (a wrapKey, a token):
+                    // never let Nagle hold a response's last segment for the peer's ACK.
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(%peer, error = %e, "TCP_NODELAY not set");
+                    }
                     let (acceptor, router, stop) = (acceptor.clone(), router.clone(), stop.clone());
                     conns.spawn(async move {
                         serve_connection(tcp, peer, acceptor, router, stop).await;
