@@ -10,7 +10,7 @@ use crate::fs::{Fs, RealFs};
 pub struct Options {
     /// Memtable size that triggers a flush to an L0 table. Default 64 MiB (RocksDB's
     /// `write_buffer_size`); level and table sizes scale with it. Against 8 MiB it loads
-    /// 1 M YCSB documents in 28–31 s instead of 41–47 s: fewer, larger L0 tables and an
+    /// 1 M YCSB documents in 28–36 s instead of 41–47 s: fewer, larger L0 tables and an
     /// L1 of 512 MiB mean each L0 → L1 compaction rewrites L1 fewer times. Point reads do
     /// not pay for the larger skiplist: the memtable's filter skips it for keys it does
     /// not hold (docs/benchmarks.md, Run 10).
