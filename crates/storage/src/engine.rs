@@ -658,6 +658,8 @@ impl Inner {
             ..VersionEdit::default()
         };
         let block_size = opts.block_size;
+        // Tiny memtables are for tests; below 1 KiB every write would switch segments.
+        let memtable_bytes = opts.memtable_bytes.max(1024);
         if !recovered.is_empty() {
             let id = next_id;
             next_id += 1;
@@ -678,7 +680,7 @@ impl Inner {
             wal_id,
             &newest,
             suite,
-            wal_reserve(opts.memtable_bytes),
+            wal_reserve(memtable_bytes),
         )?;
         edit.add_wals.push(wal_id);
         let manifest_id = next_id;
@@ -738,7 +740,7 @@ impl Inner {
         Ok(Inner {
             dir: dir.to_path_buf(),
             fs,
-            memtable_bytes: opts.memtable_bytes.max(1024),
+            memtable_bytes,
             block_size,
             rotation: opts.data_key_rotation,
             background_compaction: opts.background_compaction,
@@ -749,11 +751,7 @@ impl Inner {
             root,
             keys: RwLock::new(ring),
             sv: RwLock::new(Arc::new(SuperVersion {
-                mem: Arc::new(MemTable::new(
-                    wal_id,
-                    last_seq,
-                    opts.memtable_bytes.max(1024),
-                )),
+                mem: Arc::new(MemTable::new(wal_id, last_seq, memtable_bytes)),
                 imms: Vec::new(),
                 version: Arc::new(version),
             })),
@@ -1467,7 +1465,7 @@ impl Inner {
 /// Bytes a new WAL segment reserves: about what a full memtable's records take, so that
 /// a group commit's fdatasync writes the records alone, not also the file's new size.
 fn wal_reserve(memtable_bytes: usize) -> u64 {
-    let m = memtable_bytes.max(1024) as u64;
+    let m = memtable_bytes as u64;
     m + m / 4
 }
 
