@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
+use rustc_hash::FxBuildHasher;
 
 use crate::block::Block;
 
@@ -19,7 +20,9 @@ struct Slot {
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<(u64, u64), Slot>,
+    /// Keyed by (file id, block index): the engine's own numbers, so a fast unkeyed hash
+    /// is safe, and SipHash's keyed rounds would buy nothing.
+    map: HashMap<(u64, u64), Slot, FxBuildHasher>,
     clock: VecDeque<(u64, u64)>,
     bytes: usize,
     /// Entries in `clock` whose block was evicted directly (not by the clock hand).

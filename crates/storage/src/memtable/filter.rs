@@ -4,7 +4,8 @@
 //! each such read walks the skiplist, about log2(entries) dependent cache misses, and the
 //! walk grows with the memtable. The filter answers "absent" from one cache line: all of a
 //! key's probes fall in the same 64-byte block (a blocked Bloom filter, as in RocksDB's
-//! memtable prefix bloom and its "fast local" filters).
+//! memtable prefix bloom and its "fast local" filters), laid out as the tables' filters
+//! are (`table::bloom`).
 //!
 //! Writers set bits under the engine's writer lock but readers never lock, so bits are
 //! atomics. A key's bits are set before its entry enters the skiplist, and a reader only
@@ -12,6 +13,8 @@
 //! never reported absent.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::table::bloom::{line_of, probes};
 
 /// Probes per key, all inside one block.
 const PROBES: u32 = 6;
@@ -42,7 +45,7 @@ impl MemFilter {
     /// Adds a key by its [`bloom::hash`](crate::table::bloom::hash).
     pub(crate) fn insert(&self, hash: u64) {
         let line = self.line(hash);
-        for bit in probes(hash) {
+        for bit in probes(hash, PROBES) {
             line.0[bit / 64].fetch_or(1 << (bit % 64), Ordering::Relaxed);
         }
     }
@@ -50,21 +53,13 @@ impl MemFilter {
     /// False when no key with this hash was inserted.
     pub(crate) fn may_contain(&self, hash: u64) -> bool {
         let line = self.line(hash);
-        probes(hash).all(|bit| line.0[bit / 64].load(Ordering::Relaxed) & (1 << (bit % 64)) != 0)
+        probes(hash, PROBES)
+            .all(|bit| line.0[bit / 64].load(Ordering::Relaxed) & (1 << (bit % 64)) != 0)
     }
 
     fn line(&self, hash: u64) -> &Line {
-        // Multiply-shift maps the hash's high bits onto the line count without a division.
-        let i = ((hash >> 32) * self.lines.len() as u64) >> 32;
-        &self.lines[i as usize]
+        &self.lines[line_of(hash, self.lines.len())]
     }
-}
-
-/// The bit positions (0..512) of a key inside its line: nine bits each from a second
-/// mixing of the hash, independent of the 32 bits that chose the line.
-fn probes(hash: u64) -> impl Iterator<Item = usize> {
-    let h = hash.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(23);
-    (0..PROBES).map(move |i| ((h >> (i * 9)) & 511) as usize)
 }
 
 #[cfg(test)]

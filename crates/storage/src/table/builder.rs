@@ -4,7 +4,7 @@
 //! header(84)
 //! data block i      : AES-GCM(block plaintext) || tag     nonce/AAD index i, is_last 0
 //! index block       : count:u32 { offset:u64 len:u32 last_key:bytes }*   index INDEX_IDX
-//! bloom block       : k:u8 bits                                          index BLOOM_IDX
+//! bloom block       : 0xFB probes:u8 64-byte lines (bloom.rs)            index BLOOM_IDX
 //! footer            : index_off:u64 index_len:u32 bloom_off:u64 bloom_len:u32
 //!                     entries:u64 max_seq:u64 smallest:bytes largest:bytes
 //!                                                        index FOOTER_IDX, is_last 1

@@ -180,6 +180,7 @@ impl Table {
         if n == 0 || entries == 0 {
             return Err(bad(Some(INDEX_IDX), "table has no entries"));
         }
+        index.finish();
         let bloom_buf = read_sealed(&*file, &cipher, bloom_off, bloom_len, BLOOM_IDX, false)
             .map_err(|e| relabel(e, "bloom filter"))?;
         let bloom = Bloom::decode(bloom_buf).map_err(|e| bad(Some(BLOOM_IDX), e.0))?;

@@ -1,8 +1,9 @@
 //! Cursor replies (`firstBatch`/`nextBatch`), `getMore` and `killCursors`.
 
+use std::io::Write as _;
 use std::sync::atomic::Ordering;
 
-use bson::raw::{CStr, RawArrayBuf, cstr};
+use bson::raw::{CStr, cstr};
 use bson::{Bson, Document, RawDocumentBuf, doc};
 
 use super::{Ctx, opt_i64};
@@ -82,26 +83,69 @@ where
 const FIRST_BATCH: &CStr = cstr!("firstBatch");
 const NEXT_BATCH: &CStr = cstr!("nextBatch");
 
-/// `{cursor: {<firstBatch|nextBatch>: docs, id, ns}, ok: 1.0}`, assembled from the
-/// documents' BSON without decoding or re-encoding them.
+/// `{cursor: {<firstBatch|nextBatch>: docs, id, ns}, ok: 1.0}`, written as BSON in one
+/// pass into a buffer of its exact size. Building it from `RawArrayBuf` and
+/// `RawDocumentBuf::append` copied each batch three more times (into the growing array,
+/// the array into `cursor`, `cursor` into the reply): on 100-document range queries
+/// those copies were a tenth of the server's CPU.
 pub(crate) fn cursor_reply(
     batch_key: &CStr,
     docs: Vec<RawDocumentBuf>,
     id: i64,
     ns: &str,
 ) -> RawDocumentBuf {
-    let mut batch = RawArrayBuf::new();
-    for d in docs {
-        batch.push(d);
+    const DOC: u8 = 0x03;
+    const ARRAY: u8 = 0x04;
+    const STRING: u8 = 0x02;
+    const INT64: u8 = 0x12;
+    const DOUBLE: u8 = 0x01;
+    let key = batch_key.as_str().as_bytes();
+    // Element overhead per document: type byte, decimal index, NUL.
+    let docs_len: usize = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| 2 + decimal_len(i) + d.as_bytes().len())
+        .sum();
+    let array_len = 4 + docs_len + 1;
+    let cursor_len = 4 + (2 + key.len() + array_len) + (1 + 3 + 8) + (1 + 3 + 4 + ns.len() + 1) + 1;
+    let total = 4 + (1 + 7 + cursor_len) + (1 + 3 + 8) + 1;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&(total as i32).to_le_bytes());
+    out.push(DOC);
+    out.extend_from_slice(b"cursor\0");
+    out.extend_from_slice(&(cursor_len as i32).to_le_bytes());
+    out.push(ARRAY);
+    out.extend_from_slice(key);
+    out.push(0);
+    out.extend_from_slice(&(array_len as i32).to_le_bytes());
+    for (i, d) in docs.iter().enumerate() {
+        out.push(DOC);
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{i}");
+        out.push(0);
+        out.extend_from_slice(d.as_bytes());
     }
-    let mut cursor = RawDocumentBuf::new();
-    cursor.append(batch_key, batch);
-    cursor.append(cstr!("id"), id);
-    cursor.append(cstr!("ns"), ns);
-    let mut reply = RawDocumentBuf::new();
-    reply.append(cstr!("cursor"), cursor);
-    reply.append(cstr!("ok"), 1.0);
-    reply
+    out.push(0);
+    out.push(INT64);
+    out.extend_from_slice(b"id\0");
+    out.extend_from_slice(&id.to_le_bytes());
+    out.push(STRING);
+    out.extend_from_slice(b"ns\0");
+    out.extend_from_slice(&((ns.len() + 1) as i32).to_le_bytes());
+    out.extend_from_slice(ns.as_bytes());
+    out.push(0);
+    out.push(0);
+    out.push(DOUBLE);
+    out.extend_from_slice(b"ok\0");
+    out.extend_from_slice(&1.0f64.to_le_bytes());
+    out.push(0);
+    debug_assert_eq!(out.len(), total);
+    RawDocumentBuf::from_bytes(out).expect("the reply's lengths were computed from its parts")
+}
+
+/// Digits in the decimal form of `i`.
+fn decimal_len(i: usize) -> usize {
+    i.checked_ilog10().map_or(1, |l| l as usize + 1)
 }
 
 /// A raw reply as a `Document`, for the commands whose handlers return documents
@@ -217,6 +261,51 @@ impl CursorSource for RawStream {
             None => Ok(None),
             Some(Ok(d)) => Ok(Some(d)),
             Some(Err(e)) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reply as the `bson` crate builds it from documents.
+    fn expected(key: &str, docs: &[Document], id: i64, ns: &str) -> Vec<u8> {
+        let batch: Vec<Bson> = docs.iter().cloned().map(Bson::Document).collect();
+        let mut cursor = Document::new();
+        cursor.insert(key, batch);
+        cursor.insert("id", id);
+        cursor.insert("ns", ns);
+        doc! {"cursor": cursor, "ok": 1.0}.to_vec().unwrap()
+    }
+
+    #[test]
+    fn the_one_pass_reply_is_the_bson_the_crate_would_build() {
+        // 0, 1 and 12 documents (two-digit array indexes), ids of every sign, and an
+        // empty and a non-ASCII namespace.
+        for n in [0usize, 1, 12] {
+            let docs: Vec<Document> = (0..n)
+                .map(|i| doc! {"_id": i as i64, "s": "x".repeat(i * 37), "a": [1, {"b": null}]})
+                .collect();
+            let raw: Vec<RawDocumentBuf> = docs
+                .iter()
+                .map(|d| RawDocumentBuf::try_from(d).unwrap())
+                .collect();
+            for (id, ns) in [(0i64, "db.c"), (-7, ""), (i64::MAX, "dé.çollection")] {
+                let got = cursor_reply(NEXT_BATCH, raw.clone(), id, ns);
+                assert_eq!(
+                    got.as_bytes(),
+                    expected("nextBatch", &docs, id, ns).as_slice(),
+                    "{n} documents, id {id}, ns {ns:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn decimal_lengths() {
+        for (i, want) in [(0, 1), (9, 1), (10, 2), (99, 2), (100, 3), (101_000, 6)] {
+            assert_eq!(decimal_len(i), want, "{i}");
         }
     }
 }
