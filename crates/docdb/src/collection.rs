@@ -106,6 +106,26 @@ struct IndexCtx {
     no_wait: bool,
 }
 
+/// Runs `stmt` on each statement of a write command in order and returns the failures,
+/// each under its statement's index; an ordered command stops at its first failure
+/// (MongoDB's `ordered`), an unordered one runs every statement.
+fn each_statement<T>(
+    ops: &[T],
+    ordered: bool,
+    mut stmt: impl FnMut(usize, &T) -> Result<()>,
+) -> Vec<WriteError> {
+    let mut errors = Vec::new();
+    for (index, op) in ops.iter().enumerate() {
+        if let Err(error) = stmt(index, op) {
+            errors.push(WriteError { index, error });
+            if ordered {
+                break;
+            }
+        }
+    }
+    errors
+}
+
 impl IndexCtx {
     fn new(meta: &CollectionMeta) -> Result<IndexCtx> {
         let partials = meta
@@ -620,30 +640,20 @@ impl Db {
         let mut res = UpdateResult::default();
         let Some(meta) = meta else {
             // Still validate statements so parse errors surface.
-            for (i, op) in ops.iter().enumerate() {
-                if let Err(e) =
-                    Matcher::new(&op.q).and_then(|_| Self::parse_update(&op.u, &op.array_filters))
-                {
-                    res.write_errors.push(WriteError { index: i, error: e });
-                    if ordered {
-                        break;
-                    }
-                }
-            }
+            res.write_errors = each_statement(&ops, ordered, |_, op| {
+                Matcher::new(&op.q)?;
+                Self::parse_update(&op.u, &op.array_filters).map(drop)
+            });
             return Ok(res);
         };
         let lock = self.coll_lock(meta.id);
         let _l = lock.lock();
         let mut meta = self.relock_meta(db, coll, meta.id)?;
         let ictx = IndexCtx::new(&meta)?;
-        for (i, op) in ops.iter().enumerate() {
-            if let Err(e) = self.update_one_stmt(&mut meta, &ictx, op, &mut res, i) {
-                res.write_errors.push(WriteError { index: i, error: e });
-                if ordered {
-                    break;
-                }
-            }
-        }
+        let errors = each_statement(&ops, ordered, |i, op| {
+            self.update_one_stmt(&mut meta, &ictx, op, &mut res, i)
+        });
+        res.write_errors = errors;
         Ok(res)
     }
 
@@ -738,52 +748,33 @@ impl Db {
     ) -> Result<DeleteResult> {
         let mut res = DeleteResult::default();
         let Some(meta) = self.meta(db, coll) else {
-            for (i, op) in ops.iter().enumerate() {
-                if let Err(e) = Matcher::new(&op.q) {
-                    res.write_errors.push(WriteError { index: i, error: e });
-                    if ordered {
-                        break;
-                    }
-                }
-            }
+            res.write_errors = each_statement(&ops, ordered, |_, op| Matcher::new(&op.q).map(drop));
             return Ok(res);
         };
         let lock = self.coll_lock(meta.id);
         let _l = lock.lock();
         let mut meta = self.relock_meta(db, coll, meta.id)?;
         let ictx = IndexCtx::new(&meta)?;
-        for (i, op) in ops.iter().enumerate() {
-            let r = (|| -> Result<u64> {
-                if op.limit > 1 {
-                    return Err(Error::failed_to_parse(format!(
-                        "The limit field in delete objects must be 0 or 1. Got {}",
-                        op.limit
-                    )));
-                }
-                let docs = self.matching(
-                    &meta,
-                    &op.q,
-                    None,
-                    op.hint.as_ref(),
-                    if op.limit == 1 { Some(1) } else { None },
-                )?;
-                let mut n = 0;
-                for d in docs {
-                    self.write_doc(&mut meta, &ictx, Some(&d), None)?;
-                    n += 1;
-                }
-                Ok(n)
-            })();
-            match r {
-                Ok(n) => res.n += n,
-                Err(e) => {
-                    res.write_errors.push(WriteError { index: i, error: e });
-                    if ordered {
-                        break;
-                    }
-                }
+        res.write_errors = each_statement(&ops, ordered, |_, op| {
+            if op.limit > 1 {
+                return Err(Error::failed_to_parse(format!(
+                    "The limit field in delete objects must be 0 or 1. Got {}",
+                    op.limit
+                )));
             }
-        }
+            let docs = self.matching(
+                &meta,
+                &op.q,
+                None,
+                op.hint.as_ref(),
+                if op.limit == 1 { Some(1) } else { None },
+            )?;
+            for d in docs {
+                self.write_doc(&mut meta, &ictx, Some(&d), None)?;
+                res.n += 1;
+            }
+            Ok(())
+        });
         Ok(res)
     }
 

@@ -1339,3 +1339,84 @@ fn handles_are_send_and_sync_and_batches_respect_byte_limits() {
     assert_eq!(cur.next_batch(100).unwrap().len(), 7);
     assert!(cur.is_exhausted());
 }
+
+/// Update and delete commands report each failed statement under its index; an ordered
+/// command stops at its first failure, an unordered one runs the rest. The same holds for
+/// a collection that does not exist, where statements are only validated.
+#[test]
+fn update_and_delete_statement_errors_follow_ordered() {
+    let env = Env::new();
+    let db = env.open();
+    db.insert(
+        "t",
+        "w",
+        (1..=4).map(|i| doc! {"_id": i, "v": 0}).collect(),
+        true,
+    )
+    .unwrap();
+    let bad_update = || upd(doc! {"_id": 2}, doc! {"$bogus": {"v": 1}}, false, false);
+    let updates = || {
+        vec![
+            upd(doc! {"_id": 1}, doc! {"$inc": {"v": 1}}, false, false),
+            bad_update(),
+            upd(doc! {"_id": 3}, doc! {"$inc": {"v": 1}}, false, false),
+        ]
+    };
+    let r = db.update("t", "w", updates(), true).unwrap();
+    assert_eq!((r.n, r.write_errors.len()), (1, 1));
+    assert_eq!(r.write_errors[0].index, 1);
+    let r = db.update("t", "w", updates(), false).unwrap();
+    assert_eq!((r.n, r.write_errors.len()), (2, 1));
+    assert_eq!(r.write_errors[0].index, 1);
+    let v = |id: i32| find(&db, "w", doc! {"_id": id})[0].get_i32("v").unwrap();
+    assert_eq!((v(1), v(2), v(3)), (2, 0, 1));
+
+    let del = |q: Document, limit: u32| DeleteOp {
+        q,
+        limit,
+        hint: None,
+    };
+    let deletes = || {
+        vec![
+            del(doc! {"_id": 1}, 1),
+            del(doc! {"_id": 2}, 5), // limit must be 0 or 1
+            del(doc! {"_id": {"$bogus": 1}}, 0),
+            del(doc! {"_id": 3}, 0),
+        ]
+    };
+    let r = db.delete("t", "w", deletes(), true).unwrap();
+    assert_eq!(r.n, 1);
+    assert_eq!(
+        r.write_errors.iter().map(|e| e.index).collect::<Vec<_>>(),
+        [1]
+    );
+    let r = db.delete("t", "w", deletes(), false).unwrap();
+    assert_eq!(r.n, 1, "only _id 3 was left to delete");
+    assert_eq!(
+        r.write_errors.iter().map(|e| e.index).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    let left: Vec<Bson> = find(&db, "w", doc! {})
+        .iter()
+        .map(|d| d.get("_id").unwrap().clone())
+        .collect();
+    assert_eq!(left, [Bson::Int32(2), Bson::Int32(4)]);
+
+    // No such collection: statements are validated, nothing is written.
+    let r = db.update("t", "none", updates(), false).unwrap();
+    assert_eq!(
+        (
+            r.n,
+            r.write_errors.iter().map(|e| e.index).collect::<Vec<_>>()
+        ),
+        (0, vec![1])
+    );
+    let r = db.delete("t", "none", deletes(), true).unwrap();
+    assert_eq!(
+        (
+            r.n,
+            r.write_errors.iter().map(|e| e.index).collect::<Vec<_>>()
+        ),
+        (0, vec![2])
+    );
+}
