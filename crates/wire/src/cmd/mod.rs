@@ -121,8 +121,9 @@ pub(crate) async fn execute(
     let started = Instant::now();
     let name = body.keys().next().cloned().unwrap_or_default();
     shared.counters.command.fetch_add(1, Ordering::Relaxed);
-    // `run` hands the (unmodified) body back, so the redacted shape for the slow-op log
-    // is built only for commands that turned out slow, not for every command.
+    // `run` hands the body back (less the statements a write command moved out of it),
+    // so the redacted shape for the slow-op log is built only for commands that turned
+    // out slow, not for every command.
     let (result, body) = run(shared, client, db.clone(), name.clone(), body).await;
     let elapsed = started.elapsed();
     // An unknown command's name is whatever the client sent: user data, not logged.
