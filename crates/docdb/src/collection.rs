@@ -650,10 +650,9 @@ impl Db {
         let _l = lock.lock();
         let mut meta = self.relock_meta(db, coll, meta.id)?;
         let ictx = IndexCtx::new(&meta)?;
-        let errors = each_statement(&ops, ordered, |i, op| {
+        res.write_errors = each_statement(&ops, ordered, |i, op| {
             self.update_one_stmt(&mut meta, &ictx, op, &mut res, i)
         });
-        res.write_errors = errors;
         Ok(res)
     }
 
