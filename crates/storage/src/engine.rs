@@ -25,7 +25,7 @@ use crate::crypto::{CipherSuite, FileKind, RootKey};
 use crate::error::{Error, Result};
 use crate::fs::{Fs, LockGuard, WritableFile};
 use crate::iterators::Direction;
-use crate::logfile::{LogWriter, read_log};
+use crate::logfile::{LogWriter, Reserve, read_log};
 use crate::manifest::{self, CURRENT, ManifestState, ManifestWriter, VersionEdit, manifest_name};
 use crate::memtable::MemTable;
 use crate::options::Options;
@@ -34,6 +34,7 @@ use crate::table::{Table, TableBuilder, bloom, table_name};
 use crate::temp::{TempWriter, temp_name};
 use crate::version::Version;
 use crate::wal::{DecodedBatch, Op, decode_batch, encode_batch};
+use crate::wal_spare::{SpareWal, spare_name};
 use crate::wal_sync::{self, DurableCallback, SyncQueue};
 
 /// Subdirectory that holds archived WAL segments (archive mode).
@@ -174,6 +175,8 @@ struct Bg {
     flush: bool,
     /// The file set changed; the compaction thread should look for work.
     compact: bool,
+    /// A memtable switch took (or wanted) the spare WAL segment.
+    spare: bool,
     shutdown: bool,
 }
 
@@ -206,6 +209,8 @@ pub(crate) struct Inner {
     sync_cv: Condvar,
     /// Callbacks waiting for durability (see `wal_sync`).
     sync_queue: SyncQueue,
+    /// The next WAL segment, written ahead (see `wal_spare`).
+    spare_wal: SpareWal,
     pub(crate) last_seq: AtomicU64,
     pub(crate) manifest: Mutex<ManifestWriter>,
     ids: Mutex<IdAlloc>,
@@ -264,6 +269,9 @@ fn parse_id(name: &str) -> Option<(u64, &'static str)> {
     if let Some(s) = name.strip_suffix(".tmp") {
         return s.parse().ok().map(|id| (id, "tmp"));
     }
+    if let Some(s) = name.strip_suffix(".walspare") {
+        return s.parse().ok().map(|id| (id, "walspare"));
+    }
     if let Some(s) = name.strip_prefix("MANIFEST-") {
         return s.parse().ok().map(|id| (id, "manifest"));
     }
@@ -301,6 +309,11 @@ impl Engine {
             .name("storage-wal-sync".into())
             .spawn(move || wal_sync::sync_loop(w))?;
         inner.bg_threads.lock().push(wal_sync);
+        let s = inner.clone();
+        let spare = std::thread::Builder::new()
+            .name("storage-wal-spare".into())
+            .spawn(move || s.spare_loop())?;
+        inner.bg_threads.lock().push(spare);
         inner.maybe_rotate()?;
         Ok(Engine {
             h: Arc::new(Handle { inner }),
@@ -680,7 +693,7 @@ impl Inner {
             wal_id,
             &newest,
             suite,
-            wal_reserve(memtable_bytes),
+            Reserve::Allocate(wal_reserve(memtable_bytes)),
         )?;
         edit.add_wals.push(wal_id);
         let manifest_id = next_id;
@@ -711,7 +724,7 @@ impl Inner {
             let dead = match kind {
                 "sst" => !live_tables.contains(&id),
                 "wal" => id != wal_id,
-                "tmp" => true,
+                "tmp" | "walspare" => true,
                 "manifest" => id != manifest_id,
                 "keys" => id != reg_id,
                 _ => false,
@@ -766,6 +779,7 @@ impl Inner {
             sync: Mutex::new(SyncState::default()),
             sync_cv: Condvar::new(),
             sync_queue: SyncQueue::default(),
+            spare_wal: SpareWal::default(),
             last_seq: AtomicU64::new(last_seq),
             manifest: Mutex::new(mw),
             ids: Mutex::new(IdAlloc {
@@ -1021,22 +1035,37 @@ impl Inner {
 
     /// Seals the active memtable and starts a new WAL segment under the newest key.
     fn switch_memtable(&self, w: &mut Writer) -> Result<()> {
-        let id = self.alloc_id()?;
         let key = self.newest_key()?;
+        let spare = self
+            .spare_wal
+            .take(&*self.fs, &self.dir, w.wal.id(), key.id);
+        self.wake_spare();
+        let id = match &spare {
+            Some(s) => s.id(),
+            None => self.alloc_id()?,
+        };
         self.durable("WAL switch", || {
             // The old segment becomes durable first, so a crash can never keep a later
             // segment while losing an earlier one.
             w.wal.file().sync()?;
-            let new = LogWriter::create(
-                &*self.fs,
-                &self.dir,
-                &wal_name(id),
-                FileKind::Wal,
-                id,
-                &key,
-                self.suite,
-                wal_reserve(self.memtable_bytes),
-            )?;
+            let new = match spare {
+                Some(s) => {
+                    self.fs
+                        .rename(&self.dir.join(spare_name(id)), &self.dir.join(wal_name(id)))?;
+                    self.fs.sync_dir(&self.dir)?;
+                    s
+                }
+                None => LogWriter::create(
+                    &*self.fs,
+                    &self.dir,
+                    &wal_name(id),
+                    FileKind::Wal,
+                    id,
+                    &key,
+                    self.suite,
+                    Reserve::Allocate(wal_reserve(self.memtable_bytes)),
+                )?,
+            };
             let edit = VersionEdit {
                 add_wals: vec![id],
                 ..VersionEdit::default()
@@ -1083,6 +1112,12 @@ impl Inner {
     fn wake_bg(&self) {
         let mut bg = self.bg.lock();
         bg.flush = true;
+        self.bg_cv.notify_all();
+    }
+
+    fn wake_spare(&self) {
+        let mut bg = self.bg.lock();
+        bg.spare = true;
         self.bg_cv.notify_all();
     }
 
@@ -1405,6 +1440,35 @@ impl Inner {
         }
     }
 
+    /// Writes the next WAL segment whenever a switch asks for one (see `wal_spare`).
+    fn spare_loop(self: Arc<Self>) {
+        while self.wait_for_work(|b| std::mem::take(&mut b.spare), Duration::from_secs(10)) {
+            if !self.spare_wal.wanted() || self.is_poisoned.load(Ordering::Acquire) {
+                continue;
+            }
+            match self.write_spare() {
+                Ok(spare) => self.spare_wal.put(&*self.fs, &self.dir, spare),
+                // Only a speed-up: the next switch creates its segment itself.
+                Err(e) => tracing::warn!(error = %e, "could not write a spare WAL segment"),
+            }
+        }
+    }
+
+    fn write_spare(&self) -> Result<LogWriter> {
+        let id = self.alloc_id()?;
+        let key = self.newest_key()?;
+        LogWriter::create(
+            &*self.fs,
+            &self.dir,
+            &spare_name(id),
+            FileKind::Wal,
+            id,
+            &key,
+            self.suite,
+            Reserve::Fill(wal_reserve(self.memtable_bytes)),
+        )
+    }
+
     fn compaction_loop(self: Arc<Self>) {
         crate::thread_priority::lower_for_compaction(self.compaction_nice);
         while self.wait_for_work(|b| std::mem::take(&mut b.compact), Duration::from_secs(10)) {
@@ -1451,6 +1515,7 @@ impl Inner {
                 tracing::error!("background thread panicked");
             }
         }
+        self.spare_wal.clear(&*self.fs, &self.dir);
         let r = if self.poisoned.lock().is_none() {
             let w = self.writer.lock();
             w.wal.file().sync().map_err(Error::from)

@@ -42,6 +42,7 @@ mod temp;
 mod thread_priority;
 mod version;
 mod wal;
+mod wal_spare;
 mod wal_sync;
 
 pub use archive::ArchivedWal;

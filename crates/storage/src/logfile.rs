@@ -33,6 +33,18 @@ fn frame_check(len: u32, idx: u64) -> u32 {
     h.finalize()
 }
 
+/// How a new log file reserves its space (see [`WritableFile::preallocate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reserve {
+    /// Nothing: every append extends the file.
+    None,
+    /// The first `n` bytes, allocated without being written (fast; ext4 converts a block's
+    /// extent on its first write, which each fdatasync then also writes).
+    Allocate(u64),
+    /// The first `n` bytes, written as zeros (slow to create; no metadata per fdatasync).
+    Fill(u64),
+}
+
 /// Appends sealed records to a log file.
 pub(crate) struct LogWriter {
     file: Arc<dyn WritableFile>,
@@ -43,9 +55,9 @@ pub(crate) struct LogWriter {
 }
 
 impl LogWriter {
-    /// Creates the file, writes its header, reserves its first `reserve` bytes (see
-    /// [`WritableFile::preallocate`]; 0 for none), syncs it, and syncs the directory so the
-    /// file's existence is durable before anything references it.
+    /// Creates the file, writes its header, reserves space as `reserve` says, syncs it,
+    /// and syncs the directory so the file's existence is durable before anything
+    /// references it.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn create(
         fs: &dyn Fs,
@@ -55,16 +67,19 @@ impl LogWriter {
         id: u64,
         key: &DataKey,
         suite: CipherSuite,
-        reserve: u64,
+        reserve: Reserve,
     ) -> Result<LogWriter> {
         let (header, cipher) = FileCipher::create(kind, id, key, suite, name.to_string())?;
         let file = fs.create(&dir.join(name))?;
         file.append(&header)?;
-        if reserve > HEADER_LEN as u64
-            && let Err(e) = file.preallocate(reserve)
-        {
+        let reserved = match reserve {
+            Reserve::Allocate(n) if n > HEADER_LEN as u64 => file.preallocate(n),
+            Reserve::Fill(n) if n > HEADER_LEN as u64 => file.fill_zeros(n),
+            _ => Ok(()),
+        };
+        if let Err(e) = reserved {
             // Only a speed-up: appends extend the file as they would without it.
-            tracing::debug!(file = name, error = %e, "could not preallocate the log");
+            tracing::debug!(file = name, error = %e, "could not reserve space for the log");
         }
         file.sync()?;
         fs.sync_dir(dir)?;
@@ -294,8 +309,9 @@ mod tests {
 
     const RESERVE: u64 = 64 << 10;
 
-    /// A preallocated WAL with three records written and synced; the key and the path.
-    fn preallocated_log(dir: &Path) -> (Arc<DataKey>, std::path::PathBuf) {
+    /// A WAL reserved as `reserve` says, with three records written and synced; the key
+    /// and the path.
+    fn reserved_log(dir: &Path, reserve: Reserve) -> (Arc<DataKey>, std::path::PathBuf) {
         let key = Arc::new(DataKey::generate(KeyId(1), now_unix()).unwrap());
         let mut w = LogWriter::create(
             &RealFs,
@@ -305,7 +321,7 @@ mod tests {
             7,
             &key,
             CipherSuite::Aes256Gcm,
-            RESERVE,
+            reserve,
         )
         .unwrap();
         for i in 0..3u8 {
@@ -325,24 +341,33 @@ mod tests {
     }
 
     #[test]
-    fn the_zeros_of_a_preallocated_log_end_it_intact() {
-        let d = tempfile::tempdir().unwrap();
-        let (key, path) = preallocated_log(d.path());
-        let file_len = std::fs::metadata(&path).unwrap().len();
-        assert_eq!(file_len, RESERVE, "the segment holds its reservation");
-        let log = read(d.path(), &key).unwrap();
-        assert_eq!(
-            log.records,
-            vec![vec![0u8; 100], vec![1; 100], vec![2; 100]]
-        );
-        assert!(log.valid_len < log.file_len);
-        assert!(!log.torn, "zeros after the last record are not a torn tail");
+    fn the_zeros_of_a_reserved_log_end_it_intact() {
+        for reserve in [Reserve::Allocate(RESERVE), Reserve::Fill(RESERVE)] {
+            let d = tempfile::tempdir().unwrap();
+            let (key, path) = reserved_log(d.path(), reserve);
+            let file_len = std::fs::metadata(&path).unwrap().len();
+            assert_eq!(
+                file_len, RESERVE,
+                "{reserve:?}: the segment holds its reservation"
+            );
+            let log = read(d.path(), &key).unwrap();
+            assert_eq!(
+                log.records,
+                vec![vec![0u8; 100], vec![1; 100], vec![2; 100]],
+                "{reserve:?}"
+            );
+            assert!(log.valid_len < log.file_len);
+            assert!(
+                !log.torn,
+                "{reserve:?}: zeros after the last record are not a torn tail"
+            );
+        }
     }
 
     #[test]
     fn a_torn_record_inside_the_reservation_is_a_torn_tail() {
         let d = tempfile::tempdir().unwrap();
-        let (key, path) = preallocated_log(d.path());
+        let (key, path) = reserved_log(d.path(), Reserve::Fill(RESERVE));
         let end = read(d.path(), &key).unwrap().valid_len;
         // Half a frame header reached the disk before the power cut.
         let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
@@ -358,7 +383,7 @@ mod tests {
     #[test]
     fn a_zeroed_record_before_authentic_ones_is_still_corruption() {
         let d = tempfile::tempdir().unwrap();
-        let (key, path) = preallocated_log(d.path());
+        let (key, path) = reserved_log(d.path(), Reserve::Fill(RESERVE));
         let mut bytes = std::fs::read(&path).unwrap();
         // Wipe the first record's frame: later authentic records make it damage, not an end.
         bytes[HEADER_LEN..HEADER_LEN + FRAME_HEADER].fill(0);

@@ -26,7 +26,7 @@ use crate::crypto::keys::{DataKey, KeyId};
 use crate::crypto::suite::CipherSuite;
 use crate::error::{Error, Result};
 use crate::fs::Fs;
-use crate::logfile::{LogWriter, read_log};
+use crate::logfile::{LogWriter, Reserve, read_log};
 
 /// Name of the pointer file.
 pub(crate) const CURRENT: &str = "CURRENT";
@@ -200,7 +200,7 @@ impl ManifestWriter {
             id,
             root,
             CipherSuite::Aes256Gcm,
-            0,
+            Reserve::None,
         )?;
         log.append_sync(&state.snapshot_edit().encode())?;
         set_current(fs, dir, &name)?;

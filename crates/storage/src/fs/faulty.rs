@@ -32,6 +32,8 @@ pub enum CrashMode {
 
 #[derive(Debug, Default, Clone)]
 struct FileState {
+    /// Where the file is now: a rename moves the file, not the handles open on it.
+    path: PathBuf,
     len: u64,
     synced_len: u64,
     last_write: Option<(u64, u64)>,
@@ -43,7 +45,17 @@ struct State {
     dead: bool,
     fail_syncs: usize,
     fail_renames: usize,
-    files: HashMap<PathBuf, FileState>,
+    /// Every file written through this instance, by the handle id of its writer.
+    files: HashMap<u64, FileState>,
+    next_handle: u64,
+}
+
+impl State {
+    fn at_path(&mut self, path: &Path) -> Option<u64> {
+        self.files
+            .iter()
+            .find_map(|(&h, f)| (f.path == path).then_some(h))
+    }
 }
 
 /// Fault-injecting [`Fs`]; clone it freely (clones share state).
@@ -78,7 +90,8 @@ impl FaultyFs {
     pub fn crash(&self, mode: CrashMode) -> io::Result<()> {
         let mut st = self.state.lock();
         st.dead = true;
-        for (path, f) in st.files.iter() {
+        for f in st.files.values() {
+            let path = &f.path;
             if !path.exists() {
                 continue;
             }
@@ -131,7 +144,7 @@ impl FaultyFs {
 }
 
 struct FaultyWritable {
-    path: PathBuf,
+    handle: u64,
     inner: Arc<dyn WritableFile>,
     state: Arc<Mutex<State>>,
 }
@@ -143,13 +156,10 @@ impl WritableFile for FaultyWritable {
             return Err(dead_err());
         }
         self.inner.append(data)?;
-        let f = st
-            .files
-            .entry(self.path.clone())
-            .or_insert_with(|| FileState {
-                entry_durable: true,
-                ..FileState::default()
-            });
+        let Some(f) = st.files.get_mut(&self.handle) else {
+            // Removed while open: nothing of it can survive a crash.
+            return Ok(());
+        };
         f.last_write = Some((f.len, data.len() as u64));
         f.len += data.len() as u64;
         Ok(())
@@ -164,11 +174,11 @@ impl WritableFile for FaultyWritable {
                 st.fail_syncs -= 1;
                 return Err(io::Error::other("FaultyFs: injected fsync failure"));
             }
-            st.files.get(&self.path).map(|f| f.len)
+            st.files.get(&self.handle).map(|f| f.len)
         };
         self.inner.sync()?;
         let mut st = self.state.lock();
-        if let (Some(len), Some(f)) = (len, st.files.get_mut(&self.path)) {
+        if let (Some(len), Some(f)) = (len, st.files.get_mut(&self.handle)) {
             f.synced_len = f.synced_len.max(len);
         }
         Ok(())
@@ -199,9 +209,21 @@ impl Fs for FaultyFs {
             return Err(dead_err());
         }
         let inner = self.inner.create(path)?;
-        st.files.insert(path.to_path_buf(), FileState::default());
+        // `create` truncates: a file already at `path` now starts over under the new handle.
+        if let Some(old) = st.at_path(path) {
+            st.files.remove(&old);
+        }
+        let handle = st.next_handle;
+        st.next_handle += 1;
+        st.files.insert(
+            handle,
+            FileState {
+                path: path.to_path_buf(),
+                ..FileState::default()
+            },
+        );
         Ok(Arc::new(FaultyWritable {
-            path: path.to_path_buf(),
+            handle,
             inner,
             state: self.state.clone(),
         }))
@@ -218,7 +240,9 @@ impl Fs for FaultyFs {
         if st.dead {
             return Err(dead_err());
         }
-        st.files.remove(path);
+        if let Some(h) = st.at_path(path) {
+            st.files.remove(&h);
+        }
         self.inner.remove(path)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -231,11 +255,14 @@ impl Fs for FaultyFs {
             return Err(io::Error::other("FaultyFs: injected rename failure"));
         }
         self.inner.rename(from, to)?;
-        if let Some(mut f) = st.files.remove(from) {
+        if let Some(replaced) = st.at_path(to) {
+            st.files.remove(&replaced);
+        }
+        if let Some(h) = st.at_path(from)
+            && let Some(f) = st.files.get_mut(&h)
+        {
+            f.path = to.to_path_buf();
             f.entry_durable = true;
-            st.files.insert(to.to_path_buf(), f);
-        } else {
-            st.files.remove(to);
         }
         Ok(())
     }
@@ -259,8 +286,8 @@ impl Fs for FaultyFs {
             ));
         }
         self.inner.sync_dir(dir)?;
-        for (p, f) in st.files.iter_mut() {
-            if p.parent() == Some(dir) {
+        for f in st.files.values_mut() {
+            if f.path.parent() == Some(dir) {
                 f.entry_durable = true;
             }
         }
@@ -272,7 +299,7 @@ impl Fs for FaultyFs {
             return Err(dead_err());
         }
         self.inner.truncate(path, len)?;
-        if let Some(f) = st.files.get_mut(path) {
+        if let Some(f) = st.at_path(path).and_then(|h| st.files.get_mut(&h)) {
             f.len = len;
             f.synced_len = len;
             f.last_write = None;

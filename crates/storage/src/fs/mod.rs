@@ -23,13 +23,22 @@ pub trait WritableFile: Send + Sync {
     /// Reserves the file's first `len` bytes without moving where appends go: the file's
     /// length becomes `len` and the reserved bytes read as zeros until written over. After
     /// the next [`sync`](Self::sync), appends inside the reservation no longer change the
-    /// file's size, so each later fdatasync writes the data alone instead of the data and
-    /// the inode (PostgreSQL pre-fills its WAL segments for the same reason). Readers of a
-    /// reserved file must take a run of zeros at its end for its end. The default reserves
-    /// nothing.
+    /// file's size. Cheap (no data is written), but on ext4 the reserved blocks are
+    /// *unwritten* extents, and the first write to each converts one: a metadata change
+    /// that an fdatasync then writes too (see [`fill_zeros`](Self::fill_zeros)). Readers
+    /// of a reserved file must take a run of zeros at its end for its end. The default
+    /// reserves nothing.
     fn preallocate(&self, len: u64) -> io::Result<()> {
         let _ = len;
         Ok(())
+    }
+    /// Reserves like [`preallocate`](Self::preallocate), by writing the zeros: appends
+    /// inside the reservation then overwrite blocks that already exist, so each later
+    /// fdatasync writes the data alone, not also the inode. PostgreSQL fills its WAL
+    /// segments with zeros for the same reason (`wal_init_zero`). Costs a write of `len`
+    /// bytes, so it belongs off the write path. The default preallocates.
+    fn fill_zeros(&self, len: u64) -> io::Result<()> {
+        self.preallocate(len)
     }
     /// Asks the OS to start writing what was appended so far to the device, without
     /// waiting for it and without making it durable (that takes [`sync`](Self::sync)). A

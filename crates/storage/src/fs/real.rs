@@ -33,6 +33,18 @@ impl WritableFile for RealWritable {
         }
         Ok(())
     }
+    fn fill_zeros(&self, len: u64) -> io::Result<()> {
+        const CHUNK: usize = 1 << 20;
+        let zeros = vec![0u8; CHUNK];
+        let mut at = self.0.metadata()?.len();
+        while at < len {
+            let n = usize::try_from(len - at).map_or(CHUNK, |n| n.min(CHUNK));
+            // Positional writes: where `append` writes next does not move.
+            self.0.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        Ok(())
+    }
     fn start_writeback(&self) -> io::Result<()> {
         // SAFETY: sync_file_range on a valid, open descriptor owned by `self.0`; offset 0
         // and length 0 cover the whole file, and SYNC_FILE_RANGE_WRITE only queues the
