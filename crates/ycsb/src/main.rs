@@ -306,6 +306,11 @@ async fn run(args: Args, split: Option<CpuSplit>, resources: Resources) -> anyho
         md.push_str("\n### Ratio (Strongroom / PostgreSQL throughput)\n\n");
         md.push_str(&ycsb::report::ratio_table(sr, pg));
     }
+    md.push_str("\n### Latency distribution\n");
+    for r in &reports {
+        md.push('\n');
+        md.push_str(&ycsb::report::distribution_table(r));
+    }
     println!("{md}");
     if let Some(path) = &args.out {
         std::fs::write(path, &md)?;

@@ -67,6 +67,43 @@ pub fn target_table(report: &TargetReport) -> String {
     out
 }
 
+/// The latency distribution behind [`target_table`]: mean, p90, p99.9 and max of every
+/// operation type of every run, in microseconds (a single client's throughput is the
+/// inverse of its mean latency, which a fat tail moves while the p50 stays put).
+pub fn distribution_table(report: &TargetReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "**{}** — latency distribution\n", report.name);
+    let _ = writeln!(
+        out,
+        "| mix | clients | op | count | mean | p50 | p90 | p99 | p99.9 | max |"
+    );
+    let _ = writeln!(out, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for run in &report.runs {
+        for op in [Op::Read, Op::Update, Op::Range] {
+            let Some(l) = run.recorder.summary(op) else {
+                continue;
+            };
+            let us = |d: Duration| d.as_micros();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                run.mix.label(),
+                run.clients,
+                op.label(),
+                l.count,
+                us(l.mean),
+                us(l.p50),
+                us(l.p90),
+                us(l.p99),
+                us(l.p999),
+                us(l.max)
+            );
+        }
+    }
+    let _ = writeln!(out, "\nLatencies in microseconds.");
+    out
+}
+
 /// Strongroom's throughput over PostgreSQL's for every (mix, clients) both ran.
 pub fn ratio_table(strongroom: &TargetReport, postgres: &TargetReport) -> String {
     let mut out = String::new();
@@ -162,5 +199,15 @@ mod tests {
             "{t}"
         );
         assert!(load_table(&[&report("x", 1)]).contains("| x | 1000 | 1.0 | 1000 | 3.00 | 3.00 |"));
+    }
+
+    #[test]
+    fn distribution_table_lists_each_operation_that_ran() {
+        let t = distribution_table(&report("Strongroom", 10));
+        assert!(
+            t.contains("| B 95/5 read/update | 8 | read | 10 | 250 | 250 | 250 | 250 | 250 | 250 |"),
+            "{t}"
+        );
+        assert!(!t.contains("| update |"), "{t}");
     }
 }
