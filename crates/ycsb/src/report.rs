@@ -205,7 +205,9 @@ mod tests {
     fn distribution_table_lists_each_operation_that_ran() {
         let t = distribution_table(&report("Strongroom", 10));
         assert!(
-            t.contains("| B 95/5 read/update | 8 | read | 10 | 250 | 250 | 250 | 250 | 250 | 250 |"),
+            t.contains(
+                "| B 95/5 read/update | 8 | read | 10 | 250 | 250 | 250 | 250 | 250 | 250 |"
+            ),
             "{t}"
         );
         assert!(!t.contains("| update |"), "{t}");
