@@ -170,7 +170,7 @@ impl Catalog {
             &mut |k, v| {
                 match k.get(1) {
                     Some(b'c') => {
-                        let d = Document::from_reader(v)
+                        let d = crate::rawdoc::decode(v)
                             .map_err(|e| Error::internal(format!("corrupt catalog entry: {e}")))?;
                         let m = CollectionMeta::from_doc(&d)?;
                         colls.insert((m.db.clone(), m.name.clone()), Arc::new(m));

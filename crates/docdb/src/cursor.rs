@@ -123,7 +123,7 @@ impl Iterator for RangeScan {
 }
 
 pub fn decode_doc(bytes: &[u8]) -> Result<Document> {
-    Document::from_reader(bytes)
+    crate::rawdoc::decode(bytes)
         .map_err(|e| Error::internal(format!("corrupt stored document: {e}")))
 }
 

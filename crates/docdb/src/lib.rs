@@ -29,6 +29,7 @@ pub mod planner;
 pub mod point;
 pub mod projection;
 pub mod query;
+pub mod rawdoc;
 pub mod rawfind;
 pub mod sort;
 pub mod spill;

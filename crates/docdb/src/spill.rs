@@ -176,7 +176,7 @@ pub(crate) fn read_doc(r: &mut Box<dyn Read + Send>) -> Result<Option<Document>>
     let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
     r.read_exact(&mut buf)
         .map_err(|e| Error::internal(format!("spill read: {e}")))?;
-    Document::from_reader(&buf[..])
+    crate::rawdoc::decode(&buf)
         .map(Some)
         .map_err(|e| Error::internal(format!("corrupt spill run: {e}")))
 }

@@ -343,7 +343,8 @@ fn read_document(buf: &[u8], max: usize) -> Result<(Document, usize), ProtocolEr
     if bytes.len() >= MIN_BYTES_PER_LEVEL * MAX_NESTING_DEPTH {
         check_depth(raw)?;
     }
-    let doc = Document::try_from(raw).map_err(|e| ProtocolError::InvalidBson(e.to_string()))?;
+    let doc =
+        docdb::rawdoc::to_document(raw).map_err(|e| ProtocolError::InvalidBson(e.to_string()))?;
     Ok((doc, len as usize))
 }
 

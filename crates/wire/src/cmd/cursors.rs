@@ -151,7 +151,7 @@ fn decimal_len(i: usize) -> usize {
 /// A raw reply as a `Document`, for the commands whose handlers return documents
 /// (`listCollections`, `listIndexes`: rare, small).
 pub(crate) fn reply_document(raw: RawDocumentBuf) -> CmdResult<Document> {
-    Document::try_from(raw)
+    docdb::rawdoc::to_document(&raw)
         .map_err(|e| CommandError::internal(format!("reply could not be decoded: {e}")))
 }
 
@@ -250,7 +250,7 @@ impl CursorSource for RawStream {
     fn next_doc(&mut self) -> CmdResult<Option<Document>> {
         match self.next_raw()? {
             None => Ok(None),
-            Some(raw) => Document::try_from(raw).map(Some).map_err(|e| {
+            Some(raw) => docdb::rawdoc::to_document(&raw).map(Some).map_err(|e| {
                 CommandError::internal(format!("stored document could not be decoded: {e}"))
             }),
         }

@@ -104,7 +104,7 @@ impl Reply {
     pub(crate) fn into_document(self) -> Document {
         match self {
             Reply::Doc(d) => d,
-            Reply::Raw(r) => Document::try_from(r).unwrap_or_else(|e| {
+            Reply::Raw(r) => docdb::rawdoc::to_document(&r).unwrap_or_else(|e| {
                 CommandError::internal(format!("reply could not be decoded: {e}")).to_document()
             }),
         }
