@@ -33,8 +33,8 @@ fn to_array(raw: &RawArray) -> Result<Vec<Bson>, Error> {
 }
 
 /// One value. Recursion follows the document's nesting, which the wire layer bounds
-/// before anything reaches here and stored documents were checked against on insert.
-pub fn to_bson(value: RawBsonRef<'_>) -> Result<Bson, Error> {
+/// (150 levels) before a command reaches here; stored documents came in that way.
+fn to_bson(value: RawBsonRef<'_>) -> Result<Bson, Error> {
     Ok(match value {
         RawBsonRef::Document(d) => Bson::Document(to_document(d)?),
         RawBsonRef::Array(a) => Bson::Array(to_array(a)?),
