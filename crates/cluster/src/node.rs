@@ -55,6 +55,9 @@ pub struct NodeOptions {
     pub sort_memory_limit: Option<usize>,
     /// Operations slower than this are logged (redacted); MongoDB's `slowms`.
     pub slow_op_threshold: Option<std::time::Duration>,
+    /// How long a lone connection polls for its next request before sleeping
+    /// (`wire::ServerConfig::idle_poll`); `None` keeps the wire server's default.
+    pub idle_poll: Option<std::time::Duration>,
 }
 
 /// Runs a node over this process's stdin/stdout until `Shutdown` or end of input.
@@ -154,6 +157,9 @@ async fn start_server(init: &Init, options: &NodeOptions) -> Result<wire::Server
         wire::ServerConfig::inaccessible(init.listen, Arc::new(tls), init.initial_reason.clone());
     if let Some(threshold) = options.slow_op_threshold {
         config.slow_op_threshold = threshold;
+    }
+    if let Some(budget) = options.idle_poll {
+        config.idle_poll = budget;
     }
     wire::Server::start(config)
         .await

@@ -30,4 +30,4 @@ pub mod tls;
 pub use backend::Db;
 pub use cmd::redacted_shape;
 pub use error::{CommandError, Error, ProtocolError};
-pub use server::{Server, ServerConfig};
+pub use server::{DEFAULT_IDLE_POLL, Server, ServerConfig};

@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 use crate::backend::Db;
 use crate::client::Client;
 use crate::cmd;
-use crate::connection::Connection;
+use crate::connection::{Connection, Polling};
 use crate::cursor::Registry;
 use crate::error::{CommandError, Error, ProtocolError};
 use crate::message::{self, Incoming, Request, opcode};
@@ -55,6 +55,10 @@ pub struct ServerConfig {
     /// How often documents past their TTL index's `expireAfterSeconds` are deleted
     /// (MongoDB's TTL monitor runs every 60 s).
     pub ttl_monitor_interval: Duration,
+    /// After replying to a connection that has the server to itself, how long its task
+    /// keeps polling for the next request before its thread may sleep
+    /// ([`Connection::read_frame_polling`]); zero turns polling off.
+    pub idle_poll: Duration,
 }
 
 impl ServerConfig {
@@ -85,9 +89,15 @@ impl ServerConfig {
             slow_op_threshold: Duration::from_millis(100),
             tls_handshake_timeout: Duration::from_secs(10),
             ttl_monitor_interval: Duration::from_secs(60),
+            idle_poll: DEFAULT_IDLE_POLL,
         }
     }
 }
+
+/// [`ServerConfig::idle_poll`] by default: longer than a driver takes between a reply and
+/// its next request in a closed loop (60-70 µs of client CPU here), short enough that a
+/// client that pauses costs at most this much CPU per request.
+pub const DEFAULT_IDLE_POLL: Duration = Duration::from_micros(150);
 
 /// Counters for `serverStatus`.
 #[derive(Default)]
@@ -105,6 +115,11 @@ pub(crate) struct Counters {
     pub in_flight: AtomicUsize,
     /// The connection that started the most recent request.
     pub last_requester: AtomicI64,
+    /// Requests that arrived while their connection polled for them (no wake-up).
+    pub idle_poll_found: AtomicU64,
+    /// Polls that ended without a request (budget spent, or another connection spoke),
+    /// counted as they end; the connection then waits as usual.
+    pub idle_poll_slept: AtomicU64,
 }
 
 /// State shared by every connection.
@@ -122,6 +137,7 @@ pub(crate) struct Shared {
     /// Secret for decoy SCRAM salts of unknown users (random per process).
     pub scram_secret: Zeroizing<[u8; 32]>,
     pub listen: SocketAddr,
+    pub idle_poll: Duration,
 }
 
 impl Shared {
@@ -182,6 +198,7 @@ impl Server {
             max_connections: config.max_connections,
             scram_secret: secret,
             listen: local_addr,
+            idle_poll: config.idle_poll,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let acceptor = config.tls.map(tokio_rustls::TlsAcceptor::from);
@@ -430,11 +447,33 @@ async fn serve<S: Stream>(
     let mut client = Client::new(id, peer);
     let mut response_id: i32 = 1;
     loop {
-        let frame = tokio::select! {
-            r = conn.read_frame() => r,
+        // Poll for the next request only after one this connection had to itself, only
+        // while no other connection has started one since, and never while the engine
+        // has flushes or compactions to do: their threads need the CPU a poll would take.
+        let budget = if !shared.idle_poll.is_zero()
+            && client.alone
+            && !shared.db().is_ok_and(|db| db.maintenance_pending())
+        {
+            shared.idle_poll
+        } else {
+            Duration::ZERO
+        };
+        let counters = &shared.counters;
+        let still_alone = || {
+            counters.last_requester.load(Ordering::Relaxed) == id
+                && counters.in_flight.load(Ordering::Relaxed) == 0
+        };
+        let slept = || {
+            counters.idle_poll_slept.fetch_add(1, Ordering::Relaxed);
+        };
+        let (frame, polling) = tokio::select! {
+            r = conn.read_frame_polling(budget, still_alone, slept) => r,
             _ = shutdown.changed() => break,
             _ = epoch.changed() => break,
         };
+        if polling == Polling::Found {
+            counters.idle_poll_found.fetch_add(1, Ordering::Relaxed);
+        }
         let frame = match frame {
             Ok(Some(f)) => f,
             Ok(None) => break,

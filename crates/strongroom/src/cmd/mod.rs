@@ -8,6 +8,16 @@ pub mod up;
 
 /// Parses durations written like `500ms`, `1s`, `5m`, `1h` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration_or_zero(text)?;
+    if d.is_zero() {
+        return Err("a duration must be positive".into());
+    }
+    Ok(d)
+}
+
+/// Like [`parse_duration`], but zero (`0`, `0s`, `0ms`, ...) is allowed; each option that
+/// takes one says what zero means.
+pub fn parse_duration_or_zero(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -16,25 +26,18 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("'{text}' is not a duration like 1s, 5m or 500ms"))?;
-    let d = match unit {
+    Ok(match unit {
+        "us" | "µs" => std::time::Duration::from_micros(n),
         "ms" => std::time::Duration::from_millis(n),
         "" | "s" => std::time::Duration::from_secs(n),
         "m" => std::time::Duration::from_secs(n * 60),
         "h" => std::time::Duration::from_secs(n * 3600),
-        _ => return Err(format!("'{text}' has an unknown unit (use ms, s, m or h)")),
-    };
-    if d.is_zero() {
-        return Err("a duration must be positive".into());
-    }
-    Ok(d)
-}
-
-/// Like [`parse_duration`], but `0`/`0ms` is allowed (meaning "always").
-pub fn parse_duration_or_zero(text: &str) -> Result<std::time::Duration, String> {
-    if text.trim().trim_end_matches("ms").trim_end_matches('s') == "0" {
-        return Ok(std::time::Duration::ZERO);
-    }
-    parse_duration(text)
+        _ => {
+            return Err(format!(
+                "'{text}' has an unknown unit (use us, ms, s, m or h)"
+            ));
+        }
+    })
 }
 
 #[cfg(test)]
@@ -53,5 +56,21 @@ mod tests {
         assert!(super::parse_duration("0s").is_err());
         assert!(super::parse_duration("1d").is_err());
         assert!(super::parse_duration("s").is_err());
+        assert_eq!(
+            super::parse_duration("150us"),
+            Ok(Duration::from_micros(150))
+        );
+        for zero in ["0", "0s", "0ms", "0us", "0µs"] {
+            assert_eq!(
+                super::parse_duration_or_zero(zero),
+                Ok(Duration::ZERO),
+                "{zero}"
+            );
+        }
+        assert_eq!(
+            super::parse_duration_or_zero("150us"),
+            Ok(Duration::from_micros(150))
+        );
+        assert!(super::parse_duration_or_zero("0d").is_err());
     }
 }

@@ -13,6 +13,10 @@ pub struct Args {
     /// Log operations slower than this (redacted), like MongoDB's slowms.
     #[arg(long, value_parser = super::parse_duration_or_zero)]
     pub slow_op_threshold: Option<std::time::Duration>,
+    /// How long a lone connection polls for its next request after a reply before its
+    /// thread sleeps (0 turns polling off; default: the wire server's, 150us).
+    #[arg(long, value_parser = super::parse_duration_or_zero)]
+    pub idle_poll: Option<std::time::Duration>,
     /// Append logs (redacted) to this file as well as stderr.
     #[arg(long)]
     pub log_file: Option<PathBuf>,
@@ -23,6 +27,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         sort_memory_limit: args.sort_memory_limit,
         slow_op_threshold: args.slow_op_threshold,
+        idle_poll: args.idle_poll,
     })
     .await?;
     Ok(())

@@ -95,6 +95,13 @@ pub(super) fn server_status(ctx: &mut Ctx<'_>) -> CmdResult {
             "getmore": c.getmore.load(Ordering::Relaxed) as i64,
             "command": c.command.load(Ordering::Relaxed) as i64,
         },
+        "network": {
+            "idlePoll": {
+                "budgetMicros": s.idle_poll.as_micros() as i64,
+                "found": c.idle_poll_found.load(Ordering::Relaxed) as i64,
+                "slept": c.idle_poll_slept.load(Ordering::Relaxed) as i64,
+            },
+        },
         "metrics": {"cursor": {"open": {"total": s.cursors.len() as i64}, "timedOut": 0i64}},
         "storageEngine": {
             "name": "strongroom",

@@ -37,6 +37,7 @@ pub struct Options {
     pub cursor_idle_timeout: Duration,
     pub max_connections: usize,
     pub ttl_monitor_interval: Duration,
+    pub idle_poll: Duration,
 }
 
 impl Default for Options {
@@ -45,6 +46,7 @@ impl Default for Options {
             cursor_idle_timeout: Duration::from_secs(600),
             max_connections: 1000,
             ttl_monitor_interval: Duration::from_secs(60),
+            idle_poll: wire::DEFAULT_IDLE_POLL,
         }
     }
 }
@@ -76,6 +78,7 @@ impl TestServer {
         config.cursor_idle_timeout = opts.cursor_idle_timeout;
         config.max_connections = opts.max_connections;
         config.ttl_monitor_interval = opts.ttl_monitor_interval;
+        config.idle_poll = opts.idle_poll;
         let server = wire::Server::start(config).await.expect("start server");
         let addr = server.local_addr();
         TestServer {

@@ -45,6 +45,10 @@ struct Args {
     /// Nice value of the compaction thread (default: the engine's). For experiments.
     #[arg(long)]
     compaction_nice: Option<i32>,
+    /// Microseconds a lone connection polls for its next request before sleeping
+    /// (default: the wire server's; 0 turns polling off). For experiments.
+    #[arg(long)]
+    idle_poll_us: Option<u64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,6 +101,9 @@ async fn serve() -> anyhow::Result<()> {
 
     let mut config = wire::ServerConfig::new(args.listen, db, tls);
     config.admin_user = Some((args.user, password));
+    if let Some(us) = args.idle_poll_us {
+        config.idle_poll = std::time::Duration::from_micros(us);
+    }
     if args.insecure_plaintext {
         config.tls = None;
         config.insecure_plaintext = true;
