@@ -471,7 +471,7 @@ async fn serve<S: Stream>(
             _ = shutdown.changed() => break,
             _ = epoch.changed() => break,
         };
-        if polling == Polling::Found {
+        if polling == Polling::Found && matches!(frame, Ok(Some(_))) {
             counters.idle_poll_found.fetch_add(1, Ordering::Relaxed);
         }
         let frame = match frame {
