@@ -93,8 +93,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     ///
     /// Why: a thread that sleeps in `epoll_wait` between a client's requests is woken
     /// through the scheduler, and on a virtual machine by an inter-processor interrupt
-    /// that exits to the hypervisor on both sides; here that was 40-70 µs of a
-    /// single-client point read's round trip, more than the server's own work for it.
+    /// that exits to the hypervisor on both sides; here a single-client point read's
+    /// round trip went from about 160 µs to 80 µs without it (docs/benchmarks.md, Run
+    /// 13), while the server's own work for the read is about 10 µs.
     /// While the worker polls, the request's arrival needs no wake-up at all. Each turn
     /// of the loop costs one `epoll_wait` with a zero timeout: a yielded task runs again
     /// only after the runtime has polled its I/O driver without blocking, and after
