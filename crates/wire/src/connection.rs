@@ -93,9 +93,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     ///
     /// Why: a thread that sleeps in `epoll_wait` between a client's requests is woken
     /// through the scheduler, and on a virtual machine by an inter-processor interrupt
-    /// that exits to the hypervisor on both sides; here a single-client point read's
-    /// round trip went from about 160 µs to 80 µs without it (docs/benchmarks.md, Run
-    /// 13), while the server's own work for the read is about 10 µs.
+    /// that exits to the hypervisor on both sides. Here, polling took a single-client
+    /// point read's round trip from about 160 µs to about 80 µs (docs/benchmarks.md, Run
+    /// 13); the server's own work for the read is about 10 µs.
     /// While the worker polls, the request's arrival needs no wake-up at all. Each turn
     /// of the loop costs one `epoll_wait` with a zero timeout: a yielded task runs again
     /// only after the runtime has polled its I/O driver without blocking, and after
@@ -155,6 +155,15 @@ mod tests {
         (Connection::new(server), client)
     }
 
+    /// Writes [`FRAME`] to `peer` after `delay`, keeping `peer` open until then.
+    fn write_after(mut peer: DuplexStream, delay: Duration) {
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            peer.write_all(&FRAME).await.expect("write");
+            peer
+        });
+    }
+
     // The runtime has one thread: the peer can only write if polling yields to it.
     #[tokio::test(flavor = "current_thread")]
     async fn polling_yields_to_other_tasks_and_finds_the_frame() {
@@ -176,12 +185,8 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_spent_budget_waits_for_the_frame() {
-        let (mut conn, mut peer) = pair();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            peer.write_all(&FRAME).await.expect("write");
-            peer
-        });
+        let (mut conn, peer) = pair();
+        write_after(peer, Duration::from_millis(50));
         let gave_up = Cell::new(false);
         let (frame, polling) = conn
             .read_frame_polling(Duration::from_millis(1), || true, || gave_up.set(true))
@@ -193,12 +198,8 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn polling_stops_at_the_first_no() {
-        let (mut conn, mut peer) = pair();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            peer.write_all(&FRAME).await.expect("write");
-            peer
-        });
+        let (mut conn, peer) = pair();
+        write_after(peer, Duration::from_millis(20));
         let asked = Cell::new(0);
         let (frame, polling) = conn
             .read_frame_polling(

@@ -95,7 +95,7 @@ impl ServerConfig {
 }
 
 /// [`ServerConfig::idle_poll`] by default: longer than a driver takes between a reply and
-/// its next request in a closed loop (60-70 µs of client CPU here), short enough that a
+/// its next request in a closed loop (50-65 µs of client CPU here), short enough that a
 /// client that pauses costs at most this much CPU per request.
 pub const DEFAULT_IDLE_POLL: Duration = Duration::from_micros(150);
 

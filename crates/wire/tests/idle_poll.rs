@@ -42,6 +42,14 @@ async fn pings(raw: &mut RawClient, n: i32) {
     }
 }
 
+async fn start(idle_poll: Duration) -> TestServer {
+    TestServer::start_with(Options {
+        idle_poll,
+        ..Options::default()
+    })
+    .await
+}
+
 async fn status_client(ts: &TestServer) -> RawClient {
     let mut raw = RawClient::connect(ts).await;
     let auth = authenticate(&mut raw, ADMIN_USER, ADMIN_PASSWORD).await;
@@ -52,11 +60,7 @@ async fn status_client(ts: &TestServer) -> RawClient {
 #[tokio::test]
 async fn a_lone_client_is_answered_from_a_poll_until_another_connection_speaks() {
     // A budget far longer than the test: a poll that ends does so because it was told to.
-    let ts = TestServer::start_with(Options {
-        idle_poll: Duration::from_secs(120),
-        ..Options::default()
-    })
-    .await;
+    let ts = start(Duration::from_secs(120)).await;
     let mut lone = RawClient::connect(&ts).await;
     // The first request on a connection is never "alone" (the last requester was
     // someone else); each later one is, and the wait for the one after it is a poll.
@@ -89,11 +93,7 @@ async fn a_lone_client_is_answered_from_a_poll_until_another_connection_speaks()
 
 #[tokio::test]
 async fn a_client_that_pauses_longer_than_the_budget_is_waited_for() {
-    let ts = TestServer::start_with(Options {
-        idle_poll: Duration::from_millis(20),
-        ..Options::default()
-    })
-    .await;
+    let ts = start(Duration::from_millis(20)).await;
     let mut raw = status_client(&ts).await;
     let (budget, _, slept_before) = idle_poll(&mut raw, 1).await;
     assert_eq!(budget, 20_000);
@@ -110,11 +110,7 @@ async fn a_client_that_pauses_longer_than_the_budget_is_waited_for() {
 
 #[tokio::test]
 async fn a_zero_budget_never_polls() {
-    let ts = TestServer::start_with(Options {
-        idle_poll: Duration::ZERO,
-        ..Options::default()
-    })
-    .await;
+    let ts = start(Duration::ZERO).await;
     let mut raw = RawClient::connect(&ts).await;
     pings(&mut raw, 20).await;
     let mut status = status_client(&ts).await;
