@@ -1,13 +1,19 @@
 //! The supervisor's handle on one node process.
+//!
+//! A watcher task owns the child and waits on it, so the supervisor learns that a node
+//! exited the moment it does (through [`NodeProcess::exit_watch`]) instead of finding out
+//! at its next command or revalidation.
 
 use std::ffi::OsString;
+use std::fmt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command as Process};
-use tokio::sync::mpsc;
+use tokio::process::{ChildStdin, Command as Process};
+use tokio::sync::{mpsc, oneshot, watch};
 use zeroize::Zeroizing;
 
 use crate::protocol::{Command, Event, Init, OpenParams, ProtocolError, write_command};
@@ -35,12 +41,79 @@ pub enum NodeError {
     Unexpected(Event),
 }
 
+/// How a node process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeExit {
+    /// It exited with this status code.
+    Code(i32),
+    /// This signal ended it (`kill -9`, the OOM killer, a stack overflow's SIGSEGV, an
+    /// abort).
+    Signal(i32),
+    /// Its status could not be read (the wait itself failed).
+    Unknown,
+}
+
+impl NodeExit {
+    pub fn from_status(status: ExitStatus) -> NodeExit {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => NodeExit::Code(code),
+            (None, Some(signal)) => NodeExit::Signal(signal),
+            (None, None) => NodeExit::Unknown,
+        }
+    }
+
+    /// The conventional name of the signal that ended the process (`SIGKILL`), if a
+    /// signal did and it is one Linux defines.
+    pub fn signal_name(self) -> Option<&'static str> {
+        let NodeExit::Signal(signal) = self else {
+            return None;
+        };
+        Some(match signal {
+            1 => "SIGHUP",
+            2 => "SIGINT",
+            3 => "SIGQUIT",
+            4 => "SIGILL",
+            5 => "SIGTRAP",
+            6 => "SIGABRT",
+            7 => "SIGBUS",
+            8 => "SIGFPE",
+            9 => "SIGKILL",
+            10 => "SIGUSR1",
+            11 => "SIGSEGV",
+            12 => "SIGUSR2",
+            13 => "SIGPIPE",
+            14 => "SIGALRM",
+            15 => "SIGTERM",
+            16 => "SIGSTKFLT",
+            24 => "SIGXCPU",
+            25 => "SIGXFSZ",
+            31 => "SIGSYS",
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for NodeExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self, self.signal_name()) {
+            (NodeExit::Code(code), _) => write!(f, "exited with code {code}"),
+            (NodeExit::Signal(n), Some(name)) => write!(f, "was killed by signal {name} ({n})"),
+            (NodeExit::Signal(n), None) => write!(f, "was killed by signal {n}"),
+            (NodeExit::Unknown, _) => f.write_str("exited with an unknown status"),
+        }
+    }
+}
+
 /// A running node process.
 pub struct NodeProcess {
-    child: Child,
+    pid: Option<u32>,
     stdin: ChildStdin,
     events: mpsc::Receiver<Event>,
     port: u16,
+    /// Set once, by the watcher task, when the process has exited.
+    exit: watch::Receiver<Option<NodeExit>>,
+    /// Sending (or dropping) this makes the watcher kill the process.
+    kill: Option<oneshot::Sender<()>>,
 }
 
 impl NodeProcess {
@@ -65,6 +138,27 @@ impl NodeProcess {
             })?;
         let stdin = child.stdin.take().ok_or(NodeError::Exited)?;
         let stdout = child.stdout.take().ok_or(NodeError::Exited)?;
+        let pid = child.id();
+        let (exit_tx, exit) = watch::channel(None);
+        let (kill, kill_rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let status = tokio::select! {
+                status = child.wait() => status,
+                // An explicit kill, or the handle was dropped: the node must not outlive it.
+                _ = kill_rx => {
+                    let _ = child.start_kill();
+                    child.wait().await
+                }
+            };
+            let exit = match status {
+                Ok(status) => NodeExit::from_status(status),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the node's exit status");
+                    NodeExit::Unknown
+                }
+            };
+            let _ = exit_tx.send(Some(exit));
+        });
         let (tx, events) = mpsc::channel(16);
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
@@ -83,10 +177,12 @@ impl NodeProcess {
             }
         });
         let mut node = NodeProcess {
-            child,
+            pid,
             stdin,
             events,
             port: 0,
+            exit,
+            kill: Some(kill),
         };
         write_command(&mut node.stdin, &Command::Init(init)).await?;
         match node.next_event().await? {
@@ -101,13 +197,25 @@ impl NodeProcess {
         self.port
     }
 
+    /// The process id while the process runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        if self.has_exited() { None } else { self.pid }
     }
 
     /// True once the process has exited (crashed or killed).
-    pub fn has_exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
+    pub fn has_exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+
+    /// How the process ended, once it has.
+    pub fn exit_status(&self) -> Option<NodeExit> {
+        *self.exit.borrow()
+    }
+
+    /// A receiver that changes to `Some` the moment the process exits; receivers of two
+    /// handles can be told apart with `same_channel`.
+    pub fn exit_watch(&self) -> watch::Receiver<Option<NodeExit>> {
+        self.exit.clone()
     }
 
     /// Hands the node its root DEK; returns when the cluster serves clients.
@@ -140,11 +248,15 @@ impl NodeProcess {
     /// Asks the node to stop, and kills it if it does not within a few seconds.
     pub async fn shutdown(mut self) {
         let _ = write_command(&mut self.stdin, &Command::Shutdown).await;
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+        let mut exit = self.exit.clone();
+        if tokio::time::timeout(Duration::from_secs(10), exit.wait_for(Option::is_some))
             .await
             .is_err()
         {
-            let _ = self.child.kill().await;
+            if let Some(kill) = self.kill.take() {
+                let _ = kill.send(());
+            }
+            let _ = exit.wait_for(Option::is_some).await;
         }
     }
 
@@ -154,5 +266,27 @@ impl NodeProcess {
             Ok(None) => Err(NodeError::Exited),
             Err(_) => Err(NodeError::Timeout(ANSWER_TIMEOUT)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeExit;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    #[test]
+    fn exit_statuses_name_their_cause() {
+        let killed = NodeExit::from_status(ExitStatus::from_raw(9));
+        assert_eq!(killed, NodeExit::Signal(9));
+        assert_eq!(killed.signal_name(), Some("SIGKILL"));
+        assert_eq!(killed.to_string(), "was killed by signal SIGKILL (9)");
+        let segv = NodeExit::from_status(ExitStatus::from_raw(11));
+        assert_eq!(segv.signal_name(), Some("SIGSEGV"));
+        let exited = NodeExit::from_status(ExitStatus::from_raw(101 << 8));
+        assert_eq!(exited, NodeExit::Code(101));
+        assert_eq!(exited.signal_name(), None);
+        assert_eq!(exited.to_string(), "exited with code 101");
+        assert_eq!(NodeExit::Signal(40).to_string(), "was killed by signal 40");
     }
 }
