@@ -27,6 +27,10 @@ pub enum EventKind {
     BackupRestored,
     BackupVerified,
     ExportCreated,
+    /// A cluster's node process died without being stopped (crash, kill, OOM).
+    NodeCrashed,
+    /// The node of a cluster that crashed runs again as it should.
+    NodeRecovered,
     /// Anything else; also what an older reader makes of a kind added later.
     #[serde(other)]
     Other,
@@ -34,7 +38,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in declaration order (for CLI help and argument parsing).
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::AuthFailed,
         EventKind::AuthSucceeded,
         EventKind::UserCreated,
@@ -51,6 +55,8 @@ impl EventKind {
         EventKind::BackupRestored,
         EventKind::BackupVerified,
         EventKind::ExportCreated,
+        EventKind::NodeCrashed,
+        EventKind::NodeRecovered,
         EventKind::Other,
     ];
 
@@ -73,6 +79,8 @@ impl EventKind {
             EventKind::BackupRestored => "backup_restored",
             EventKind::BackupVerified => "backup_verified",
             EventKind::ExportCreated => "export_created",
+            EventKind::NodeCrashed => "node_crashed",
+            EventKind::NodeRecovered => "node_recovered",
             EventKind::Other => "other",
         }
     }
