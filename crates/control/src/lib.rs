@@ -5,7 +5,8 @@
 //! - [`plane`]: create/update/delete/revalidate, the SMK infrastructure ([`smk`]), and the
 //!   sealed [`registry`] of clusters.
 //! - [`runtime`]: one cluster's node process and its Ready ⇄ Inaccessible state machine,
-//!   driven by the revalidation loop.
+//!   driven by the revalidation loop, which also restarts a crashed node at once (with
+//!   the [`restart`] backoff when it keeps crashing).
 //! - [`api`]: the HTTPS management API over all of it.
 
 pub mod api;
@@ -14,6 +15,7 @@ pub mod backups;
 pub mod model;
 pub mod plane;
 pub mod registry;
+pub mod restart;
 pub mod runtime;
 pub mod smk;
 pub mod validate;

@@ -1,9 +1,10 @@
 //! The management API's resource shapes, mirroring `Microsoft.DocumentDB/mongoClusters`.
 //!
 //! Field names follow the ARM contract (camelCase, `properties`, `identity`), so requests
-//! written for the managed service need only a different endpoint. Strongroom adds one
-//! read-only block, `properties.keyStatus`, that says which key version protects the
-//! cluster and, when the cluster is Inaccessible, why.
+//! written for the managed service need only a different endpoint. Strongroom adds
+//! read-only blocks: `properties.keyStatus` says which key version protects the cluster
+//! and, when the cluster is Inaccessible, why; `properties.nodeHealth` says whether its
+//! node process crashed and is being restarted.
 
 use std::collections::BTreeMap;
 
@@ -79,6 +80,8 @@ pub struct Properties {
     pub key_status: Option<KeyStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupProperties>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_health: Option<NodeHealth>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -176,6 +179,39 @@ pub struct BackupProperties {
     /// Strongroom: why the last backup cycle failed, while it keeps failing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+/// Strongroom: the cluster's node process — whether it runs as it should, and its crashes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeHealth {
+    /// "Healthy", or "Restarting" from a crash until the new node serves (open, or
+    /// refusing clients with the key's reason when the key is not usable).
+    pub state: String,
+    /// Crashes since the control plane started.
+    pub crash_count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_crash: Option<NodeCrash>,
+    /// While a restart waits out its backoff: when it starts (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_restart_time: Option<String>,
+}
+
+/// One crash of a node process.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCrash {
+    /// RFC 3339.
+    pub time: String,
+    /// The signal's name (`SIGKILL`, `SIGSEGV`, `SIGABRT`, …) when a signal ended the
+    /// process, `ExitCode` when it exited on its own, `StartFailed` when a new process
+    /// could not be started, `Unknown` otherwise.
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub message: String,
 }
 
 /// An ARM error body: `{"error": {"code", "message"}}`.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster::protocol::{BackupSettings, OpenParams};
+use cluster::supervisor::NodeExit;
 use envelope::token::IdentitySelector;
 use envelope::{
     AzureKeyVault, Envelope, KekError, KeyUrl, ManagedIdentityTokens, Reason, WrappedKeyStore,
@@ -18,7 +19,7 @@ use zeroize::Zeroizing;
 use crate::PlaneError;
 use crate::model::*;
 use crate::registry::{AttachedIdentity, ClusterRecord, Registry, State};
-use crate::runtime::{NodeSettings, Runtime, Status};
+use crate::runtime::{CrashCause, NodeHealth, NodeSettings, Runtime, Status};
 use crate::smk::{SERVICE_IDENTITY, SERVICE_RESOURCE_GROUP, ServiceKeys, ServiceVault};
 use crate::validate::{self, CmkReference, CreateMode, EncryptionMode, Existing, ValidationError};
 
@@ -874,7 +875,7 @@ impl Plane {
         let status = runtime.status();
         let key = runtime.key_view();
         let (state, reason, message) = match &status {
-            Status::Ready => ("Valid", None, key.warning.clone()),
+            Status::Ready | Status::Starting => ("Valid", None, key.warning.clone()),
             Status::Provisioning => ("Pending", None, None),
             Status::Inaccessible { reason, message } => {
                 ("Revoked", Some(reason.to_string()), Some(message.clone()))
@@ -953,6 +954,7 @@ impl Plane {
                         .then(|| backup::rfc3339(b.restorable_until_micros)),
                     last_error: b.error.clone(),
                 }),
+                node_health: Some(node_health_view(&runtime.node_health())),
             },
         }
     }
@@ -966,6 +968,45 @@ impl Plane {
             task.abort();
             runtime.stop().await;
         }
+    }
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> Option<String> {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// The API view of a runtime's node health.
+fn node_health_view(health: &NodeHealth) -> crate::model::NodeHealth {
+    let last_crash = health.last_crash.as_ref().map(|crash| {
+        let (reason, signal, exit_code) = match &crash.cause {
+            CrashCause::Exited(exit @ NodeExit::Signal(n)) => (
+                exit.signal_name().unwrap_or("Signal").to_string(),
+                Some(*n),
+                None,
+            ),
+            CrashCause::Exited(NodeExit::Code(code)) => ("ExitCode".into(), None, Some(*code)),
+            CrashCause::Exited(NodeExit::Unknown) => ("Unknown".into(), None, None),
+            CrashCause::StartFailed(_) => ("StartFailed".into(), None, None),
+        };
+        NodeCrash {
+            time: rfc3339(crash.time).unwrap_or_default(),
+            reason,
+            signal,
+            exit_code,
+            message: crash.cause.to_string(),
+        }
+    });
+    crate::model::NodeHealth {
+        state: if health.restarting {
+            "Restarting"
+        } else {
+            "Healthy"
+        }
+        .into(),
+        crash_count: health.crash_count,
+        last_crash,
+        next_restart_time: health.next_restart.and_then(rfc3339),
     }
 }
 

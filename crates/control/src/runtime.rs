@@ -4,24 +4,32 @@
 //! ```text
 //!            revalidate ok                     revalidate failed (decided cause,
 //!   Provisioning ──────────► Ready ◄───────┐   or transient beyond the grace period)
-//!                              │           │
-//!                              └──────────►Inaccessible{reason}
-//!                            lock: node wipes keys,     next good revalidation:
-//!                            closes connections         Open with the unwrapped DEK
+//!                            │  ▲  │           │
+//!                node crashed│  │  └──────────►Inaccessible{reason}
+//!                            ▼  │ restarted, lock: node wipes keys,     next good revalidation:
+//!                          Starting  opened  closes connections         Open with the unwrapped DEK
 //! ```
+//!
+//! The loop also watches the node process: the moment it exits on its own (a crash, an
+//! OOM kill, `kill -9`) the crash is recorded ([`NodeHealth`], the audit log) and, after
+//! the [`crate::restart`] backoff, a pass starts a new node and hands it the key — the
+//! same path as a first start. Deliberate stops take the node out of its slot before
+//! stopping it, so they are never mistaken for crashes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cluster::protocol::{BackupReport, BackupSettings, Event, Init, OpenParams};
-use cluster::supervisor::NodeProcess;
+use cluster::supervisor::{NodeExit, NodeProcess};
 use envelope::{Envelope, KekError, Reason};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use zeroize::Zeroizing;
 
 use crate::audit_trail::notice;
+use crate::restart::{Backoff, RestartPolicy};
 use audit::EventKind;
 
 /// What the cluster is doing now.
@@ -29,7 +37,12 @@ use audit::EventKind;
 pub enum Status {
     Provisioning,
     Ready,
-    Inaccessible { reason: Reason, message: String },
+    /// A Ready cluster's node crashed; a new one is being started and handed the key.
+    Starting,
+    Inaccessible {
+        reason: Reason,
+        message: String,
+    },
 }
 
 impl Status {
@@ -37,9 +50,50 @@ impl Status {
         match self {
             Status::Provisioning => "Provisioning",
             Status::Ready => "Ready",
+            Status::Starting => "Starting",
             Status::Inaccessible { .. } => "Inaccessible",
         }
     }
+}
+
+/// Why a node is gone without being stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CrashCause {
+    /// The process exited on its own or was killed.
+    Exited(NodeExit),
+    /// A new node could not be started (its program failed to run or to listen).
+    StartFailed(String),
+}
+
+impl std::fmt::Display for CrashCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CrashCause::Exited(exit) => write!(f, "the node process {exit}"),
+            CrashCause::StartFailed(error) => {
+                write!(f, "the node process could not start: {error}")
+            }
+        }
+    }
+}
+
+/// One crash of a cluster's node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crash {
+    pub time: time::OffsetDateTime,
+    pub cause: CrashCause,
+}
+
+/// Whether the cluster's node process runs as it should, and its crashes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeHealth {
+    /// From a crash until the new node is in the state the control plane wants (open,
+    /// or locked when the key is not usable).
+    pub restarting: bool,
+    /// Crashes since the control plane started.
+    pub crash_count: u64,
+    pub last_crash: Option<Crash>,
+    /// When the next restart starts, while it waits out its backoff.
+    pub next_restart: Option<time::OffsetDateTime>,
 }
 
 /// The last revalidation's view of the key.
@@ -61,6 +115,8 @@ pub struct NodeSettings {
     pub revalidation_interval: Duration,
     /// How long a vault outage may last before a Ready cluster turns Inaccessible.
     pub grace_period: Duration,
+    /// How soon a crashed node is started again.
+    pub restart: RestartPolicy,
 }
 
 pub struct Runtime {
@@ -85,6 +141,12 @@ pub struct Runtime {
     backup_report: Mutex<Option<BackupReport>>,
     /// Unsolicited node events (backup progress, audit notices), read by the plane.
     notices: tokio::sync::mpsc::UnboundedSender<Event>,
+    health: Mutex<NodeHealth>,
+    backoff: Mutex<Backoff>,
+    /// Set while the node is down: when the loop starts the next one.
+    restart_at: Mutex<Option<tokio::time::Instant>>,
+    /// Set by [`Runtime::stop`]: no node is started again.
+    stopped: AtomicBool,
 }
 
 /// Time until the next multiple of `interval` on the wall clock. Every cluster's loop
@@ -113,6 +175,7 @@ impl Runtime {
         backup: Option<BackupSettings>,
         notices: tokio::sync::mpsc::UnboundedSender<Event>,
     ) -> Arc<Runtime> {
+        let backoff = Backoff::new(settings.restart);
         Arc::new(Runtime {
             name,
             dir,
@@ -130,6 +193,10 @@ impl Runtime {
             backup: Mutex::new(backup),
             backup_report: Mutex::new(None),
             notices,
+            health: Mutex::new(NodeHealth::default()),
+            backoff: Mutex::new(backoff),
+            restart_at: Mutex::new(None),
+            stopped: AtomicBool::new(false),
         })
     }
 
@@ -163,6 +230,10 @@ impl Runtime {
         self.key.lock().clone()
     }
 
+    pub fn node_health(&self) -> NodeHealth {
+        self.health.lock().clone()
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -182,14 +253,104 @@ impl Runtime {
     }
 
     /// Runs the revalidation loop until the runtime is dropped by its owner (the task is
-    /// aborted on delete/shutdown).
+    /// aborted on delete/shutdown). Between passes it waits for the next tick, a wake-up,
+    /// or the node's exit; a node that is down is started again once its backoff is over.
     pub async fn run(self: Arc<Self>) {
+        let mut revalidate = true;
         loop {
-            self.revalidate_once().await;
+            if revalidate {
+                self.revalidate_once().await;
+            }
+            revalidate = true;
+            let restart_at = *self.restart_at.lock();
+            if let Some(at) = restart_at {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = self.wake.notified() => {}
+                }
+                continue;
+            }
+            // Read under the pass lock: a pass replacing the node on purpose is finished,
+            // so this is the node that serves now.
+            let exit = {
+                let _pass = self.pass.lock().await;
+                self.node.lock().await.as_ref().map(NodeProcess::exit_watch)
+            };
             tokio::select! {
                 _ = tokio::time::sleep(until_next_tick(self.settings.revalidation_interval)) => {}
                 _ = self.wake.notified() => {}
+                exit = exited(exit) => {
+                    self.node_exited(exit).await;
+                    revalidate = false;
+                }
             }
+        }
+    }
+
+    /// The watched node exited: a crash, unless it was stopped or replaced on purpose
+    /// (then it is no longer in the slot).
+    async fn node_exited(&self, exit: tokio::sync::watch::Receiver<Option<NodeExit>>) {
+        let _pass = self.pass.lock().await;
+        let mut node = self.node.lock().await;
+        let ours = node
+            .as_ref()
+            .is_some_and(|n| n.exit_watch().same_channel(&exit));
+        if ours && !self.stopped.load(Ordering::SeqCst) {
+            let status = exit.borrow().unwrap_or(NodeExit::Unknown);
+            *node = None;
+            self.record_crash(CrashCause::Exited(status));
+        }
+    }
+
+    /// Books a crash: the node is gone, the cluster is not Ready until a new one is open,
+    /// and the loop restarts it after the backoff.
+    fn record_crash(&self, cause: CrashCause) {
+        let delay = self.schedule_restart();
+        *self.node_open.lock() = false;
+        let count = {
+            let mut health = self.health.lock();
+            health.restarting = true;
+            health.crash_count += 1;
+            health.last_crash = Some(Crash {
+                time: time::OffsetDateTime::now_utc(),
+                cause: cause.clone(),
+            });
+            health.crash_count
+        };
+        {
+            let mut status = self.status.lock();
+            if *status == Status::Ready {
+                *status = Status::Starting;
+            }
+        }
+        tracing::error!(cluster = %self.name, %cause, crashes = count, restart_in = ?delay, "cluster node crashed; restarting it");
+        self.audit(notice(
+            EventKind::NodeCrashed,
+            false,
+            format!("{cause}; crash {count}, restarting in {delay:?}"),
+        ));
+    }
+
+    /// Asks the loop for a pass after the backoff's next delay; returns the delay.
+    fn schedule_restart(&self) -> Duration {
+        let delay = self.backoff.lock().crashed(Instant::now());
+        *self.restart_at.lock() = Some(tokio::time::Instant::now() + delay);
+        self.health.lock().next_restart = Some(time::OffsetDateTime::now_utc() + delay);
+        delay
+    }
+
+    /// The node runs in the state the control plane wants (open, or locked with the
+    /// reason): a restart is over.
+    fn node_healthy(&self) {
+        self.backoff.lock().healthy(Instant::now());
+        let recovered = std::mem::replace(&mut self.health.lock().restarting, false);
+        if recovered {
+            tracing::info!(cluster = %self.name, "cluster node recovered");
+            self.audit(notice(
+                EventKind::NodeRecovered,
+                true,
+                "cluster node restarted after a crash",
+            ));
         }
     }
 
@@ -202,8 +363,15 @@ impl Runtime {
     /// node to match the outcome.
     pub async fn revalidate_once(&self) {
         let _pass = self.pass.lock().await;
+        if self.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        // This pass is the scheduled restart (or comes before it: it restarts now).
+        *self.restart_at.lock() = None;
+        self.health.lock().next_restart = None;
         if let Err(e) = self.ensure_node(None).await {
             tracing::error!(cluster = %self.name, error = %e, "cluster node cannot be started");
+            self.record_crash(CrashCause::StartFailed(e.to_string()));
             *self.status.lock() = Status::Inaccessible {
                 reason: Reason::Internal,
                 message: format!("the cluster process cannot start: {e}"),
@@ -255,12 +423,17 @@ impl Runtime {
                 let previous = std::mem::replace(&mut *self.status.lock(), Status::Ready);
                 if previous != Status::Ready {
                     tracing::info!(cluster = %self.name, from = previous.as_str(), "cluster is Ready");
-                    self.audit(notice(
-                        EventKind::ClusterReady,
-                        true,
-                        format!("cluster is Ready (was {})", previous.as_str()),
-                    ));
+                    // Back from a crash is the node's recovery, audited below; the key's
+                    // state did not change.
+                    if previous != Status::Starting {
+                        self.audit(notice(
+                            EventKind::ClusterReady,
+                            true,
+                            format!("cluster is Ready (was {})", previous.as_str()),
+                        ));
+                    }
                 }
+                self.node_healthy();
             }
             Err(error) => self.fail(error).await,
         }
@@ -311,6 +484,23 @@ impl Runtime {
             tracing::warn!(cluster = %self.name, %message, "cluster is Inaccessible");
             self.audit(notice(EventKind::ClusterInaccessible, false, message));
         }
+        if self.health.lock().restarting && reason.is_transient() {
+            // A restart that could not reach the vault is tried again on the backoff
+            // schedule, not an interval later.
+            let delay = self.schedule_restart();
+            tracing::warn!(cluster = %self.name, retry_in = ?delay, "restarted node cannot be opened yet");
+            return;
+        }
+        // A locked node refusing clients with the reason is where this cluster should be.
+        let running = self
+            .node
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|n| !n.has_exited());
+        if running {
+            self.node_healthy();
+        }
     }
 
     /// Starts the node process if it is not running (first start, or after a crash).
@@ -319,13 +509,17 @@ impl Runtime {
         reason: Option<String>,
     ) -> Result<(), cluster::supervisor::NodeError> {
         let mut node = self.node.lock().await;
-        if let Some(n) = node.as_mut() {
-            if !n.has_exited() {
+        if self.stopped.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if let Some(n) = node.as_ref() {
+            let Some(exit) = n.exit_status() else {
                 return Ok(());
-            }
-            tracing::warn!(cluster = %self.name, "cluster node exited; restarting it");
+            };
+            // Exited before the loop saw it: book the crash, and restart now (this pass
+            // was asked for).
             *node = None;
-            *self.node_open.lock() = false;
+            self.record_crash(CrashCause::Exited(exit));
         }
         let initial_reason = reason.unwrap_or_else(|| match &*self.status.lock() {
             Status::Inaccessible { message, .. } => message.clone(),
@@ -344,16 +538,34 @@ impl Runtime {
         *node = Some(
             NodeProcess::spawn(&self.settings.program, &args, init, self.notices.clone()).await?,
         );
+        *self.node_open.lock() = false;
+        // A crash booked just above is restarted by this pass, not after a backoff.
+        *self.restart_at.lock() = None;
+        self.health.lock().next_restart = None;
         Ok(())
     }
 
-    /// Stops the node (delete or shutdown).
+    /// Stops the node (delete or shutdown); it is not restarted.
     pub async fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
         if let Some(node) = self.node.lock().await.take() {
             node.shutdown().await;
         }
         *self.node_open.lock() = false;
+        *self.restart_at.lock() = None;
     }
+}
+
+/// Resolves once the watched node has exited, with its watch (never, without a node).
+async fn exited(
+    watch: Option<tokio::sync::watch::Receiver<Option<NodeExit>>>,
+) -> tokio::sync::watch::Receiver<Option<NodeExit>> {
+    if let Some(mut watch) = watch
+        && watch.wait_for(Option::is_some).await.is_ok()
+    {
+        return watch;
+    }
+    std::future::pending().await
 }
 
 #[cfg(test)]

@@ -231,6 +231,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             key_pem: node_cert.key_pem.clone(),
             revalidation_interval: args.revalidation_interval,
             grace_period: args.grace_period,
+            restart: control::restart::RestartPolicy::default(),
         },
         smk_rotate_after: args.smk_rotate_after.clone(),
         vault_timeout: Duration::from_secs(10),
