@@ -121,23 +121,6 @@ fn restore_body(mut body: Value, source_id: &str, at: &str) -> Value {
     body
 }
 
-fn cli(d: &Deployment, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strongroom"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(d.dir.path())
-        .arg("-g")
-        .arg(RG)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn point_in_time_restore_across_key_modes_and_revocation() {
     let d = Deployment::start(

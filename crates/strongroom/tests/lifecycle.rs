@@ -261,23 +261,6 @@ async fn deleting_a_cluster_destroys_its_wrapped_root_key() {
     assert_eq!(status, 404);
 }
 
-/// Children of a process (the cluster nodes of `strongroom up`).
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-    {
-        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            out.extend(
-                text.split_whitespace()
-                    .filter_map(|p| p.parse::<u32>().ok()),
-            );
-        }
-    }
-    out
-}
-
 /// Whether `needle` occurs anywhere in the readable memory of `pid`.
 fn memory_contains(pid: u32, needle: &[u8]) -> bool {
     use std::io::{Read, Seek, SeekFrom};

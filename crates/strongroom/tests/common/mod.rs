@@ -300,6 +300,41 @@ impl Deployment {
     }
 }
 
+/// Runs the `strongroom` CLI against a deployment; returns (success, stdout + stderr).
+pub fn cli(d: &Deployment, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(d.dir.path())
+        .arg("-g")
+        .arg(RG)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Children of a process (the cluster nodes of `strongroom up`).
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
+}
+
 /// The request body of a CMK cluster.
 pub fn cmk_cluster(key_url: &str, identity_id: &str) -> Value {
     json!({
