@@ -130,6 +130,11 @@ impl NodeProcess {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            // A group of its own: a terminal's Ctrl-C reaches the supervisor only, which
+            // stops its nodes cleanly (a last backup cycle) instead of them dying of
+            // SIGINT and being taken for crashes. A node never outlives the supervisor:
+            // it stops when its stdin closes.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|source| NodeError::Spawn {
