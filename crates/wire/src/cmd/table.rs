@@ -324,13 +324,18 @@ fn update_actions(body: &Document) -> &'static [Action] {
     }
 }
 
+/// Read as the handlers read it ([`super::opt_bool`]: any non-zero number is true), so a
+/// value the handler takes as an upsert cannot pass here as a plain update.
 fn is_upsert(d: &Document) -> bool {
-    matches!(d.get("upsert"), Some(Bson::Boolean(true)))
-        || matches!(d.get("upsert"), Some(Bson::Int32(n)) if *n != 0)
+    super::opt_bool(d, "upsert").ok().flatten().unwrap_or(false)
 }
 
 fn find_and_modify_actions(body: &Document) -> &'static [Action] {
-    if matches!(body.get("remove"), Some(Bson::Boolean(true))) {
+    if super::opt_bool(body, "remove")
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+    {
         &[Find, Remove]
     } else if is_upsert(body) {
         &[Find, Update, Insert]
@@ -383,6 +388,10 @@ mod tests {
         assert_eq!(aggregate_actions(&out), &[Find, Insert, Remove]);
         let upsert = doc! {"update": "c", "updates": [{"q": {}, "u": {}, "upsert": true}]};
         assert_eq!(update_actions(&upsert), &[Update, Insert]);
+        let numeric = doc! {"update": "c", "updates": [{"q": {}, "u": {}, "upsert": 1.0}]};
+        assert_eq!(update_actions(&numeric), &[Update, Insert]);
+        let remove = doc! {"findAndModify": "c", "remove": 1i64};
+        assert_eq!(find_and_modify_actions(&remove), &[Find, Remove]);
         let explain = doc! {"explain": {"delete": "c", "deletes": []}};
         assert_eq!(explain_actions(&explain), &[Remove]);
     }
