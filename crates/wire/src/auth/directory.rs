@@ -43,3 +43,20 @@ impl Directory {
         db == USERS_DB && self.admin.read().as_deref() == Some(user)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_administrator_is_a_user_of_admin_and_changes_move_the_generation() {
+        let d = Directory::default();
+        assert!(!d.is_admin("admin", "root"), "no administrator named yet");
+        d.set_admin("root");
+        assert!(d.is_admin("admin", "root"));
+        assert!(!d.is_admin("app", "root"), "app.root is another user");
+        let g = d.generation();
+        d.changed();
+        assert!(d.generation() > g);
+    }
+}

@@ -43,42 +43,6 @@ pub enum Action {
     GetParameter,
 }
 
-impl Action {
-    /// MongoDB's name for the action (for error messages and docs).
-    pub fn name(self) -> &'static str {
-        use Action::*;
-        match self {
-            Find => "find",
-            Insert => "insert",
-            Update => "update",
-            Remove => "remove",
-            CreateCollection => "createCollection",
-            DropCollection => "dropCollection",
-            CreateIndex => "createIndex",
-            DropIndex => "dropIndex",
-            ListCollections => "listCollections",
-            ListIndexes => "listIndexes",
-            DropDatabase => "dropDatabase",
-            RenameCollectionSameDB => "renameCollectionSameDB",
-            CollStats => "collStats",
-            DbStats => "dbStats",
-            KillCursors => "killCursors",
-            ListDatabases => "listDatabases",
-            CreateUser => "createUser",
-            DropUser => "dropUser",
-            GrantRole => "grantRole",
-            RevokeRole => "revokeRole",
-            ChangePassword => "changePassword",
-            ChangeOwnPassword => "changeOwnPassword",
-            ViewUser => "viewUser",
-            ServerStatus => "serverStatus",
-            HostInfo => "hostInfo",
-            GetCmdLineOpts => "getCmdLineOpts",
-            GetParameter => "getParameter",
-        }
-    }
-}
-
 /// What an action is checked on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target<'a> {
