@@ -148,18 +148,49 @@ async fn the_cluster_administrator_cannot_be_dropped_or_demoted() {
 async fn a_dropped_users_open_connection_is_refused_at_its_next_command() {
     let ts = TestServer::start().await;
     let admin = ts.client().await;
-    create_user(&admin, "app", "leaver", bson::bson!(["readWrite"])).await;
-    let conn = ts.single_connection_client("leaver", PW, "app").await;
-    run(&conn, "app", doc! {"find": "c"})
+    // On admin, so the raw SCRAM client below (which authenticates there) can log in.
+    let read_write_app = bson::bson!([{"role": "readWrite", "db": "app"}]);
+    create_user(&admin, "admin", "leaver", read_write_app.clone()).await;
+    run(
+        &admin,
+        "app",
+        doc! {"insert": "c", "documents": [{"x": 1}, {"x": 2}, {"x": 3}]},
+    )
+    .await
+    .expect("insert");
+    let conn = ts.single_connection_client("leaver", PW, "admin").await;
+    let first = run(&conn, "app", doc! {"find": "c", "batchSize": 1})
         .await
         .expect("find before the drop");
-    run(&admin, "app", doc! {"dropUser": "leaver"})
+    let cursor_id = first
+        .get_document("cursor")
+        .and_then(|c| c.get_i64("id"))
+        .expect("an open cursor");
+    assert_ne!(cursor_id, 0, "{first}");
+    run(&admin, "admin", doc! {"dropUser": "leaver"})
         .await
         .expect("dropUser");
     let r = run(&conn, "app", doc! {"find": "c"}).await;
     assert_eq!(r.err(), Some(13), "find after the drop");
     let r = run(&conn, "app", doc! {"insert": "c", "documents": [{"x": 1}]}).await;
     assert_eq!(r.err(), Some(13), "insert after the drop");
+    // A user created later under the same name does not inherit the dropped one's
+    // cursors (a raw connection, so no session id stands in the way either).
+    create_user(&admin, "admin", "leaver", read_write_app).await;
+    let mut raw = common::RawClient::connect(&ts).await;
+    common::authenticate(&mut raw, "leaver", PW).await;
+    let r = raw
+        .command(
+            1,
+            doc! {"getMore": cursor_id, "collection": "c", "$db": "app"},
+        )
+        .await
+        .expect("reply");
+    assert_eq!(
+        r.get_i32("code").ok(),
+        Some(43),
+        "getMore on the dropped user's cursor: {r}"
+    );
     ts.stop().await;
 }
 

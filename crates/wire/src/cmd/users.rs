@@ -285,6 +285,7 @@ pub(super) async fn drop_user(ctx: &mut Ctx<'_>) -> CmdResult {
     ctx.blocking(move |h| users::delete_user(h, &db, &user))
         .await?;
     ctx.shared.users.changed();
+    ctx.shared.cursors.close_user(&ctx.db, &name);
     audit_user_change(
         ctx,
         crate::audit::SecurityEventKind::UserDropped,
