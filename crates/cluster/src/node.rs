@@ -211,6 +211,11 @@ async fn open(
         }
     };
     server.make_ready(db);
+    // A restored cluster's administrator comes with its data (no password here): it is
+    // protected all the same.
+    if let Some(user) = &params.admin_user {
+        server.set_admin_user(user);
+    }
     if let (Some(user), Some(password)) = (&params.admin_user, &params.admin_password) {
         server
             .ensure_admin_user(user, password)

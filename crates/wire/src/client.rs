@@ -25,6 +25,8 @@ pub struct SaslState {
     pub roles: Option<Vec<RoleGrant>>,
     /// Whether the verified identity was already attached to the connection.
     pub applied: bool,
+    /// The users generation read before the user's record was.
+    pub users_generation: u64,
 }
 
 /// Per-connection state.
@@ -32,6 +34,9 @@ pub struct Client {
     pub connection_id: i64,
     pub peer: SocketAddr,
     pub user: Option<AuthUser>,
+    /// The users generation `user`'s roles were read at (see
+    /// [`crate::auth::directory::Directory`]).
+    pub users_generation: u64,
     pub sasl: Option<SaslState>,
     pub compressors: Vec<Compressor>,
     /// Whether the client already sent its handshake metadata (`client` in hello),
@@ -50,6 +55,7 @@ impl Client {
             connection_id,
             peer,
             user: None,
+            users_generation: 0,
             sasl: None,
             compressors: Vec::new(),
             handshake_done: false,

@@ -214,6 +214,20 @@ impl Registry {
         before - map.len()
     }
 
+    /// Closes every cursor of user `db.user` (the user was dropped: a user created later
+    /// under the same name must not continue them).
+    pub fn close_user(&self, db: &str, user: &str) -> usize {
+        let mut map = self.cursors.lock();
+        let before = map.len();
+        map.retain(|_, c| {
+            c.owner
+                .user
+                .as_ref()
+                .is_none_or(|(u, d)| u != user || d != db)
+        });
+        before - map.len()
+    }
+
     /// Closes cursors idle for longer than the timeout; returns how many.
     pub fn reap_idle(&self) -> usize {
         let now = Instant::now();

@@ -28,6 +28,6 @@ pub mod state;
 pub mod tls;
 
 pub use backend::Db;
-pub use cmd::redacted_shape;
+pub use cmd::{command_names, redacted_shape};
 pub use error::{CommandError, Error, ProtocolError};
 pub use server::{DEFAULT_IDLE_POLL, Server, ServerConfig};

@@ -138,6 +138,8 @@ pub(crate) struct Shared {
     pub scram_secret: Zeroizing<[u8; 32]>,
     pub listen: SocketAddr,
     pub idle_poll: Duration,
+    /// The cluster's administrator and the users generation.
+    pub users: crate::auth::directory::Directory,
 }
 
 impl Shared {
@@ -199,7 +201,11 @@ impl Server {
             scram_secret: secret,
             listen: local_addr,
             idle_poll: config.idle_poll,
+            users: Default::default(),
         });
+        if let Some((user, _)) = &config.admin_user {
+            shared.users.set_admin(user);
+        }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let acceptor = config.tls.map(tokio_rustls::TlsAcceptor::from);
         let accept_task = tokio::spawn(accept_loop(
@@ -291,10 +297,17 @@ impl Server {
         user: &str,
         password: &Zeroizing<String>,
     ) -> Result<(), Error> {
+        self.shared.users.set_admin(user);
         let db = self.shared.db().map_err(|e| Error::AdminUser(e.errmsg))?;
         crate::auth::users::ensure_admin(db, user, password)
             .await
             .map_err(|e| Error::AdminUser(e.to_string()))
+    }
+
+    /// Names the cluster's administrator (`admin.<user>`) without creating it (a restored
+    /// cluster brings its administrator along): the MongoDB API may not drop or demote it.
+    pub fn set_admin_user(&self, user: &str) {
+        self.shared.users.set_admin(user);
     }
 
     /// Turns the gate back to Ready with a freshly opened database.

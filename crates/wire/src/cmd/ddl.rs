@@ -6,7 +6,7 @@ use bson::{Bson, Document, doc};
 
 use super::cursors::{first_batch, reply_document};
 use super::{Ctx, opt_bool, opt_doc};
-use crate::auth::roles::{Action, allowed};
+use crate::auth::roles::{Action, Target, allowed, any_privilege_on};
 use crate::backend;
 use crate::backend::Db;
 use crate::cursor::{Buffered, CursorSource};
@@ -107,16 +107,31 @@ pub(super) async fn rename_collection(ctx: &mut Ctx<'_>) -> CmdResult {
     };
     let (from_db, from_coll) = split_ns(&from)?;
     let (to_db, to_coll) = split_ns(&to)?;
-    // The caller needs write access on both databases (authorised on admin above only
-    // for cluster-wide roles; check the real databases here).
-    if let Some(user) = &ctx.client.user {
-        for db in [&from_db, &to_db] {
-            if !allowed(&user.roles, Action::Write, db) {
-                return Err(CommandError::unauthorized(format!(
-                    "not authorized on {db} to execute command {{ renameCollection: ... }}"
-                )));
-            }
-        }
+    // MongoDB's privileges: within one database, renameCollectionSameDB there; across
+    // databases, find on the source, insert and createIndex on the target, and
+    // dropCollection on the source. dropTarget also needs dropCollection on the target.
+    let drop_target = opt_bool(&ctx.body, "dropTarget")?.unwrap_or(false);
+    let mut needed = Vec::new();
+    if from_db == to_db {
+        needed.push((Action::RenameCollectionSameDB, from_db.as_str()));
+    } else {
+        needed.extend([
+            (Action::Find, from_db.as_str()),
+            (Action::DropCollection, from_db.as_str()),
+            (Action::Insert, to_db.as_str()),
+            (Action::CreateIndex, to_db.as_str()),
+        ]);
+    }
+    if drop_target {
+        needed.push((Action::DropCollection, to_db.as_str()));
+    }
+    let ok = ctx.client.user.as_ref().is_some_and(|u| {
+        needed
+            .iter()
+            .all(|(a, db)| allowed(&u.roles, *a, Target::Db(db)))
+    });
+    if !ok {
+        return Err(super::not_authorized(&ctx.db, &ctx.name, &ctx.body));
     }
     for c in [&from_coll, &to_coll] {
         if c.starts_with("system.") {
@@ -125,7 +140,6 @@ pub(super) async fn rename_collection(ctx: &mut Ctx<'_>) -> CmdResult {
             ));
         }
     }
-    let drop_target = opt_bool(&ctx.body, "dropTarget")?.unwrap_or(false);
     ctx.blocking(move |h| {
         Ok(h.rename_collection(&from_db, &from_coll, &to_db, &to_coll, drop_target)?)
     })
@@ -166,21 +180,19 @@ pub(super) async fn list_collections(ctx: &mut Ctx<'_>) -> CmdResult {
 }
 
 /// Lists databases; users without the cluster-wide privilege see only the databases
-/// they can read (MongoDB's `authorizedDatabases` behaviour).
+/// they have a privilege on (MongoDB's `authorizedDatabases` behaviour).
 pub(super) async fn list_databases(ctx: &mut Ctx<'_>) -> CmdResult {
     let name_only = opt_bool(&ctx.body, "nameOnly")?.unwrap_or(false);
     let filter = opt_doc(&ctx.body, "filter")?;
     let user = ctx.client.user.clone();
     let everything = user
         .as_ref()
-        .is_some_and(|u| allowed(&u.roles, Action::ListDatabases, "admin"));
+        .is_some_and(|u| allowed(&u.roles, Action::ListDatabases, Target::Cluster));
     let mut dbs = ctx.blocking(|h| Ok(h.list_databases()?)).await?;
     if !everything {
         dbs.retain(|d| {
-            user.as_ref().is_some_and(|u| {
-                allowed(&u.roles, Action::Read, &d.name)
-                    || allowed(&u.roles, Action::Write, &d.name)
-            })
+            user.as_ref()
+                .is_some_and(|u| any_privilege_on(&u.roles, &d.name))
         });
     }
     let mut total: i64 = 0;

@@ -3,9 +3,12 @@
 //! [`execute`] is the only entry point. For every command it
 //! 1. checks the availability gate (an Inaccessible cluster answers every command,
 //!    `hello` included, with the reason),
-//! 2. looks the command up ([`lookup`]; unknown names get `CommandNotFound`),
-//! 3. checks authentication and the privilege the command needs on its database,
-//! 4. runs it, and renders `{ok: 1, ...}` or `{ok: 0, errmsg, code, codeName}`.
+//! 2. looks the command up in the one command table ([`table`]; unknown names get
+//!    `CommandNotFound`),
+//! 3. re-reads the connection's user when users changed since its roles were read
+//!    ([`crate::auth::directory`]),
+//! 4. checks authentication and the privilege the command's entry names,
+//! 5. runs the entry's handler, and renders `{ok: 1, ...}` or `{ok: 0, errmsg, code, codeName}`.
 //!
 //! Logs carry command names, databases, durations and error codes, never bodies.
 
@@ -15,9 +18,11 @@ mod cursors;
 mod ddl;
 mod hello;
 mod sasl;
+mod table;
 mod users;
 
 pub(crate) use admin::VERSION;
+pub use table::command_names;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,24 +30,12 @@ use std::time::Instant;
 
 use bson::{Bson, Document, RawDocumentBuf};
 
-use crate::auth::roles::{Action, allowed};
+use crate::auth::roles::{Action, Target, allowed, allowed_on_every_db};
 use crate::backend::Db;
 use crate::client::Client;
 use crate::error::{CmdResult, CommandError, code};
 use crate::server::{Shared, truncate};
-
-/// What a command needs before it may run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
-    /// Runs without authentication (handshake, authentication itself, ping).
-    Open,
-    /// Any authenticated user (the command checks finer ownership itself).
-    Authenticated,
-    /// This action on the command's database.
-    On(Action),
-    /// This action on the `admin` database (cluster-wide commands).
-    Cluster(Action),
-}
+use table::{Access, Command, aggregate_writes, lookup};
 
 /// Everything a command handler gets.
 pub(crate) struct Ctx<'a> {
@@ -124,10 +117,11 @@ pub(crate) async fn execute(
     // `run` hands the body back (less the statements a write command moved out of it),
     // so the redacted shape for the slow-op log is built only for commands that turned
     // out slow, not for every command.
-    let (result, body) = run(shared, client, db.clone(), name.clone(), body).await;
+    let command = lookup(&name);
+    let (result, body) = run(shared, client, command, db.clone(), name.clone(), body).await;
     let elapsed = started.elapsed();
     // An unknown command's name is whatever the client sent: user data, not logged.
-    let shown = if lookup(&name, &Document::new()).is_some() {
+    let shown = if command.is_some() {
         truncate(&name, 64)
     } else {
         "<unknown command>"
@@ -380,6 +374,7 @@ fn refuse_transactions(body: &Document) -> CmdResult<()> {
 async fn run(
     shared: &Arc<Shared>,
     client: &mut Client,
+    command: Option<&'static Command>,
     db: String,
     name: String,
     body: Document,
@@ -387,7 +382,7 @@ async fn run(
     // The epoch is read before the handle: a cursor opened on a handle from before a
     // gate change must carry the older epoch, so the registry refuses it.
     let epoch = shared.epoch();
-    let handle = match admit(shared, client, &db, &name, &body) {
+    let (handle, command) = match admit(shared, client, command, &db, &name, &body).await {
         Ok(h) => h,
         Err(e) => return (Err(e), body),
     };
@@ -400,80 +395,80 @@ async fn run(
         handle,
         epoch,
     };
-    let result = match ctx.name.as_str() {
-        // Query replies are assembled from stored BSON without re-encoding it.
-        "find" => crud::find(&mut ctx).await,
-        "aggregate" => crud::aggregate(&mut ctx).await,
-        "getMore" => cursors::get_more(&mut ctx).await.map(Reply::Raw),
-        _ => dispatch(&mut ctx).await.map(Reply::Doc),
-    };
+    let result = table::dispatch(command.handler, &mut ctx).await;
     (result, ctx.body)
 }
 
 /// The gate, the command lookup and every access check a command passes before it runs.
-fn admit(
+async fn admit(
     shared: &Arc<Shared>,
-    client: &Client,
+    client: &mut Client,
+    command: Option<&'static Command>,
     db: &str,
     name: &str,
     body: &Document,
-) -> CmdResult<Arc<Db>> {
+) -> CmdResult<(Arc<Db>, &'static Command)> {
     let handle = shared.db()?;
-    if name.is_empty() {
-        return Err(CommandError::new(
-            code::COMMAND_NOT_FOUND,
-            "no such command: ''",
-        ));
-    }
-    let Some(access) = lookup(name, body) else {
+    let Some(command) = command else {
         return Err(CommandError::new(
             code::COMMAND_NOT_FOUND,
             format!("no such command: '{}'", truncate(name, 128)),
         ));
     };
-    authorize(client, access, db, name, body)?;
+    if client.user.is_some() && client.users_generation != shared.users.generation() {
+        refresh_user(shared, client, &handle).await?;
+    }
+    authorize(client, command.access, db, name, body)?;
     refuse_transactions(body)?;
     protect_system_namespaces(client, db, name, body)?;
-    Ok(handle)
+    Ok((handle, command))
 }
 
-/// The access each command needs; `None` for unknown commands.
-pub(crate) fn lookup(name: &str, body: &Document) -> Option<Access> {
-    use Access::*;
-    use Action::*;
-    Some(match name {
-        "hello" | "isMaster" | "ismaster" | "buildInfo" | "buildinfo" | "ping" | "saslStart"
-        | "saslContinue" | "logout" | "whatsmyuri" | "connectionStatus" | "endSessions"
-        | "getnonce" => Open,
-        "getMore" | "killCursors" => Authenticated,
-        "find" | "count" | "distinct" | "listCollections" | "listIndexes" => On(Read),
-        "aggregate" => {
-            if aggregate_writes(body) {
-                On(Write)
-            } else {
-                On(Read)
+/// Users changed since this connection's roles were read: re-reads its user. A dropped
+/// user's connection is logged out (its commands then need authentication again, as in
+/// MongoDB); a changed user's connection continues with the new roles.
+async fn refresh_user(
+    shared: &Arc<Shared>,
+    client: &mut Client,
+    handle: &Arc<Db>,
+) -> CmdResult<()> {
+    let Some(user) = client.user.clone() else {
+        return Ok(());
+    };
+    // Read before the record: a change stored after this moves the generation past it.
+    let generation = shared.users.generation();
+    let db = handle.clone();
+    let (name, auth_db) = (user.user.clone(), user.db.clone());
+    let record =
+        tokio::task::spawn_blocking(move || crate::auth::users::find_user(&db, &auth_db, &name))
+            .await
+            .map_err(|e| CommandError::internal(format!("user lookup failed: {e}")))??;
+    client.users_generation = generation;
+    match record {
+        Some(r) => {
+            if r.roles != user.roles {
+                tracing::info!(conn = client.connection_id, user = %truncate(&user.user, 64), db = %truncate(&user.db, 64), "roles changed; the connection continues with the new roles");
+            }
+            if let Some(u) = client.user.as_mut() {
+                u.roles = r.roles;
             }
         }
-        "explain" => On(Read),
-        "insert" | "update" | "delete" | "findAndModify" | "findandmodify" | "create" | "drop"
-        | "dropDatabase" | "createIndexes" | "dropIndexes" | "deleteIndexes" => On(Write),
-        // Needs Write on both databases; the handler checks them.
-        "renameCollection" => Authenticated,
-        "listDatabases" => Authenticated,
-        "createUser" | "updateUser" | "dropUser" => On(UserAdmin),
-        "usersInfo" => Authenticated,
-        "serverStatus" | "getCmdLineOpts" | "getParameter" | "hostInfo" => Cluster(ClusterMonitor),
-        _ => return None,
-    })
-}
-
-fn aggregate_writes(body: &Document) -> bool {
-    body.get_array("pipeline").is_ok_and(|stages| {
-        stages.iter().any(|s| {
-            s.as_document()
-                .is_some_and(|d| d.contains_key("$out") || d.contains_key("$merge"))
-        })
-    })
+        None => {
+            tracing::info!(conn = client.connection_id, user = %truncate(&user.user, 64), db = %truncate(&user.db, 64), "user dropped; the connection is logged out");
+            crate::audit::record(crate::audit::SecurityEvent {
+                kind: crate::audit::SecurityEventKind::UserDropped,
+                principal: Some(crate::audit::name(&user.user)),
+                remote: Some(client.peer),
+                success: true,
+                detail: format!(
+                    "connection {} logged out: its user was dropped",
+                    client.connection_id
+                ),
+            });
+            client.user = None;
+        }
+    }
+    Ok(())
 }
 
 fn authorize(
@@ -483,49 +478,27 @@ fn authorize(
     name: &str,
     body: &Document,
 ) -> CmdResult<()> {
-    let (action, target_db) = match access {
-        Access::Open => return Ok(()),
-        Access::Authenticated => {
-            return match client.user {
-                Some(_) => Ok(()),
-                None => Err(requires_authentication(name)),
-            };
-        }
-        Access::On(a) => (a, db),
-        Access::Cluster(a) => (a, "admin"),
-    };
+    if matches!(access, Access::Open) {
+        return Ok(());
+    }
     let Some(user) = &client.user else {
         return Err(requires_authentication(name));
     };
-    if allowed(&user.roles, action, target_db) {
-        return Ok(());
+    let ok = match access {
+        Access::Open | Access::Authenticated => true,
+        Access::Db(actions) => actions
+            .iter()
+            .all(|a| allowed(&user.roles, *a, Target::Db(db))),
+        Access::DbFor(actions) => actions(body)
+            .iter()
+            .all(|a| allowed(&user.roles, *a, Target::Db(db))),
+        Access::Cluster(a) => allowed(&user.roles, a, Target::Cluster),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(not_authorized(db, name, body))
     }
-    // A user may always read and change their own password (MongoDB's
-    // changeOwnPassword/viewUser privileges on self).
-    if name == "updateUser" && db == user.db && body.get_str(name).ok() == Some(user.user.as_str())
-    {
-        let only_password = body.keys().all(|k| {
-            matches!(
-                k.as_str(),
-                "updateUser"
-                    | "pwd"
-                    | "$db"
-                    | "lsid"
-                    | "writeConcern"
-                    | "mechanisms"
-                    | "digestPassword"
-                    | "$clusterTime"
-                    | "$readPreference"
-                    | "apiVersion"
-                    | "apiStrict"
-                    | "apiDeprecationErrors"
-            )
-        });
-        if only_password {
-            return Ok(());
-        }
-    }
-    Err(not_authorized(db, name, body))
 }
 
 fn requires_authentication(name: &str) -> CommandError {
@@ -537,7 +510,7 @@ fn requires_authentication(name: &str) -> CommandError {
 
 /// MongoDB's message names the command; only the command's first field is echoed
 /// (never the body, which may hold user data).
-fn not_authorized(db: &str, name: &str, body: &Document) -> CommandError {
+pub(super) fn not_authorized(db: &str, name: &str, body: &Document) -> CommandError {
     let first = body
         .get(name)
         .map(|v| match v {
@@ -572,10 +545,11 @@ fn protect_system_namespaces(
     );
     if reads && !aggregate_writes(body) {
         if db == "admin" && coll == "system.users" {
+            // It holds every database's users: only who may view users everywhere.
             let ok = client
                 .user
                 .as_ref()
-                .is_some_and(|u| allowed(&u.roles, Action::UserAdmin, "admin"));
+                .is_some_and(|u| allowed_on_every_db(&u.roles, Action::ViewUser));
             if !ok {
                 return Err(not_authorized(db, name, body));
             }
@@ -590,53 +564,6 @@ fn protect_system_namespaces(
         truncate(coll, 64),
         truncate(coll, 64)
     )))
-}
-
-async fn dispatch(ctx: &mut Ctx<'_>) -> CmdResult {
-    match ctx.name.as_str() {
-        "hello" | "isMaster" | "ismaster" => hello::hello(ctx).await,
-        "buildInfo" | "buildinfo" => admin::build_info(ctx),
-        "ping" => Ok(Document::new()),
-        "getnonce" => Err(CommandError::new(
-            code::NOT_IMPLEMENTED,
-            "getnonce is not supported; use SCRAM-SHA-256",
-        )),
-        "whatsmyuri" => admin::whatsmyuri(ctx),
-        "connectionStatus" => admin::connection_status(ctx),
-        "endSessions" => admin::end_sessions(ctx),
-        "serverStatus" => admin::server_status(ctx),
-        "getCmdLineOpts" => admin::get_cmd_line_opts(ctx),
-        "getParameter" => admin::get_parameter(ctx),
-        "hostInfo" => admin::host_info(ctx),
-        "saslStart" => sasl::sasl_start(ctx).await,
-        "saslContinue" => sasl::sasl_continue(ctx).await,
-        "logout" => sasl::logout(ctx),
-        "createUser" => users::create_user(ctx).await,
-        "updateUser" => users::update_user(ctx).await,
-        "dropUser" => users::drop_user(ctx).await,
-        "usersInfo" => users::users_info(ctx).await,
-        "killCursors" => cursors::kill_cursors(ctx),
-        "count" => crud::count(ctx).await,
-        "distinct" => crud::distinct(ctx).await,
-        "insert" => crud::insert(ctx).await,
-        "update" => crud::update(ctx).await,
-        "delete" => crud::delete(ctx).await,
-        "findAndModify" | "findandmodify" => crud::find_and_modify(ctx).await,
-        "explain" => crud::explain(ctx).await,
-        "create" => ddl::create(ctx).await,
-        "drop" => ddl::drop(ctx).await,
-        "dropDatabase" => ddl::drop_database(ctx).await,
-        "renameCollection" => ddl::rename_collection(ctx).await,
-        "listCollections" => ddl::list_collections(ctx).await,
-        "listDatabases" => ddl::list_databases(ctx).await,
-        "createIndexes" => ddl::create_indexes(ctx).await,
-        "listIndexes" => ddl::list_indexes(ctx).await,
-        "dropIndexes" | "deleteIndexes" => ddl::drop_indexes(ctx).await,
-        other => Err(CommandError::new(
-            code::COMMAND_NOT_FOUND,
-            format!("no such command: '{}'", truncate(other, 128)),
-        )),
-    }
 }
 
 /// Reads an optional non-negative integer argument (any numeric BSON type).
@@ -698,22 +625,5 @@ mod tests {
             doc! {"find": "###", "filter": {"#1": "###", "#2": {"$gt": "###"}}, "#3": ["###", "###", "###", "###"]}
         );
         assert!(!text.contains("ssn"), "field names are user data: {text}");
-    }
-
-    #[test]
-    fn every_known_command_has_an_access_rule_and_unknown_ones_none() {
-        for name in [
-            "hello",
-            "find",
-            "insert",
-            "createUser",
-            "serverStatus",
-            "getMore",
-        ] {
-            assert!(lookup(name, &Document::new()).is_some(), "{name}");
-        }
-        assert_eq!(lookup("shutdown", &Document::new()), None);
-        let out = doc! {"aggregate": "c", "pipeline": [{"$match": {}}, {"$out": "x"}]};
-        assert_eq!(lookup("aggregate", &out), Some(Access::On(Action::Write)));
     }
 }

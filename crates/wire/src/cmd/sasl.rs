@@ -57,6 +57,8 @@ async fn start(ctx: &mut Ctx<'_>, auth_db: String, body: &Document) -> CmdResult
         .unwrap_or(false);
     let user_name = first.user.clone();
     let lookup_db = auth_db.clone();
+    // Read before the record: a change stored after this moves the generation past it.
+    let users_generation = ctx.shared.users.generation();
     let record = ctx
         .blocking(move |db| users::find_user(db, &lookup_db, &user_name))
         .await?;
@@ -77,6 +79,7 @@ async fn start(ctx: &mut Ctx<'_>, auth_db: String, body: &Document) -> CmdResult
         conversation,
         roles: record.map(|r| r.roles),
         applied: false,
+        users_generation,
     });
     Ok(doc! {
         "conversationId": conversation_id,
@@ -162,6 +165,7 @@ pub(super) async fn sasl_continue(ctx: &mut Ctx<'_>) -> CmdResult {
             db: state.db.clone(),
             roles,
         });
+        ctx.client.users_generation = state.users_generation;
         state.applied = true;
     }
     let done = step.done;

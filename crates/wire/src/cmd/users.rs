@@ -1,10 +1,19 @@
-//! `createUser`, `updateUser`, `dropUser`, `usersInfo` (SCRAM-SHA-256 users only).
+//! `createUser`, `updateUser`, `dropUser`, `usersInfo`, `grantRolesToUser`,
+//! `revokeRolesFromUser` (SCRAM-SHA-256 users only), with MongoDB's privilege rules:
+//! granting a role needs `grantRole` on the role's database and taking one away needs
+//! `revokeRole` there, so a database's user administrator can hand out that database's
+//! roles but not `root` (a role on `admin`); a password change needs `changePassword` on
+//! the user's database. The cluster's administrator (see
+//! [`crate::auth::directory::Directory`]) cannot be dropped, lose a role, or get a new
+//! password from anyone but itself: these are refused with `Unauthorized` (13).
+//! Every change to a user's roles or existence moves the users generation, so open
+//! connections see it at their next command.
 
 use bson::{Bson, Document, doc};
 use zeroize::Zeroizing;
 
-use super::Ctx;
-use crate::auth::roles::{Action, RoleGrant, allowed, allowed_everywhere};
+use super::{Ctx, not_authorized};
+use crate::auth::roles::{Action, RoleGrant, Target, allowed, allowed_on_every_db};
 use crate::auth::users::{self, UserRecord};
 use crate::error::{CmdResult, CommandError, code};
 
@@ -78,6 +87,7 @@ pub(super) async fn create_user(ctx: &mut Ctx<'_>) -> CmdResult {
     let roles = roles(&ctx.body, &ctx.db)?.ok_or_else(|| {
         CommandError::bad_value("\"createUser\" command requires a \"roles\" array")
     })?;
+    require_on_roles(ctx, Action::GrantRole, &roles)?;
     let db = ctx.db.clone();
     let name = user.clone();
     ctx.blocking(move |h| {
@@ -107,43 +117,175 @@ pub(super) async fn update_user(ctx: &mut Ctx<'_>) -> CmdResult {
             "Must specify at least one field to update in updateUser",
         ));
     }
-    let db = ctx.db.clone();
-    let name = user.clone();
+    let is_self = is_caller(ctx, &ctx.db, &user);
+    if pwd.is_some() {
+        let own = is_self && require(ctx, Action::ChangeOwnPassword, &ctx.db).is_ok();
+        if !own {
+            require(ctx, Action::ChangePassword, &ctx.db)?;
+        }
+        if !is_self {
+            protect_admin(ctx, &user, "have its password changed by another user")?;
+        }
+    }
+    if let Some(roles) = &roles {
+        require_on_roles(ctx, Action::GrantRole, roles)?;
+    }
     let what = match (pwd.is_some(), roles.is_some()) {
         (true, true) => "changed the password and roles of user",
         (true, false) => "changed the password of user",
         _ => "changed the roles of user",
     };
-    ctx.blocking(move |h| {
-        let mut record =
-            users::find_user(h, &db, &user)?.ok_or_else(|| users::user_not_found(&user, &db))?;
-        if let Some(pwd) = pwd {
-            record.credentials = UserRecord::new(&db, &user, &pwd, Vec::new())?.credentials;
+    let (db, lookup) = (ctx.db.clone(), user.clone());
+    let mut record = ctx.blocking(move |h| find(h, &db, &lookup)).await?;
+    if let Some(roles) = roles {
+        let removed = removed_roles(&record.roles, &roles);
+        require_on_roles(ctx, Action::RevokeRole, &removed)?;
+        if !removed.is_empty() {
+            protect_admin(ctx, &user, "lose a role")?;
         }
-        if let Some(roles) = roles {
-            record.roles = roles;
+        record.roles = roles;
+    }
+    let (db, name) = (ctx.db.clone(), user.clone());
+    ctx.blocking(move |h| {
+        if let Some(pwd) = pwd {
+            record.credentials = UserRecord::new(&db, &name, &pwd, Vec::new())?.credentials;
         }
         users::replace_user(h, &record)
     })
     .await?;
+    ctx.shared.users.changed();
     audit_user_change(
         ctx,
         crate::audit::SecurityEventKind::UserUpdated,
         format!(
             "{what} {} on {}",
-            crate::audit::name(&name),
+            crate::audit::name(&user),
             crate::audit::name(&ctx.db)
         ),
     );
     Ok(Document::new())
 }
 
+/// `{grantRolesToUser: "<user>", roles: [...]}`: needs `grantRole` on every role's db.
+pub(super) async fn grant_roles_to_user(ctx: &mut Ctx<'_>) -> CmdResult {
+    change_roles(ctx, true).await
+}
+
+/// `{revokeRolesFromUser: "<user>", roles: [...]}`: needs `revokeRole` on every role's db.
+pub(super) async fn revoke_roles_from_user(ctx: &mut Ctx<'_>) -> CmdResult {
+    change_roles(ctx, false).await
+}
+
+async fn change_roles(ctx: &mut Ctx<'_>, grant: bool) -> CmdResult {
+    let user = user_name(ctx)?;
+    let listed = roles(&ctx.body, &ctx.db)?.ok_or_else(|| {
+        CommandError::bad_value(format!(
+            "\"{}\" command requires a \"roles\" array",
+            ctx.name
+        ))
+    })?;
+    if listed.is_empty() {
+        return Err(CommandError::bad_value(format!(
+            "\"{}\" command requires a non-empty \"roles\" array",
+            ctx.name
+        )));
+    }
+    let action = if grant {
+        Action::GrantRole
+    } else {
+        Action::RevokeRole
+    };
+    require_on_roles(ctx, action, &listed)?;
+    let (db, lookup) = (ctx.db.clone(), user.clone());
+    let mut record = ctx.blocking(move |h| find(h, &db, &lookup)).await?;
+    if grant {
+        for r in listed {
+            if !record.roles.contains(&r) {
+                record.roles.push(r);
+            }
+        }
+    } else {
+        let before = record.roles.len();
+        record.roles.retain(|r| !listed.contains(r));
+        if record.roles.len() != before {
+            protect_admin(ctx, &user, "lose a role")?;
+        }
+    }
+    ctx.blocking(move |h| users::replace_user(h, &record))
+        .await?;
+    ctx.shared.users.changed();
+    audit_user_change(
+        ctx,
+        crate::audit::SecurityEventKind::UserUpdated,
+        format!(
+            "{} roles of user {} on {}",
+            if grant { "granted" } else { "revoked" },
+            crate::audit::name(&user),
+            crate::audit::name(&ctx.db)
+        ),
+    );
+    Ok(Document::new())
+}
+
+fn find(h: &crate::backend::Db, db: &str, user: &str) -> CmdResult<UserRecord> {
+    users::find_user(h, db, user)?.ok_or_else(|| users::user_not_found(user, db))
+}
+
+/// The roles in `old` that `new` no longer has.
+fn removed_roles(old: &[RoleGrant], new: &[RoleGrant]) -> Vec<RoleGrant> {
+    old.iter().filter(|r| !new.contains(r)).cloned().collect()
+}
+
+/// Is the connection's user `db.user`?
+fn is_caller(ctx: &Ctx<'_>, db: &str, user: &str) -> bool {
+    ctx.client
+        .user
+        .as_ref()
+        .is_some_and(|u| u.db == db && u.user == user)
+}
+
+/// `action` on `db` for the connection's user, or MongoDB's `Unauthorized`.
+fn require(ctx: &Ctx<'_>, action: Action, db: &str) -> CmdResult<()> {
+    let ok = ctx
+        .client
+        .user
+        .as_ref()
+        .is_some_and(|u| allowed(&u.roles, action, Target::Db(db)));
+    if ok {
+        Ok(())
+    } else {
+        Err(not_authorized(&ctx.db, &ctx.name, &ctx.body))
+    }
+}
+
+/// `action` (grantRole / revokeRole) on the database of every role in `roles`.
+fn require_on_roles(ctx: &Ctx<'_>, action: Action, roles: &[RoleGrant]) -> CmdResult<()> {
+    roles.iter().try_for_each(|r| require(ctx, action, &r.db))
+}
+
+/// Refuses to change the cluster's administrator (`admin.<name>`) in a way that could
+/// lock everyone out: it is created and named by the management API.
+fn protect_admin(ctx: &Ctx<'_>, user: &str, what: &str) -> CmdResult<()> {
+    if ctx.shared.users.is_admin(&ctx.db, user) {
+        return Err(CommandError::unauthorized(format!(
+            "not authorized on {} to execute command {{ {}: \"{}\" }}: the cluster's administrator can't {what} through the MongoDB API",
+            ctx.db,
+            crate::server::truncate(&ctx.name, 64),
+            crate::server::truncate(user, 64),
+        )));
+    }
+    Ok(())
+}
+
 pub(super) async fn drop_user(ctx: &mut Ctx<'_>) -> CmdResult {
     let user = user_name(ctx)?;
+    protect_admin(ctx, &user, "be dropped")?;
     let db = ctx.db.clone();
     let name = user.clone();
     ctx.blocking(move |h| users::delete_user(h, &db, &user))
         .await?;
+    ctx.shared.users.changed();
+    ctx.shared.cursors.close_user(&ctx.db, &name);
     audit_user_change(
         ctx,
         crate::audit::SecurityEventKind::UserDropped,
@@ -197,27 +339,24 @@ pub(super) async fn users_info(ctx: &mut Ctx<'_>) -> CmdResult {
         }
         other => parse_one(other)?,
     }
-    // Authorisation: user administrators of the db (or any db), or a user asking only
-    // about themself.
+    // Authorisation: viewUser on the users' databases (on every database for
+    // forAllDBs), or a user asking only about itself.
     let me = ctx.client.user.clone();
     let is_admin_for = |db: &str| {
         me.as_ref()
-            .is_some_and(|u| allowed(&u.roles, Action::UserAdmin, db))
+            .is_some_and(|u| allowed(&u.roles, Action::ViewUser, Target::Db(db)))
     };
     let authorised = match &whole_db {
         Some(None) => me
             .as_ref()
-            .is_some_and(|u| allowed_everywhere(&u.roles, Action::UserAdmin)),
+            .is_some_and(|u| allowed_on_every_db(&u.roles, Action::ViewUser)),
         Some(Some(db)) => is_admin_for(db),
         None => wanted.iter().all(|(db, u)| {
             is_admin_for(db) || me.as_ref().is_some_and(|m| &m.db == db && &m.user == u)
         }),
     };
     if !authorised {
-        return Err(CommandError::unauthorized(format!(
-            "not authorized on {} to execute command {{ usersInfo: ... }}",
-            ctx.db
-        )));
+        return Err(not_authorized(&ctx.db, &ctx.name, &ctx.body));
     }
     let filter = match (&whole_db, wanted.is_empty()) {
         (Some(None), _) => doc! {},

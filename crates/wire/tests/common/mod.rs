@@ -111,6 +111,33 @@ impl TestServer {
             .expect("client")
     }
 
+    /// A driver client for `user` with a single connection, so every command it runs
+    /// shares one server-side session state.
+    pub async fn single_connection_client(
+        &self,
+        user: &str,
+        password: &str,
+        auth_db: &str,
+    ) -> mongodb::Client {
+        mongodb::Client::with_uri_str(format!(
+            "{}&maxPoolSize=1",
+            self.uri_for(user, password, auth_db)
+        ))
+        .await
+        .expect("client")
+    }
+
+    /// A driver client that does not authenticate (one connection).
+    pub async fn unauthenticated_client(&self) -> mongodb::Client {
+        mongodb::Client::with_uri_str(format!(
+            "mongodb://127.0.0.1:{}/?tls=true&tlsCAFile={}&directConnection=true&serverSelectionTimeoutMS=5000&maxPoolSize=1",
+            self.addr.port(),
+            self.ca_path.display()
+        ))
+        .await
+        .expect("client")
+    }
+
     pub async fn stop(self) -> Arc<tempfile::TempDir> {
         self.server.shutdown().await;
         self.dir
@@ -260,4 +287,12 @@ pub async fn authenticate(raw: &mut RawClient, user: &str, password: &str) -> bs
     )
     .await
     .expect("saslContinue reply")
+}
+
+/// The server's error code of a failed command, `None` for any other kind of failure.
+pub fn command_code(e: &mongodb::error::Error) -> Option<i32> {
+    match e.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(c) => Some(c.code),
+        _ => None,
+    }
 }
