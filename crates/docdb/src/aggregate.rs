@@ -175,7 +175,7 @@ impl Pipeline {
                     let d = need_doc(name)?;
                     let mut fields = Vec::new();
                     for (k, v) in d {
-                        fields.push((path::split(k), Expr::parse(v)?));
+                        fields.push((path::split(k)?, Expr::parse(v)?));
                     }
                     Stage::AddFields(fields)
                 }
@@ -287,7 +287,7 @@ impl Pipeline {
                         ));
                     };
                     Stage::Unwind(UnwindSpec {
-                        path: path::split(stripped),
+                        path: path::split(stripped)?,
                         include_index: idx,
                         preserve,
                     })

@@ -8,13 +8,82 @@
 //! way (a tenth of the server's CPU on a point read); this walks the borrowed elements
 //! directly. The result is the same `Document`: same order, and a repeated key keeps its
 //! first position with its last value, as `Document`'s own `FromIterator` does.
+//!
+//! The conversion recurses once per level of nesting, so it first bounds the nesting
+//! with [`check_depth`], a walk over the raw bytes with an explicit stack. That walk is
+//! also the wire layer's check of every document a client sends.
 
-use bson::error::Error;
 use bson::raw::{RawArray, RawBsonRef, RawDocument};
 use bson::{Bson, Document};
 
-/// `raw` as an owned [`Document`]; malformed BSON is the crate's own error.
+/// Why bytes could not be converted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// Malformed BSON (the `bson` crate's own error).
+    #[error(transparent)]
+    Bson(#[from] bson::error::Error),
+    /// Nested deeper than the limit the conversion was given.
+    #[error("BSONObj exceeds maximum nested object depth of {0}")]
+    TooDeep(usize),
+}
+
+/// Deepest document [`to_document`] and [`decode`] convert: MongoDB's largest allowed BSON
+/// depth (`BSONDepth::getMaxAllowableDepth()`). Stored documents are at most
+/// [`crate::depth::MAX_STORED_DEPTH`] deep and commands are bounded tighter by the wire
+/// layer, so this only refuses bytes that never came through those checks.
+pub const MAX_DEPTH: usize = 200;
+
+/// The fewest bytes one level of nesting adds: an embedded document or array element is
+/// a type byte, a key of at least its NUL terminator, and an (empty) document of 5 bytes.
+/// A document shorter than this many times a limit cannot exceed it.
+pub const MIN_BYTES_PER_LEVEL: usize = 7;
+
+/// `raw` as an owned [`Document`], refusing nesting deeper than [`MAX_DEPTH`].
 pub fn to_document(raw: &RawDocument) -> Result<Document, Error> {
+    to_document_within(raw, MAX_DEPTH)
+}
+
+/// `raw` as an owned [`Document`], refusing nesting deeper than `max_depth` levels (the
+/// document itself is level 1). Documents too short to be that deep skip the depth walk
+/// (the conversion validates every element either way).
+pub fn to_document_within(raw: &RawDocument, max_depth: usize) -> Result<Document, Error> {
+    if raw.as_bytes().len() >= MIN_BYTES_PER_LEVEL * max_depth {
+        check_depth(raw, max_depth)?;
+    }
+    convert(raw)
+}
+
+/// Walks a raw document with an explicit stack (no recursion), validating every element
+/// and refusing documents nested deeper than `max_depth` levels.
+pub fn check_depth(root: &RawDocument, max_depth: usize) -> Result<(), Error> {
+    let mut stack = vec![root.iter()];
+    while let Some(top) = stack.last_mut() {
+        match top.next() {
+            None => {
+                stack.pop();
+            }
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok((_, value))) => {
+                let child = match value {
+                    RawBsonRef::Document(d) => Some(d),
+                    // An array is laid out as a document keyed "0", "1", ...
+                    RawBsonRef::Array(a) => Some(RawDocument::from_bytes(a.as_bytes())?),
+                    RawBsonRef::JavaScriptCodeWithScope(c) => Some(c.scope),
+                    _ => None,
+                };
+                if let Some(child) = child {
+                    if stack.len() >= max_depth {
+                        return Err(Error::TooDeep(max_depth));
+                    }
+                    stack.push(child.iter());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn convert(raw: &RawDocument) -> Result<Document, Error> {
     let mut doc = Document::new();
     for element in raw {
         let (key, value) = element?;
@@ -32,11 +101,11 @@ fn to_array(raw: &RawArray) -> Result<Vec<Bson>, Error> {
     raw.into_iter().map(|v| to_bson(v?)).collect()
 }
 
-/// One value. Recursion follows the document's nesting, which the wire layer bounds
-/// (150 levels) before a command reaches here; stored documents came in that way.
+/// One value. Recursion follows the document's nesting, which [`to_document_within`]
+/// bounded before converting.
 fn to_bson(value: RawBsonRef<'_>) -> Result<Bson, Error> {
     Ok(match value {
-        RawBsonRef::Document(d) => Bson::Document(to_document(d)?),
+        RawBsonRef::Document(d) => Bson::Document(convert(d)?),
         RawBsonRef::Array(a) => Bson::Array(to_array(a)?),
         // Nothing nested to walk (a code-with-scope's scope is rare enough to copy).
         other => Bson::try_from(other)?,
