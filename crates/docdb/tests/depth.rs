@@ -380,3 +380,30 @@ fn deep_values_compare_encode_and_decode_without_recursion() {
         ));
     });
 }
+
+#[test]
+fn pipelines_are_bounded_in_length_and_in_the_depth_they_build() {
+    on_small_stack(|| {
+        let db = open();
+        let stage = doc! {"$set": {"b": 1}};
+        let too_long = vec![stage.clone(); docdb::aggregate::MAX_STAGES + 1];
+        assert_eq!(aggregate_code(&db, too_long), 7749501);
+        // At the limit, each document is pulled through 1000 stages.
+        let at_limit = vec![stage; docdb::aggregate::MAX_STAGES];
+        let out = db
+            .aggregate("t", "c", &at_limit, AggregateOptions::default())
+            .unwrap()
+            .count();
+        assert_eq!(out, 1);
+        // Every stage wraps `a` in one more array: refused once a document would be deeper
+        // than BSON allows, long before the pipeline ends.
+        let deepening = vec![doc! {"$set": {"a": ["$a"]}}; docdb::aggregate::MAX_STAGES];
+        assert_eq!(aggregate_code(&db, deepening), OVERFLOW);
+        let deepening = vec![doc! {"$replaceRoot": {"newRoot": {"a": "$$ROOT"}}}; 500];
+        assert_eq!(aggregate_code(&db, deepening), OVERFLOW);
+        // Five levels a stage; few stages, as pulling through a `$group` costs ~6 KiB of
+        // stack a stage in a test build.
+        let deepening = vec![doc! {"$group": {"_id": {"a": {"b": {"c": "$$ROOT"}}}}}; 100];
+        assert_eq!(aggregate_code(&db, deepening), OVERFLOW);
+    });
+}
