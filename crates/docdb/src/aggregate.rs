@@ -9,7 +9,8 @@ use std::collections::HashMap;
 
 use bson::{Bson, Document};
 
-use crate::error::{Error, Result, type_name};
+use crate::depth;
+use crate::error::{Error, Result, code, type_name};
 use crate::expr::{Expr, Vars};
 use crate::keycodec;
 use crate::matcher::Matcher;
@@ -17,6 +18,7 @@ use crate::numeric;
 use crate::order;
 use crate::path;
 use crate::projection::Projection;
+use crate::rawdoc;
 use crate::sort::SortSpec;
 use crate::spill::{DocIter, ExternalSorter, SpillConfig};
 
@@ -136,8 +138,35 @@ fn parse_group(d: &Document) -> Result<GroupSpec> {
     Ok(GroupSpec { id, accs })
 }
 
+/// Most stages a pipeline may have (MongoDB's `internalPipelineLengthLimit`). Each stage
+/// wraps the iterator of the one before it, so pulling a document recurses once per stage.
+pub const MAX_STAGES: usize = 1000;
+
+/// Refuses a document a stage built nested deeper than MongoDB's largest BSON depth
+/// (`Overflow`). Each stage can deepen documents by at most its expressions' depth, so
+/// checking after every such stage keeps the documents later walkers recurse over bounded.
+fn check_built(d: Document) -> Result<Document> {
+    if depth::exceeds(&d, rawdoc::MAX_DEPTH) {
+        depth::dismantle(Bson::Document(d));
+        return Err(Error::new(
+            code::OVERFLOW,
+            format!(
+                "cannot convert document to BSON because it exceeds the limit of {} levels of nesting",
+                rawdoc::MAX_DEPTH
+            ),
+        ));
+    }
+    Ok(d)
+}
+
 impl Pipeline {
     pub fn parse(stages: &[Document]) -> Result<Pipeline> {
+        if stages.len() > MAX_STAGES {
+            return Err(Error::location(
+                7749501,
+                format!("Pipeline length must be no longer than {MAX_STAGES} stages."),
+            ));
+        }
         let mut out = Vec::with_capacity(stages.len());
         for s in stages {
             if s.len() != 1 {
@@ -175,7 +204,7 @@ impl Pipeline {
                     let d = need_doc(name)?;
                     let mut fields = Vec::new();
                     for (k, v) in d {
-                        fields.push((path::split(k), Expr::parse(v)?));
+                        fields.push((path::split(k)?, Expr::parse(v)?));
                     }
                     Stage::AddFields(fields)
                 }
@@ -287,7 +316,7 @@ impl Pipeline {
                         ));
                     };
                     Stage::Unwind(UnwindSpec {
-                        path: path::split(stripped),
+                        path: path::split(stripped)?,
                         include_index: idx,
                         preserve,
                     })
@@ -395,7 +424,7 @@ fn apply_stage(st: Stage, input: DocIter, cfg: SpillConfig, next_limit: Option<u
             },
             Err(e) => Some(Err(e)),
         })),
-        Stage::Project(p) => Box::new(input.map(move |r| r.and_then(|d| p.apply(&d)))),
+        Stage::Project(p) => Box::new(input.map(move |r| r.and_then(|d| p.apply(&d)).and_then(check_built))),
         Stage::AddFields(fields) => Box::new(input.map(move |r| {
             let mut d = r?;
             let root = d.clone();
@@ -410,12 +439,12 @@ fn apply_stage(st: Stage, input: DocIter, cfg: SpillConfig, next_limit: Option<u
                     }
                 }
             }
-            Ok(d)
+            check_built(d)
         })),
         Stage::ReplaceRoot(e) => Box::new(input.map(move |r| {
             let d = r?;
             match e.eval_root(&d)? {
-                Some(Bson::Document(nd)) => Ok(nd),
+                Some(Bson::Document(nd)) => check_built(nd),
                 other => Err(Error::location(40228, format!("'newRoot' expression must evaluate to an object, but resulting value was: {}. Type of resulting value: '{}'.", other.as_ref().map(crate::error::render).unwrap_or_else(|| "MISSING".into()), other.as_ref().map(type_name).unwrap_or("missing")))),
             }
         })),
@@ -446,7 +475,10 @@ fn apply_stage(st: Stage, input: DocIter, cfg: SpillConfig, next_limit: Option<u
             };
             Ok(Box::new(out.into_iter()))
         }),
-        Stage::Group(g) => lazy(move || run_group(*g, input, cfg)),
+        Stage::Group(g) => lazy(move || {
+            let out = run_group(*g, input, cfg)?;
+            Ok(Box::new(out.map(|r| r.and_then(check_built))) as DocIter)
+        }),
         Stage::Unwind(u) => Box::new(input.flat_map(move |r| -> Vec<Result<Document>> {
             match r {
                 Err(e) => vec![Err(e)],

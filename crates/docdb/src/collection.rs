@@ -11,6 +11,7 @@ use crate::aggregate::Pipeline;
 use crate::catalog::{Catalog, CollectionMeta, index_prefix};
 use crate::cursor::ExecStats;
 use crate::db::*;
+use crate::depth;
 use crate::error::{Error, Result, code};
 use crate::keycodec;
 use crate::kv::{Batch, DurableFn, KvSnapshot};
@@ -217,6 +218,11 @@ impl Db {
         new: Option<&Document>,
         mut claimed: Option<&mut Claims>,
     ) -> Result<Staged> {
+        if let (Some(_), Some(n)) = (old, new) {
+            // Before anything walks the new document recursively. Inserts were checked
+            // (and upserts built) by their callers.
+            depth::check_update(n)?;
+        }
         let id = new
             .or(old)
             .and_then(|d| d.get("_id"))
@@ -375,7 +381,16 @@ impl Db {
         let mut res = InsertResult::default();
         let mut pending = PendingInsert::default();
         for (i, d) in docs.into_iter().enumerate() {
-            let staged = prepare_for_storage(d).and_then(|d| {
+            // First, before anything walks the document recursively; a refused one is
+            // taken apart without recursion too.
+            let staged = match depth::check_insert(&d) {
+                Err(e) => {
+                    depth::dismantle(Bson::Document(d));
+                    Err(e)
+                }
+                Ok(()) => Ok(d),
+            };
+            let staged = staged.and_then(prepare_for_storage).and_then(|d| {
                 let id = d.get("_id").cloned().unwrap_or(Bson::Null);
                 let staged =
                     self.stage_doc(&meta, &ictx, None, Some(&d), Some(&mut pending.claimed))?;
@@ -561,6 +576,7 @@ impl Db {
             ));
         }
         d = prepare_for_storage(d)?;
+        depth::check_update(&d)?;
         Ok(d)
     }
 

@@ -180,14 +180,25 @@ pub fn type_name(v: &Bson) -> &'static str {
     }
 }
 
+/// Levels of nesting an error message renders; deeper values print as `...`. Messages
+/// stay short, and the recursion below stays bounded whatever the value's depth.
+const RENDER_DEPTH: usize = 20;
+
 /// Render a value in MongoDB's shell-like notation for error messages
 /// (`{ a: 1 }`, `"x"`, `ObjectId('...')`).
 pub fn render(v: &Bson) -> String {
+    render_at(v, 0)
+}
+
+fn render_at(v: &Bson, level: usize) -> String {
+    if level > RENDER_DEPTH && matches!(v, Bson::Document(_) | Bson::Array(_)) {
+        return "...".into();
+    }
     match v {
         Bson::String(s) => format!("\"{s}\""),
-        Bson::Document(d) => render_doc(d),
+        Bson::Document(d) => render_doc_at(d, level),
         Bson::Array(a) => {
-            let parts: Vec<String> = a.iter().map(render).collect();
+            let parts: Vec<String> = a.iter().map(|v| render_at(v, level + 1)).collect();
             if parts.is_empty() {
                 "[]".into()
             } else {
@@ -211,12 +222,16 @@ pub fn render(v: &Bson) -> String {
 }
 
 pub fn render_doc(d: &Document) -> String {
+    render_doc_at(d, 0)
+}
+
+fn render_doc_at(d: &Document, level: usize) -> String {
     if d.is_empty() {
         return "{}".into();
     }
     let parts: Vec<String> = d
         .iter()
-        .map(|(k, v)| format!("{k}: {}", render(v)))
+        .map(|(k, v)| format!("{k}: {}", render_at(v, level + 1)))
         .collect();
     format!("{{ {} }}", parts.join(", "))
 }

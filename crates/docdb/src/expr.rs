@@ -9,7 +9,8 @@ use std::cmp::Ordering;
 
 use bson::{Bson, Document};
 
-use crate::error::{Error, Result, type_name};
+use crate::depth;
+use crate::error::{Error, Result, code, type_name};
 use crate::numeric;
 use crate::order;
 use crate::path;
@@ -162,9 +163,26 @@ fn arity(op: Op, name: &str, n: usize) -> Result<()> {
 impl Expr {
     /// Parse an expression value.
     pub fn parse(v: &Bson) -> Result<Expr> {
+        Self::parse_at(v, 1)
+    }
+
+    /// Parse at nesting `level` (1 at the top). Parsing, evaluating and dropping an
+    /// [`Expr`] recurse once per level, so nesting past [`depth::MAX_EXPR_DEPTH`] is
+    /// refused, with MongoDB's code for BSON nested too deeply (`Overflow`).
+    fn parse_at(v: &Bson, level: usize) -> Result<Expr> {
+        if level > depth::MAX_EXPR_DEPTH {
+            return Err(Error::new(
+                code::OVERFLOW,
+                format!(
+                    "expression nested deeper than {} levels",
+                    depth::MAX_EXPR_DEPTH
+                ),
+            ));
+        }
+        let parse = |v: &Bson| Self::parse_at(v, level + 1);
         match v {
             Bson::String(s) if s.starts_with("$$") => {
-                let mut parts = path::split(&s[2..]);
+                let mut parts = path::split(&s[2..])?;
                 if parts.is_empty() || parts[0].is_empty() {
                     return Err(Error::failed_to_parse("empty variable name"));
                 }
@@ -178,7 +196,7 @@ impl Expr {
                         "'$' by itself is not a valid FieldPath",
                     ));
                 }
-                Ok(Expr::Field(path::split(&s[1..])))
+                Ok(Expr::Field(path::split(&s[1..])?))
             }
             Bson::Document(d) => {
                 let first = d.keys().next();
@@ -193,9 +211,11 @@ impl Expr {
                                 ),
                             ));
                         }
-                        let arg = d.get(k).cloned().unwrap_or(Bson::Null);
+                        // Borrowed: cloning the argument at every level would copy a
+                        // nested expression once per level it is nested in.
+                        let arg = d.get(k).unwrap_or(&Bson::Null);
                         if k == "$literal" {
-                            return Ok(Expr::Literal(arg));
+                            return Ok(Expr::Literal(arg.clone()));
                         }
                         let op = op_from_name(k).ok_or_else(|| {
                             Error::new(
@@ -206,7 +226,7 @@ impl Expr {
                                 format!("Unrecognized expression '{k}'"),
                             )
                         })?;
-                        let args = match (op, &arg) {
+                        let args = match (op, arg) {
                             (Op::Cond, Bson::Document(c)) => {
                                 let get = |f: &str| {
                                     c.get(f).ok_or_else(|| {
@@ -217,15 +237,15 @@ impl Expr {
                                     })
                                 };
                                 vec![
-                                    Expr::parse(get("if")?)?,
-                                    Expr::parse(get("then")?)?,
-                                    Expr::parse(get("else")?)?,
+                                    parse(get("if")?)?,
+                                    parse(get("then")?)?,
+                                    parse(get("else")?)?,
                                 ]
                             }
                             (Op::Round, Bson::Array(a)) | (_, Bson::Array(a)) => {
-                                a.iter().map(Expr::parse).collect::<Result<Vec<_>>>()?
+                                a.iter().map(parse).collect::<Result<Vec<_>>>()?
                             }
-                            _ => vec![Expr::parse(&arg)?],
+                            _ => vec![parse(arg)?],
                         };
                         arity(op, k, args.len())?;
                         Ok(Expr::Op(op, args))
@@ -233,15 +253,13 @@ impl Expr {
                     _ => {
                         let mut fields = Vec::with_capacity(d.len());
                         for (k, v) in d {
-                            fields.push((k.clone(), Expr::parse(v)?));
+                            fields.push((k.clone(), parse(v)?));
                         }
                         Ok(Expr::Object(fields))
                     }
                 }
             }
-            Bson::Array(a) => Ok(Expr::Array(
-                a.iter().map(Expr::parse).collect::<Result<_>>()?,
-            )),
+            Bson::Array(a) => Ok(Expr::Array(a.iter().map(parse).collect::<Result<_>>()?)),
             other => Ok(Expr::Literal(other.clone())),
         }
     }

@@ -97,6 +97,7 @@ impl IndexMeta {
         };
         let mut fields = Vec::with_capacity(key.len());
         for (k, v) in &key {
+            path::check(k)?;
             if k.is_empty()
                 || k.split('.').any(str::is_empty)
                 || k.split('.').any(|c| c.starts_with('$'))
@@ -284,7 +285,7 @@ impl IndexMeta {
         let mut multikey = false;
         let mut array_field: Option<&str> = None;
         for (f, _) in &self.fields {
-            let p = path::split(f);
+            let p = path::split(f)?;
             let (vals, present, is_multi) = index_values(doc, &p);
             any_present |= present;
             if is_multi {
@@ -343,7 +344,8 @@ impl IndexMeta {
         let mut out = Document::new();
         let mut pos = 0;
         for (f, asc) in &self.fields {
-            let p = path::split(f);
+            // Index fields were checked when the index was created.
+            let Ok(p) = path::split(f) else { continue };
             let (vals, _, _) = index_values(doc, &p);
             let mut chosen = Bson::Null;
             for v in vals {

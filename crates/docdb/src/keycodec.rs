@@ -126,27 +126,59 @@ fn encode_number(v: &Bson, out: &mut Vec<u8>) {
     }
 }
 
+/// The rest of a container being encoded.
+enum Open<'a> {
+    Doc(bson::document::Iter<'a>),
+    Array(std::slice::Iter<'a, Bson>),
+}
+
+/// Appends the body of `v` (everything after its type byte). Embedded documents and
+/// arrays are walked with an explicit stack, not by recursion, so values of any depth
+/// encode safely.
 fn encode_body(v: &Bson, out: &mut Vec<u8>) {
+    let mut open: Vec<Open<'_>> = Vec::new();
+    let mut next = Some(v);
+    loop {
+        if let Some(v) = next.take() {
+            match v {
+                Bson::Document(d) => open.push(Open::Doc(d.iter())),
+                Bson::Array(a) => open.push(Open::Array(a.iter())),
+                Bson::JavaScriptCodeWithScope(c) => {
+                    push_str(c.code.as_bytes(), out);
+                    open.push(Open::Doc(c.scope.iter()));
+                }
+                scalar => encode_scalar(scalar, out),
+            }
+        }
+        let Some(top) = open.last_mut() else {
+            return;
+        };
+        let item = match top {
+            Open::Doc(it) => it.next().map(|(k, val)| {
+                out.push(order::bracket(val));
+                push_str(k.as_bytes(), out);
+                val
+            }),
+            Open::Array(it) => it.next().inspect(|val| out.push(order::bracket(val))),
+        };
+        match item {
+            Some(val) => next = Some(val),
+            None => {
+                out.push(0);
+                open.pop();
+            }
+        }
+    }
+}
+
+/// The body of a value without nested values.
+fn encode_scalar(v: &Bson, out: &mut Vec<u8>) {
     match v {
         Bson::MinKey | Bson::MaxKey | Bson::Null | Bson::Undefined => {}
         Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_) => {
             encode_number(v, out)
         }
         Bson::String(s) | Bson::Symbol(s) | Bson::JavaScriptCode(s) => push_str(s.as_bytes(), out),
-        Bson::Document(d) => {
-            for (k, val) in d {
-                out.push(order::bracket(val));
-                push_str(k.as_bytes(), out);
-                encode_body(val, out);
-            }
-            out.push(0);
-        }
-        Bson::Array(a) => {
-            for val in a {
-                encode_value(val, out);
-            }
-            out.push(0);
-        }
         Bson::Binary(b) => {
             out.extend_from_slice(&(b.bytes.len() as u32).to_be_bytes());
             out.push(u8::from(b.subtype));
@@ -164,10 +196,8 @@ fn encode_body(v: &Bson, out: &mut Vec<u8>) {
             push_str(r.options.as_str().as_bytes(), out);
         }
         Bson::DbPointer(p) => push_str(format!("{p:?}").as_bytes(), out),
-        Bson::JavaScriptCodeWithScope(c) => {
-            push_str(c.code.as_bytes(), out);
-            encode_body(&Bson::Document(c.scope.clone()), out);
-        }
+        // Containers are walked by `encode_body`.
+        Bson::Document(_) | Bson::Array(_) | Bson::JavaScriptCodeWithScope(_) => {}
     }
 }
 
@@ -216,7 +246,40 @@ impl Reader<'_> {
         }
     }
 
+    /// Skips the body of a value tagged `tag`. Nested documents and arrays are tracked
+    /// on an explicit stack, not by recursion.
     fn skip_body(&mut self, tag: u8) -> Result<()> {
+        // Open containers, innermost last: true for a document (its elements are named).
+        let mut open: Vec<bool> = Vec::new();
+        let mut next = Some(tag);
+        loop {
+            if let Some(t) = next.take() {
+                match t {
+                    20 => open.push(true),
+                    25 => open.push(false),
+                    65 => {
+                        self.skip_str()?;
+                        open.push(true);
+                    }
+                    t => self.skip_scalar(t)?,
+                }
+            }
+            let Some(&is_doc) = open.last() else {
+                return Ok(());
+            };
+            let t = self.byte()?;
+            if t == 0 {
+                open.pop();
+                continue;
+            }
+            if is_doc {
+                self.skip_str()?;
+            }
+            next = Some(t);
+        }
+    }
+
+    fn skip_scalar(&mut self, tag: u8) -> Result<()> {
         match tag {
             1 | 2 | 3 | 100 => Ok(()),
             10 => {
@@ -233,21 +296,6 @@ impl Reader<'_> {
                 Ok(())
             }
             15 | 60 => self.skip_str(),
-            20 => loop {
-                let t = self.byte()?;
-                if t == 0 {
-                    return Ok(());
-                }
-                self.skip_str()?;
-                self.skip_body(t)?;
-            },
-            25 => loop {
-                let t = self.byte()?;
-                if t == 0 {
-                    return Ok(());
-                }
-                self.skip_body(t)?;
-            },
             30 => {
                 let len = u32::from_be_bytes(self.read_fixed::<4>()?) as usize;
                 self.skip(1 + len)
@@ -260,10 +308,6 @@ impl Reader<'_> {
                 self.skip_str()
             }
             55 => self.skip_str(),
-            65 => {
-                self.skip_str()?;
-                self.skip_body(20)
-            }
             _ => Err(Error::internal("corrupt key tag")),
         }
     }

@@ -1,6 +1,6 @@
 //! docdb — the document engine of Strongroom (below the wire protocol).
 //!
-//! Layer 1 (pure logic): [`order`], [`keycodec`], [`path`], [`matcher`], [`expr`],
+//! Layer 1 (pure logic): [`order`], [`keycodec`], [`path`], [`depth`], [`matcher`], [`expr`],
 //! [`projection`], [`update`], [`sort`], [`aggregate`], [`spill`].
 //! Layer 2 (storage-backed): [`kv`] (the engine contract, implemented for the encrypted
 //! engine in [`engine`]), [`catalog`], [`index`], [`planner`], [`point`] (`_id` lookups
@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod collection;
 pub mod cursor;
 pub mod db;
+pub mod depth;
 pub mod engine;
 pub mod error;
 pub mod exactnum;

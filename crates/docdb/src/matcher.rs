@@ -8,6 +8,7 @@
 
 use bson::{Bson, Document, Regex as BsonRegex};
 
+use crate::depth;
 use crate::error::{Error, Result};
 use crate::expr::{self, Expr};
 use crate::numeric;
@@ -221,7 +222,7 @@ impl Matcher {
     /// Compile a filter document.
     pub fn new(filter: &Document) -> Result<Matcher> {
         Ok(Matcher {
-            root: parse_doc(filter)?,
+            root: parse_doc(filter, 0)?,
         })
     }
 
@@ -259,10 +260,25 @@ impl Matcher {
     }
 }
 
-fn parse_doc(filter: &Document) -> Result<Node> {
+/// Refuses operator trees nested deeper than MongoDB's parser accepts (`BadValue`, as
+/// its "exceeded maximum query tree depth"); `level` is 0 at the filter's top. The
+/// parsers below recurse once per level, and so do the matching and dropping of what they
+/// build, so this bounds all three.
+fn check_level(level: usize) -> Result<()> {
+    if level > depth::MAX_QUERY_TREE_DEPTH {
+        return Err(Error::bad_value(format!(
+            "exceeded maximum query tree depth of {}",
+            depth::MAX_QUERY_TREE_DEPTH
+        )));
+    }
+    Ok(())
+}
+
+fn parse_doc(filter: &Document, level: usize) -> Result<Node> {
+    check_level(level)?;
     let mut nodes = Vec::with_capacity(filter.len());
     for (k, v) in filter {
-        nodes.push(parse_top(k, v)?);
+        nodes.push(parse_top(k, v, level)?);
     }
     Ok(if nodes.len() == 1 {
         nodes.remove(0)
@@ -271,7 +287,7 @@ fn parse_doc(filter: &Document) -> Result<Node> {
     })
 }
 
-fn parse_list(op: &str, v: &Bson) -> Result<Vec<Node>> {
+fn parse_list(op: &str, v: &Bson, level: usize) -> Result<Vec<Node>> {
     let Bson::Array(items) = v else {
         return Err(Error::bad_value(format!("{op} must be an array")));
     };
@@ -281,7 +297,7 @@ fn parse_list(op: &str, v: &Bson) -> Result<Vec<Node>> {
     items
         .iter()
         .map(|i| match i {
-            Bson::Document(d) => parse_doc(d),
+            Bson::Document(d) => parse_doc(d, level + 1),
             _ => Err(Error::bad_value(
                 "$or/$and/$nor entries need to be full objects",
             )),
@@ -289,11 +305,11 @@ fn parse_list(op: &str, v: &Bson) -> Result<Vec<Node>> {
         .collect()
 }
 
-fn parse_top(k: &str, v: &Bson) -> Result<Node> {
+fn parse_top(k: &str, v: &Bson, level: usize) -> Result<Node> {
     match k {
-        "$and" => Ok(Node::And(parse_list(k, v)?)),
-        "$or" => Ok(Node::Or(parse_list(k, v)?)),
-        "$nor" => Ok(Node::Nor(parse_list(k, v)?)),
+        "$and" => Ok(Node::And(parse_list(k, v, level)?)),
+        "$or" => Ok(Node::Or(parse_list(k, v, level)?)),
+        "$nor" => Ok(Node::Nor(parse_list(k, v, level)?)),
         "$expr" => Ok(Node::Expr(Expr::parse(v)?)),
         "$comment" => Ok(Node::Const(true)),
         "$alwaysTrue" => Ok(Node::Const(true)),
@@ -302,8 +318,8 @@ fn parse_top(k: &str, v: &Bson) -> Result<Node> {
             "unknown top level operator: {k}. If you have a field name that starts with a '$' symbol, consider using $getField or $setField."
         ))),
         _ => Ok(Node::Field {
-            path: path::split(k),
-            pred: parse_field_value(v)?,
+            path: path::split(k)?,
+            pred: parse_value(v, level)?,
         }),
     }
 }
@@ -314,8 +330,12 @@ fn is_operator_doc(d: &Document) -> bool {
 
 /// Parse the value of `{field: value}`.
 pub fn parse_field_value(v: &Bson) -> Result<Pred> {
+    parse_value(v, 0)
+}
+
+fn parse_value(v: &Bson, level: usize) -> Result<Pred> {
     match v {
-        Bson::Document(d) if is_operator_doc(d) => parse_ops(d),
+        Bson::Document(d) if is_operator_doc(d) => parse_ops(d, level),
         Bson::RegularExpression(r) => Ok(Pred::Regex(Box::new(Re::from_bson(r)?))),
         other => Ok(Pred::Eq(other.clone())),
     }
@@ -337,7 +357,8 @@ fn parse_in_items(op: &str, v: &Bson) -> Result<Vec<InItem>> {
         .collect()
 }
 
-fn parse_ops(d: &Document) -> Result<Pred> {
+fn parse_ops(d: &Document, level: usize) -> Result<Pred> {
+    check_level(level)?;
     let mut preds = Vec::new();
     let regex_opts = d.get("$options");
     for (op, arg) in d {
@@ -414,8 +435,11 @@ fn parse_ops(d: &Document) -> Result<Pred> {
                 for i in items {
                     match i {
                         Bson::Document(e) if e.keys().next().is_some_and(|k| k == "$elemMatch") => {
-                            let inner = e.get("$elemMatch").cloned().unwrap_or(Bson::Null);
-                            all.push(AllItem::ElemMatch(Box::new(parse_elem_match(&inner)?)));
+                            let inner = e.get("$elemMatch").unwrap_or(&Bson::Null);
+                            all.push(AllItem::ElemMatch(Box::new(parse_elem_match(
+                                inner,
+                                level + 1,
+                            )?)));
                         }
                         Bson::Document(e) if is_operator_doc(e) => {
                             return Err(Error::bad_value("no $ expressions in $all"));
@@ -425,7 +449,7 @@ fn parse_ops(d: &Document) -> Result<Pred> {
                 }
                 Pred::All(all)
             }
-            "$elemMatch" => parse_elem_match(arg)?,
+            "$elemMatch" => parse_elem_match(arg, level + 1)?,
             "$mod" => {
                 let Bson::Array(items) = arg else {
                     return Err(Error::bad_value("malformed mod, needs to be an array"));
@@ -458,7 +482,7 @@ fn parse_ops(d: &Document) -> Result<Pred> {
                     if !is_operator_doc(inner) {
                         return Err(Error::bad_value("$not needs a regex or a document"));
                     }
-                    Pred::Not(Box::new(parse_ops(inner)?))
+                    Pred::Not(Box::new(parse_ops(inner, level + 1)?))
                 }
                 _ => return Err(Error::bad_value("$not needs a regex or a document")),
             },
@@ -474,7 +498,7 @@ fn parse_ops(d: &Document) -> Result<Pred> {
     })
 }
 
-fn parse_elem_match(arg: &Bson) -> Result<Pred> {
+fn parse_elem_match(arg: &Bson, level: usize) -> Result<Pred> {
     let Bson::Document(d) = arg else {
         return Err(Error::bad_value("$elemMatch needs an Object"));
     };
@@ -484,12 +508,14 @@ fn parse_elem_match(arg: &Bson) -> Result<Pred> {
                 && !matches!(k.as_str(), "$and" | "$or" | "$nor" | "$expr" | "$where")
         });
     if value_form {
-        match parse_ops(d)? {
+        match parse_ops(d, level)? {
             Pred::And(ps) => Ok(Pred::ElemMatchValue(ps)),
             p => Ok(Pred::ElemMatchValue(vec![p])),
         }
     } else {
-        Ok(Pred::ElemMatchDoc(Box::new(Matcher::new(d)?)))
+        Ok(Pred::ElemMatchDoc(Box::new(Matcher {
+            root: parse_doc(d, level)?,
+        })))
     }
 }
 
@@ -673,22 +699,23 @@ fn scalar_matches(pred: &Pred, v: &Bson) -> Result<bool> {
 /// root or a root `$and`.
 pub fn top_level_fields(filter: &Document) -> Result<Vec<(String, Pred)>> {
     let mut out = Vec::new();
-    collect_fields(filter, &mut out)?;
+    collect_fields(filter, &mut out, 0)?;
     Ok(out)
 }
 
-fn collect_fields(filter: &Document, out: &mut Vec<(String, Pred)>) -> Result<()> {
+fn collect_fields(filter: &Document, out: &mut Vec<(String, Pred)>, level: usize) -> Result<()> {
+    check_level(level)?;
     for (k, v) in filter {
         if k == "$and" {
             if let Bson::Array(items) = v {
                 for i in items {
                     if let Bson::Document(d) = i {
-                        collect_fields(d, out)?;
+                        collect_fields(d, out, level + 1)?;
                     }
                 }
             }
         } else if !k.starts_with('$') {
-            match parse_field_value(v)? {
+            match parse_value(v, level)? {
                 Pred::And(ps) => out.extend(ps.into_iter().map(|p| (k.clone(), p))),
                 p => out.push((k.clone(), p)),
             }

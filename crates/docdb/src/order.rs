@@ -127,12 +127,95 @@ pub fn num_view(v: &Bson) -> (f64, Exact) {
 }
 
 /// Compare two BSON values in MongoDB's total order.
+///
+/// Embedded documents and arrays are compared with an explicit stack of element
+/// iterators rather than by recursion, so values of any depth compare safely.
 pub fn cmp(a: &Bson, b: &Bson) -> Ordering {
+    run(Vec::new(), Some((a, b)))
+}
+
+/// Objects compare element by element: canonical type, field name, value; shorter first.
+pub fn cmp_doc(a: &Document, b: &Document) -> Ordering {
+    run(vec![Pending::Docs(a.iter(), b.iter())], None)
+}
+
+/// Arrays compare element by element (canonical type, then value); shorter first.
+pub fn cmp_array(a: &[Bson], b: &[Bson]) -> Ordering {
+    run(vec![Pending::Arrays(a.iter(), b.iter())], None)
+}
+
+/// The rest of two containers being compared, element by element.
+enum Pending<'a> {
+    Docs(bson::document::Iter<'a>, bson::document::Iter<'a>),
+    Arrays(std::slice::Iter<'a, Bson>, std::slice::Iter<'a, Bson>),
+}
+
+/// What comparing two values at one level decides.
+enum Step<'a> {
+    Decided(Ordering),
+    /// Equal so far; their elements decide.
+    Descend(Pending<'a>),
+}
+
+/// Compares `next` and then the pending containers, innermost first, until something
+/// differs or everything is exhausted.
+fn run<'a>(mut stack: Vec<Pending<'a>>, mut next: Option<(&'a Bson, &'a Bson)>) -> Ordering {
+    loop {
+        if let Some((a, b)) = next.take() {
+            match cmp_one(a, b) {
+                Step::Decided(Ordering::Equal) => {}
+                Step::Decided(o) => return o,
+                Step::Descend(p) => stack.push(p),
+            }
+        }
+        let Some(top) = stack.last_mut() else {
+            return Ordering::Equal;
+        };
+        let (x, y) = match top {
+            Pending::Docs(ia, ib) => match (ia.next(), ib.next()) {
+                (Some((ka, va)), Some((kb, vb))) => {
+                    let o = bracket(va)
+                        .cmp(&bracket(vb))
+                        .then_with(|| ka.as_bytes().cmp(kb.as_bytes()));
+                    if o != Ordering::Equal {
+                        return o;
+                    }
+                    (va, vb)
+                }
+                (None, None) => {
+                    stack.pop();
+                    continue;
+                }
+                (None, Some(_)) => return Ordering::Less,
+                (Some(_), None) => return Ordering::Greater,
+            },
+            Pending::Arrays(ia, ib) => match (ia.next(), ib.next()) {
+                (Some(va), Some(vb)) => {
+                    let o = bracket(va).cmp(&bracket(vb));
+                    if o != Ordering::Equal {
+                        return o;
+                    }
+                    (va, vb)
+                }
+                (None, None) => {
+                    stack.pop();
+                    continue;
+                }
+                (None, Some(_)) => return Ordering::Less,
+                (Some(_), None) => return Ordering::Greater,
+            },
+        };
+        next = Some((x, y));
+    }
+}
+
+/// One level of [`cmp`]: scalars are decided here, containers descend.
+fn cmp_one<'a>(a: &'a Bson, b: &'a Bson) -> Step<'a> {
     let (ba, bb) = (bracket(a), bracket(b));
     if ba != bb {
-        return ba.cmp(&bb);
+        return Step::Decided(ba.cmp(&bb));
     }
-    match (a, b) {
+    Step::Decided(match (a, b) {
         _ if ba == NUMBER_BRACKET => {
             if matches!(a, Bson::Decimal128(_)) || matches!(b, Bson::Decimal128(_)) {
                 let (x, y) = (num_view(a), num_view(b));
@@ -147,8 +230,12 @@ pub fn cmp(a: &Bson, b: &Bson) -> Ordering {
         (Bson::String(x) | Bson::Symbol(x), Bson::String(y) | Bson::Symbol(y)) => {
             x.as_bytes().cmp(y.as_bytes())
         }
-        (Bson::Document(x), Bson::Document(y)) => cmp_doc(x, y),
-        (Bson::Array(x), Bson::Array(y)) => cmp_array(x, y),
+        (Bson::Document(x), Bson::Document(y)) => {
+            return Step::Descend(Pending::Docs(x.iter(), y.iter()));
+        }
+        (Bson::Array(x), Bson::Array(y)) => {
+            return Step::Descend(Pending::Arrays(x.iter(), y.iter()));
+        }
         (Bson::Binary(x), Bson::Binary(y)) => x
             .bytes
             .len()
@@ -179,45 +266,16 @@ pub fn cmp(a: &Bson, b: &Bson) -> Ordering {
             format!("{x:?}").cmp(&format!("{y:?}"))
         }
         (Bson::JavaScriptCode(x), Bson::JavaScriptCode(y)) => x.as_bytes().cmp(y.as_bytes()),
-        (Bson::JavaScriptCodeWithScope(x), Bson::JavaScriptCodeWithScope(y)) => x
-            .code
-            .as_bytes()
-            .cmp(y.code.as_bytes())
-            .then_with(|| cmp_doc(&x.scope, &y.scope)),
-        _ => Ordering::Equal,
-    }
-}
-
-/// Objects compare element by element: canonical type, field name, value; shorter first.
-pub fn cmp_doc(a: &Document, b: &Document) -> Ordering {
-    let mut ia = a.iter();
-    let mut ib = b.iter();
-    loop {
-        match (ia.next(), ib.next()) {
-            (None, None) => return Ordering::Equal,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some((ka, va)), Some((kb, vb))) => {
-                let o = bracket(va)
-                    .cmp(&bracket(vb))
-                    .then_with(|| ka.as_bytes().cmp(kb.as_bytes()))
-                    .then_with(|| cmp(va, vb));
-                if o != Ordering::Equal {
-                    return o;
+        (Bson::JavaScriptCodeWithScope(x), Bson::JavaScriptCodeWithScope(y)) => {
+            match x.code.as_bytes().cmp(y.code.as_bytes()) {
+                Ordering::Equal => {
+                    return Step::Descend(Pending::Docs(x.scope.iter(), y.scope.iter()));
                 }
+                o => o,
             }
         }
-    }
-}
-
-pub fn cmp_array(a: &[Bson], b: &[Bson]) -> Ordering {
-    for (x, y) in a.iter().zip(b.iter()) {
-        let o = bracket(x).cmp(&bracket(y)).then_with(|| cmp(x, y));
-        if o != Ordering::Equal {
-            return o;
-        }
-    }
-    a.len().cmp(&b.len())
+        _ => Ordering::Equal,
+    })
 }
 
 /// Equality in MongoDB's sense (`1 == 1.0 == NumberLong(1)`).

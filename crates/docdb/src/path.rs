@@ -7,9 +7,28 @@
 
 use bson::{Bson, Document};
 
-/// Split `"a.b.0"` into components.
-pub fn split(path: &str) -> Vec<String> {
-    path.split('.').map(str::to_string).collect()
+use crate::error::{Error, Result, code};
+
+/// Most components a dotted path may have: MongoDB's `BSONDepth::getMaxAllowableDepth()`
+/// (200), the bound of its `FieldPath`. Every path docdb takes from a client (filters,
+/// projections, sorts, updates, index keys, aggregation field paths) is split or checked
+/// here, so each walker that follows a path — several recurse once per component — does
+/// at most this many steps.
+pub const MAX_PARTS: usize = 200;
+
+/// Refuses a path of more than [`MAX_PARTS`] components with MongoDB's error
+/// (`Overflow`, "FieldPath is too long"). Counts dots without allocating.
+pub fn check(path: &str) -> Result<()> {
+    if path.bytes().filter(|&b| b == b'.').count() >= MAX_PARTS {
+        return Err(Error::new(code::OVERFLOW, "FieldPath is too long"));
+    }
+    Ok(())
+}
+
+/// Split `"a.b.0"` into components, refusing more than [`MAX_PARTS`] of them.
+pub fn split(path: &str) -> Result<Vec<String>> {
+    check(path)?;
+    Ok(path.split('.').map(str::to_string).collect())
 }
 
 /// Parse a component as an array index (digits only, as MongoDB requires).
@@ -127,7 +146,16 @@ mod tests {
     use bson::doc;
 
     fn p(s: &str) -> Vec<String> {
-        split(s)
+        split(s).unwrap()
+    }
+
+    #[test]
+    fn paths_longer_than_the_limit_are_refused() {
+        let at_limit = vec!["a"; MAX_PARTS].join(".");
+        assert_eq!(split(&at_limit).unwrap().len(), MAX_PARTS);
+        let over = vec!["a"; MAX_PARTS + 1].join(".");
+        assert_eq!(split(&over).unwrap_err().code, code::OVERFLOW.code);
+        assert_eq!(split(&over).unwrap_err().errmsg, "FieldPath is too long");
     }
 
     #[test]

@@ -306,19 +306,21 @@ fn id_index_meta() -> IndexMeta {
 
 fn partial_usable(partial: &Document, filter: &Document) -> bool {
     let mut conj: Vec<(String, Bson)> = Vec::new();
-    flatten(filter, &mut conj);
+    flatten(filter, &mut conj, 0);
     let mut need: Vec<(String, Bson)> = Vec::new();
-    flatten(partial, &mut need);
+    flatten(partial, &mut need, 0);
     need.iter().all(|n| conj.contains(n))
 }
 
-fn flatten(d: &Document, out: &mut Vec<(String, Bson)>) {
+/// The conjuncts of `d` through nested `$and`s. Nesting past the matcher's limit (which
+/// refuses such filters anyway) is kept whole instead of followed.
+fn flatten(d: &Document, out: &mut Vec<(String, Bson)>, level: usize) {
     for (k, v) in d {
-        if k == "$and" {
+        if k == "$and" && level < crate::depth::MAX_QUERY_TREE_DEPTH {
             if let Bson::Array(items) = v {
                 for i in items {
                     if let Bson::Document(x) = i {
-                        flatten(x, out);
+                        flatten(x, out, level + 1);
                     }
                 }
             }

@@ -69,6 +69,8 @@ impl Projection {
                     "FieldPath cannot be constructed with empty string",
                 ));
             }
+            // Bounds the tree `insert_path` builds and the walks over it.
+            path::check(k)?;
             if k.contains(".$.") || k.starts_with("$.") {
                 return Err(Error::bad_value(format!(
                     "Positional projection '{k}' may only appear at the end of a path"
@@ -85,7 +87,7 @@ impl Projection {
                         "Cannot exclude positional projection field {k}"
                     )));
                 }
-                positional = Some(path::split(base));
+                positional = Some(path::split(base)?);
                 if mode == Some(Mode::Exclusion) {
                     return Err(Error::location(
                         31253,

@@ -235,7 +235,7 @@ impl Db {
                 "FieldPath cannot be constructed with empty string",
             ));
         }
-        let p = path::split(key);
+        let p = path::split(key)?;
         let mut seen: std::collections::BTreeMap<Vec<u8>, Bson> = std::collections::BTreeMap::new();
         let opts = FindOptions {
             filter: filter.clone(),

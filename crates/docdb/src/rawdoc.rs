@@ -8,17 +8,93 @@
 //! way (a tenth of the server's CPU on a point read); this walks the borrowed elements
 //! directly. The result is the same `Document`: same order, and a repeated key keeps its
 //! first position with its last value, as `Document`'s own `FromIterator` does.
+//!
+//! The conversion recurses once per level of nesting and counts the levels, refusing more
+//! than its limit. [`check_depth`], a walk over the raw bytes with an explicit stack, is
+//! the wire layer's check of every document a client sends, before it is converted.
 
-use bson::error::Error;
 use bson::raw::{RawArray, RawBsonRef, RawDocument};
 use bson::{Bson, Document};
 
-/// `raw` as an owned [`Document`]; malformed BSON is the crate's own error.
+/// Why bytes could not be converted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// Malformed BSON (the `bson` crate's own error).
+    #[error(transparent)]
+    Bson(#[from] bson::error::Error),
+    /// Nested deeper than the limit the conversion was given.
+    #[error("BSONObj exceeds maximum nested object depth of {0}")]
+    TooDeep(usize),
+}
+
+/// Deepest document [`to_document`] and [`decode`] convert: MongoDB's largest allowed BSON
+/// depth (`BSONDepth::getMaxAllowableDepth()`). Stored documents are at most
+/// [`crate::depth::MAX_STORED_DEPTH`] deep and commands are bounded tighter by the wire
+/// layer, so this only refuses bytes that never came through those checks.
+pub const MAX_DEPTH: usize = 200;
+
+/// The fewest bytes one level of nesting adds: an embedded document or array element is
+/// a type byte, a key of at least its NUL terminator, and an (empty) document of 5 bytes.
+/// A document shorter than this many times a limit cannot exceed it.
+pub const MIN_BYTES_PER_LEVEL: usize = 7;
+
+/// `raw` as an owned [`Document`], refusing nesting deeper than [`MAX_DEPTH`]. The
+/// conversion counts levels as it descends, so it needs no separate walk (stored
+/// documents, read on every query, are converted here).
 pub fn to_document(raw: &RawDocument) -> Result<Document, Error> {
+    convert(raw, 1, MAX_DEPTH)
+}
+
+/// `raw` as an owned [`Document`], refusing nesting deeper than `max_depth` levels (the
+/// document itself is level 1) with an iterative walk over the bytes *before* converting:
+/// the wire layer's check of what a client sends. Documents too short to be that deep skip
+/// the walk (the conversion validates every element and counts levels either way).
+pub fn to_document_within(raw: &RawDocument, max_depth: usize) -> Result<Document, Error> {
+    if raw.as_bytes().len() >= MIN_BYTES_PER_LEVEL * max_depth {
+        check_depth(raw, max_depth)?;
+    }
+    convert(raw, 1, max_depth)
+}
+
+/// Walks a raw document with an explicit stack (no recursion), validating every element
+/// and refusing documents nested deeper than `max_depth` levels.
+pub fn check_depth(root: &RawDocument, max_depth: usize) -> Result<(), Error> {
+    let mut stack = vec![root.iter()];
+    while let Some(top) = stack.last_mut() {
+        match top.next() {
+            None => {
+                stack.pop();
+            }
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok((_, value))) => {
+                let child = match value {
+                    RawBsonRef::Document(d) => Some(d),
+                    // An array is laid out as a document keyed "0", "1", ...
+                    RawBsonRef::Array(a) => Some(RawDocument::from_bytes(a.as_bytes())?),
+                    RawBsonRef::JavaScriptCodeWithScope(c) => Some(c.scope),
+                    _ => None,
+                };
+                if let Some(child) = child {
+                    if stack.len() >= max_depth {
+                        return Err(Error::TooDeep(max_depth));
+                    }
+                    stack.push(child.iter());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `raw`, at nesting `level`, converted; deeper than `max` levels is refused.
+fn convert(raw: &RawDocument, level: usize, max: usize) -> Result<Document, Error> {
+    if level > max {
+        return Err(Error::TooDeep(max));
+    }
     let mut doc = Document::new();
     for element in raw {
         let (key, value) = element?;
-        doc.insert(key.as_str(), to_bson(value)?);
+        doc.insert(key.as_str(), to_bson(value, level, max)?);
     }
     Ok(doc)
 }
@@ -28,17 +104,27 @@ pub fn decode(bytes: &[u8]) -> Result<Document, Error> {
     to_document(RawDocument::from_bytes(bytes)?)
 }
 
-fn to_array(raw: &RawArray) -> Result<Vec<Bson>, Error> {
-    raw.into_iter().map(|v| to_bson(v?)).collect()
+fn to_array(raw: &RawArray, level: usize, max: usize) -> Result<Vec<Bson>, Error> {
+    if level > max {
+        return Err(Error::TooDeep(max));
+    }
+    raw.into_iter().map(|v| to_bson(v?, level, max)).collect()
 }
 
-/// One value. Recursion follows the document's nesting, which the wire layer bounds
-/// (150 levels) before a command reaches here; stored documents came in that way.
-fn to_bson(value: RawBsonRef<'_>) -> Result<Bson, Error> {
+/// One value of a container at `level`. Recursion follows the nesting, at most `max`
+/// levels.
+fn to_bson(value: RawBsonRef<'_>, level: usize, max: usize) -> Result<Bson, Error> {
     Ok(match value {
-        RawBsonRef::Document(d) => Bson::Document(to_document(d)?),
-        RawBsonRef::Array(a) => Bson::Array(to_array(a)?),
-        // Nothing nested to walk (a code-with-scope's scope is rare enough to copy).
+        RawBsonRef::Document(d) => Bson::Document(convert(d, level + 1, max)?),
+        RawBsonRef::Array(a) => Bson::Array(to_array(a, level + 1, max)?),
+        // The scope is converted here too, so its nesting counts against the limit.
+        RawBsonRef::JavaScriptCodeWithScope(c) => {
+            Bson::JavaScriptCodeWithScope(bson::JavaScriptCodeWithScope {
+                code: c.code.to_string(),
+                scope: convert(c.scope, level + 1, max)?,
+            })
+        }
+        // Nothing nested.
         other => Bson::try_from(other)?,
     })
 }
@@ -92,6 +178,48 @@ mod tests {
             ours.to_vec().unwrap(),
             doc! {"a": 3, "b": 2}.to_vec().unwrap()
         );
+    }
+
+    /// `{"": {"": ... {}}}`, `levels` levels counting the outer document.
+    fn nested(levels: usize) -> Vec<u8> {
+        let inner = levels - 1;
+        let mut out = Vec::with_capacity(5 + 7 * inner);
+        for i in 0..inner {
+            out.extend_from_slice(&((5 + 7 * (inner - i)) as i32).to_le_bytes());
+            out.extend_from_slice(&[3, 0]);
+        }
+        out.extend_from_slice(&[5, 0, 0, 0, 0]);
+        out.resize(out.len() + inner, 0);
+        out
+    }
+
+    #[test]
+    fn nesting_is_counted_with_and_without_the_walk() {
+        let run = || {
+            let at_limit = nested(MAX_DEPTH);
+            assert!(decode(&at_limit).is_ok());
+            let raw = RawDocument::from_bytes(&at_limit).unwrap();
+            assert!(to_document_within(raw, MAX_DEPTH).is_ok());
+            assert!(matches!(
+                to_document_within(raw, MAX_DEPTH - 1),
+                Err(Error::TooDeep(_))
+            ));
+            for levels in [MAX_DEPTH + 1, 1_000_000] {
+                let bytes = nested(levels);
+                assert!(matches!(decode(&bytes), Err(Error::TooDeep(MAX_DEPTH))));
+                let raw = RawDocument::from_bytes(&bytes).unwrap();
+                assert!(matches!(
+                    check_depth(raw, MAX_DEPTH),
+                    Err(Error::TooDeep(_))
+                ));
+            }
+        };
+        std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(run)
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

@@ -48,7 +48,10 @@ impl SortSpec {
             };
             fields.push((k.clone(), asc));
         }
-        let paths = fields.iter().map(|(f, _)| path::split(f)).collect();
+        let paths = fields
+            .iter()
+            .map(|(f, _)| path::split(f))
+            .collect::<Result<_>>()?;
         Ok(SortSpec { fields, paths })
     }
 

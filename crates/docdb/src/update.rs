@@ -97,6 +97,7 @@ fn parse_path(raw: &str) -> Result<Vec<Comp>> {
             "An empty update path is not valid.",
         ));
     }
+    path::check(raw)?;
     raw.split('.')
         .map(|c| {
             if c.is_empty() {
@@ -319,7 +320,7 @@ impl Update {
                                 "The source field for $rename may not be dynamic",
                             ));
                         }
-                        OpKind::Rename(path::split(to), to.clone())
+                        OpKind::Rename(path::split(to)?, to.clone())
                     }
                     "$push" => OpKind::Push(parse_push(name, v)?),
                     "$addToSet" => OpKind::AddToSet(parse_push(name, v)?.each),
@@ -606,8 +607,8 @@ pub fn first_matching_index(
     let conds: Vec<(Vec<String>, Pred)> = matcher::top_level_fields(query)?
         .into_iter()
         .filter(|(p, _)| *p == prefix_str || p.starts_with(&format!("{prefix_str}.")))
-        .map(|(p, pred)| (path::split(&p), pred))
-        .collect();
+        .map(|(p, pred)| Ok((path::split(&p)?, pred)))
+        .collect::<Result<_>>()?;
     if conds.is_empty() {
         return Ok(None);
     }
@@ -1123,7 +1124,7 @@ pub fn upsert_seed(filter: &Document) -> Result<Document> {
         {
             continue;
         }
-        let comps = path::split(&p);
+        let comps = path::split(&p)?;
         if path::get(&seed, &comps).is_some() {
             return Err(Error::new(
                 code::NOT_SINGLE_VALUE_FIELD,

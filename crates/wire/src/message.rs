@@ -336,54 +336,13 @@ fn read_document(buf: &[u8], max: usize) -> Result<(Document, usize), ProtocolEr
     let bytes = &buf[..len as usize];
     let raw =
         RawDocument::from_bytes(bytes).map_err(|e| ProtocolError::InvalidBson(e.to_string()))?;
-    // Every nesting level costs at least MIN_BYTES_PER_LEVEL bytes, so a document shorter
-    // than that many times the limit cannot exceed it: the walk is skipped for the small
-    // commands that make up nearly all traffic (the conversion below validates every
-    // element either way).
-    if bytes.len() >= MIN_BYTES_PER_LEVEL * MAX_NESTING_DEPTH {
-        check_depth(raw)?;
-    }
-    let doc =
-        docdb::rawdoc::to_document(raw).map_err(|e| ProtocolError::InvalidBson(e.to_string()))?;
+    // The depth is checked on the raw bytes, iteratively, before the (recursive)
+    // conversion; documents too short to be that deep skip the walk.
+    let doc = docdb::rawdoc::to_document_within(raw, MAX_NESTING_DEPTH).map_err(|e| match e {
+        docdb::rawdoc::Error::TooDeep(max) => ProtocolError::TooDeep(max),
+        other => ProtocolError::InvalidBson(other.to_string()),
+    })?;
     Ok((doc, len as usize))
-}
-
-/// The fewest bytes one level of nesting adds: an embedded document or array element is
-/// a type byte, a key of at least its NUL terminator, and an (empty) document of 5 bytes.
-const MIN_BYTES_PER_LEVEL: usize = 7;
-
-/// Walks a raw document with an explicit stack (no recursion), validating every element
-/// and refusing documents nested deeper than [`MAX_NESTING_DEPTH`].
-fn check_depth(root: &RawDocument) -> Result<(), ProtocolError> {
-    use bson::raw::RawBsonRef;
-    let mut stack = vec![root.iter()];
-    while let Some(top) = stack.last_mut() {
-        match top.next() {
-            None => {
-                stack.pop();
-            }
-            Some(Err(e)) => return Err(ProtocolError::InvalidBson(e.to_string())),
-            Some(Ok((_, value))) => {
-                let child = match value {
-                    RawBsonRef::Document(d) => Some(d),
-                    // An array is laid out as a document keyed "0", "1", ...
-                    RawBsonRef::Array(a) => Some(
-                        RawDocument::from_bytes(a.as_bytes())
-                            .map_err(|e| ProtocolError::InvalidBson(e.to_string()))?,
-                    ),
-                    RawBsonRef::JavaScriptCodeWithScope(c) => Some(c.scope),
-                    _ => None,
-                };
-                if let Some(child) = child {
-                    if stack.len() >= MAX_NESTING_DEPTH {
-                        return Err(ProtocolError::TooDeep(MAX_NESTING_DEPTH));
-                    }
-                    stack.push(child.iter());
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Encodes an `OP_MSG` reply carrying `body`, compressed with `compressor` if given.
@@ -703,10 +662,10 @@ mod tests {
         // The size shortcut must never let a too-deep document through: the most compact
         // encoding of the first refused depth is exactly at the walk's size threshold.
         let at_limit = nested_minimal(MAX_NESTING_DEPTH - 1);
-        assert!(at_limit.len() < MIN_BYTES_PER_LEVEL * MAX_NESTING_DEPTH);
+        assert!(at_limit.len() < docdb::rawdoc::MIN_BYTES_PER_LEVEL * MAX_NESTING_DEPTH);
         read_document(&at_limit, usize::MAX).expect("at the limit");
         let over = nested_minimal(MAX_NESTING_DEPTH);
-        assert!(over.len() >= MIN_BYTES_PER_LEVEL * MAX_NESTING_DEPTH);
+        assert!(over.len() >= docdb::rawdoc::MIN_BYTES_PER_LEVEL * MAX_NESTING_DEPTH);
         assert!(matches!(
             read_document(&over, usize::MAX),
             Err(ProtocolError::TooDeep(_))
