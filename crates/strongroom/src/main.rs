@@ -66,8 +66,17 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Stack of every runtime thread (workers and the blocking pool, where commands run).
+/// Input cannot make a walker recurse without bound (docdb caps paths at 200 parts,
+/// stored documents at 100 levels, expressions at 100), but a bounded walk still costs
+/// stack: a 100-level expression took 256-512 KiB in a release build and 3.8 MiB in a
+/// debug one (docs/docdb.md, "Limits"), against tokio's 2 MiB default. 16 MiB is address
+/// space, not memory: only the pages a thread touches are ever resident.
+const THREAD_STACK: usize = 16 << 20;
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(THREAD_STACK)
         .enable_all()
         .build()?;
     runtime.block_on(async {
