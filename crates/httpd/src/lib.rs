@@ -18,7 +18,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -206,7 +206,19 @@ async fn serve_connection(
         addr,
         trusted_service,
     };
-    let service = router.layer(axum::Extension(peer));
+    let activity = Arc::new(Activity::new());
+    let busy = activity.clone();
+    let service = router
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let busy = busy.clone();
+                async move {
+                    let _request = busy.begin();
+                    next.run(req).await
+                }
+            },
+        ))
+        .layer(axum::Extension(peer));
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -218,7 +230,6 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    let activity = Arc::new(Activity::new());
     let io = Tracked {
         inner: tls,
         activity: activity.clone(),
@@ -238,25 +249,45 @@ async fn serve_connection(
                 return;
             }
             _ = tick.tick() => {
-                if activity.idle_for() >= limits.idle_timeout {
+                if activity.in_flight.load(Ordering::Relaxed) == 0
+                    && activity.idle_for() >= limits.idle_timeout
+                {
                     tracing::debug!(%addr, "closing idle connection");
-                    break;
+                    conn.as_mut().graceful_shutdown();
+                    // Nothing is in flight: the close only has to tell the client. An
+                    // HTTP/2 client that never acknowledges the GOAWAY's PING would
+                    // otherwise hold it open, so the wait is bounded.
+                    let grace = limits.idle_timeout.min(DRAIN_TIMEOUT);
+                    let _ = tokio::time::timeout(grace, conn.as_mut()).await;
+                    return;
                 }
             }
             _ = stop.changed() => break,
         }
     }
-    // Finishes requests in flight (bounded by the accept loop's drain on shutdown; an
-    // idle connection has none) and closes.
+    // Finishes requests in flight (bounded by the accept loop's drain) and closes.
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
 }
 
-/// When a connection last moved a byte, for the idle timeout.
+/// When a connection last moved a byte, and how many of its requests are being
+/// handled: a connection is idle when none is and no byte moved for the idle timeout
+/// (a handler may take long without a byte on the wire).
 struct Activity {
     start: Instant,
     /// Milliseconds since `start` of the last read or write.
     last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// A request being handled; see [`Activity`].
+struct InFlight<'a>(&'a Activity);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
 }
 
 impl Activity {
@@ -264,7 +295,13 @@ impl Activity {
         Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
         }
+    }
+
+    fn begin(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
     }
 
     fn touch(&self) {
