@@ -686,6 +686,7 @@ pub mod client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::CommandError;
     use bson::doc;
 
     #[test]
@@ -794,6 +795,52 @@ mod tests {
         let (h, d) = client::decode_reply(&reply).expect("decode reply");
         assert_eq!(h.response_to, 3);
         assert_eq!(d.get_f64("ok").ok(), Some(1.0));
+    }
+
+    #[test]
+    fn compression_is_limited_to_the_negotiated_and_to_plausible_sizes() {
+        let ping = client::op_msg(5, &doc! {"ping": 1}, &[], false);
+        let zstd = client::compress(&ping, Compressor::Zstd).expect("compress");
+        let only_zlib = Limits {
+            max_message: MAX_MESSAGE_SIZE,
+            compressors: &[Compressor::Zlib],
+        };
+        assert!(matches!(
+            decode_within(&zstd, &only_zlib),
+            Err(ProtocolError::NotNegotiated("zstd"))
+        ));
+        // Before login, nothing may inflate past the pre-auth size.
+        let pre_auth = Limits {
+            max_message: MAX_PRE_AUTH_MESSAGE_SIZE,
+            compressors: &Compressor::ALL,
+        };
+        let pad = "x".repeat(2 * MAX_PRE_AUTH_MESSAGE_SIZE);
+        let big = client::op_msg(6, &doc! {"ping": 1, "pad": pad}, &[], false);
+        let big = client::compress(&big, Compressor::Zlib).expect("compress");
+        assert!(big.len() < MAX_PRE_AUTH_MESSAGE_SIZE);
+        assert!(matches!(
+            decode_within(&big, &pre_auth),
+            Err(ProtocolError::DecompressedTooLarge { .. })
+        ));
+        decode(&big).expect("after login");
+        // A size no payload this small can honestly expand to.
+        let mut lie = zstd.clone();
+        lie[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&40_000_000i32.to_le_bytes());
+        assert!(matches!(
+            decode(&lie),
+            Err(ProtocolError::CompressionRatio { .. })
+        ));
+    }
+
+    #[test]
+    fn a_document_sequence_holds_at_most_max_write_batch_size() {
+        let docs = vec![Document::new(); MAX_SEQUENCE_DOCUMENTS];
+        let at = client::op_msg(1, &doc! {"insert": "c"}, &[("documents", &docs)], false);
+        decode(&at).expect("at the limit");
+        let docs = vec![Document::new(); MAX_SEQUENCE_DOCUMENTS + 1];
+        let over = client::op_msg(1, &doc! {"insert": "c"}, &[("documents", &docs)], false);
+        let err = decode(&over).expect_err("over the limit");
+        assert_eq!(CommandError::from(err).code, 16);
     }
 
     #[test]
