@@ -39,7 +39,10 @@ pub struct Limits {
     /// The whole TLS handshake (10 s).
     pub tls_handshake_timeout: Duration,
     /// An HTTP/1.1 request's headers, from when the connection starts waiting for them
-    /// (10 s). A keep-alive connection waiting for its next request is closed after it.
+    /// (30 s, hyper's own default once a timer is set). The clock runs while a keep-alive
+    /// connection waits for its next request too, so an idle HTTP/1.1 connection is
+    /// closed after this; clients notice the close before reusing a pooled connection,
+    /// except in the instant it happens.
     pub header_read_timeout: Duration,
     /// A connection with no byte read or written for this long is closed, gracefully:
     /// a request being handled is finished first (60 s).
@@ -56,7 +59,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             tls_handshake_timeout: Duration::from_secs(10),
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
             max_concurrent_streams: 64,
