@@ -570,15 +570,28 @@ async fn serve<S: Stream>(
         }
         match outcome {
             Outcome::Reply(bytes) => {
-                // A client that stops reading must not hold up shutdown or the gate.
+                // A client that stops reading must not hold up shutdown or the gate, nor
+                // keep its reply (up to 48 MB) past the deadline an idle client gets.
+                let deadline =
+                    connection_deadline(&shared, &client, unauthenticated_since, last_request);
                 let written = tokio::select! {
-                    r = conn.write_frame(&bytes) => r,
+                    r = tokio::time::timeout_at(deadline, conn.write_frame(&bytes)) => r,
                     _ = shutdown.changed() => break,
                     _ = epoch.changed() => break,
                 };
-                if let Err(e) = written {
-                    tracing::debug!(conn = id, error = %e, "write failed");
-                    break;
+                match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(conn = id, error = %e, "write failed");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::debug!(
+                            conn = id,
+                            "closing connection that does not read its replies"
+                        );
+                        break;
+                    }
                 }
             }
             Outcome::NoReply => {}

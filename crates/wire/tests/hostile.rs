@@ -542,6 +542,58 @@ async fn idle_authenticated_connections_are_closed() {
         }
         let waited = closed_within(&mut idle, Duration::from_millis(500)).await;
         eprintln!("idle timeout: the idle connection was closed ({waited:?} after 2.5 s)");
+
+        // A client that sends requests but never reads the replies: once the socket
+        // buffers are full the server's write waits, and is given up at the same deadline.
+        let mut big = authed(&ts).await;
+        let pad = Bson::Binary(Binary {
+            subtype: BinarySubtype::Generic,
+            bytes: vec![7u8; 4 * 1024 * 1024],
+        });
+        let r = big
+            .command(
+                1,
+                doc! {"insert": "big", "documents": [{"_id": 1, "pad": pad}], "$db": "app"},
+            )
+            .await
+            .expect("insert");
+        assert!(ok(&r), "{r}");
+        let find = op_msg(
+            2,
+            &doc! {"find": "big", "filter": {"_id": 1}, "$db": "app"},
+            &[],
+            false,
+        );
+        for _ in 0..32 {
+            if big.stream.write_all(&find).await.is_err() {
+                break;
+            }
+        }
+        let _ = big.stream.flush().await;
+        // Past the deadline, the socket holds what the server managed to write before it
+        // gave up (a few MB), then the close; not the 32 replies of 4 MiB.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut received = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        let drained = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                match big.stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => received += n,
+                }
+            }
+        })
+        .await;
+        assert!(
+            drained.is_ok(),
+            "a connection that does not read its replies stayed open ({received} bytes read)"
+        );
+        eprintln!(
+            "idle timeout: a connection not reading its replies was closed with {} KiB of \
+             128 MiB of replies delivered",
+            received / 1024
+        );
+        assert!(received < 32 * 4 * 1024 * 1024);
     })
     .await;
     ts.stop().await;
