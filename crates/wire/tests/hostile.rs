@@ -209,8 +209,10 @@ async fn a_48_mb_frame_before_login_is_closed_unread() {
          resident memory grew by {} KiB",
         grown / 1024
     );
+    // Allocating the declared lengths would take 50 × 48 MB = 2.4 GB; the bound leaves
+    // room for the other tests of this binary, which run in the same process meanwhile.
     assert!(
-        grown < 64 * 1024 * 1024,
+        grown < 512 * 1024 * 1024,
         "resident memory grew by {grown} bytes"
     );
     // The limit is only for unauthenticated connections: after login a message over
