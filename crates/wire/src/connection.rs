@@ -2,8 +2,10 @@
 //!
 //! A MongoDB message announces its own length in its first four bytes. The connection
 //! reads exactly that many bytes into a buffer, after checking the length is plausible
-//! (at least a header, at most [`MAX_MESSAGE_SIZE`]) so a client cannot make the server
-//! allocate or wait for an absurd amount. The buffer only grows as bytes actually arrive.
+//! (at least a header, at most [`MAX_MESSAGE_SIZE`], and at most the connection's current
+//! limit: [`crate::message::MAX_PRE_AUTH_MESSAGE_SIZE`] before authentication) so a client
+//! cannot make the server allocate or wait for an absurd amount. The buffer only grows as
+//! bytes actually arrive, and shrinks back once a large message has been taken out of it.
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -25,7 +27,16 @@ pub enum FrameError {
     BadLength(i64),
     #[error("connection closed in the middle of a message")]
     Truncated,
+    #[error("message length {len} exceeds this connection's limit of {max}")]
+    TooLarge { len: usize, max: usize },
 }
+
+/// The read buffer's capacity when a connection opens.
+const INITIAL_CAPACITY: usize = 16 * 1024;
+/// A read buffer grown past this (by a large message) is replaced by a fresh one of
+/// [`INITIAL_CAPACITY`] once the message is taken out: an idle connection that once
+/// received a 40 MB insert must not keep 40 MB reserved. Below it, nothing is reallocated.
+pub const RETAINED_CAPACITY: usize = 64 * 1024;
 
 /// How [`Connection::read_frame_polling`] came by its frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,14 +53,29 @@ pub enum Polling {
 pub struct Connection<S> {
     stream: S,
     buffer: BytesMut,
+    /// Longest message accepted now (header included); never above [`MAX_MESSAGE_SIZE`].
+    max_message: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn new(stream: S) -> Connection<S> {
         Connection {
             stream,
-            buffer: BytesMut::with_capacity(16 * 1024),
+            buffer: BytesMut::with_capacity(INITIAL_CAPACITY),
+            max_message: MAX_MESSAGE_SIZE,
         }
+    }
+
+    /// Sets the longest message accepted from now on (capped at [`MAX_MESSAGE_SIZE`]).
+    /// A longer one ends the connection as soon as its length is read: its body is
+    /// never read nor buffered.
+    pub fn set_max_message(&mut self, max: usize) {
+        self.max_message = max.min(MAX_MESSAGE_SIZE);
+    }
+
+    /// What the read buffer holds reserved right now (for tests and diagnostics).
+    pub fn buffer_capacity(&self) -> usize {
+        self.buffer.capacity()
     }
 
     /// Reads one complete message (header included). `Ok(None)` is a clean close between
@@ -67,9 +93,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     return Err(FrameError::BadLength(len as i64));
                 }
                 let len = len as usize;
+                if len > self.max_message {
+                    return Err(FrameError::TooLarge {
+                        len,
+                        max: self.max_message,
+                    });
+                }
                 if self.buffer.len() >= len {
                     let frame = self.buffer[..len].to_vec();
+                    // Measured before the frame is consumed: afterwards `capacity` counts
+                    // only what lies past it, not the allocation still held.
+                    let held = self.buffer.capacity();
                     self.buffer.advance(len);
+                    if held > RETAINED_CAPACITY {
+                        self.shrink();
+                    }
                     return Ok(Some(frame));
                 }
                 // Reserve for the rest of this message, but never more than what is
@@ -85,6 +123,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 };
             }
         }
+    }
+
+    /// Gives a buffer grown by a large message back to the allocator, keeping any bytes
+    /// of the next message already read.
+    fn shrink(&mut self) {
+        let rest = self.buffer.split();
+        let mut fresh = BytesMut::with_capacity(INITIAL_CAPACITY.max(rest.len()));
+        fresh.extend_from_slice(&rest);
+        self.buffer = fresh;
     }
 
     /// [`Connection::read_frame`], but for up to `budget` the task keeps polling for the
@@ -181,6 +228,61 @@ mod tests {
         assert_eq!(frame.expect("read").as_deref(), Some(&FRAME[..]));
         assert_eq!(polling, Polling::Found);
         drop(writer.await.expect("writer"));
+    }
+
+    /// A frame of `len` bytes: a header announcing it, then zeros.
+    fn frame_of(len: usize) -> Vec<u8> {
+        let mut f = vec![0u8; len];
+        f[0..4].copy_from_slice(&(len as i32).to_le_bytes());
+        f[12..16].copy_from_slice(&2013i32.to_le_bytes());
+        f
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_buffer_shrinks_after_a_large_frame() {
+        let (server, mut peer) = duplex(64 * 1024);
+        let mut conn = Connection::new(server);
+        let big = frame_of(3 * 1024 * 1024);
+        let writer = tokio::spawn(async move {
+            peer.write_all(&big).await.expect("write");
+            peer.write_all(&FRAME).await.expect("write");
+            peer
+        });
+        let frame = conn.read_frame().await.expect("read").expect("frame");
+        assert_eq!(frame.len(), 3 * 1024 * 1024);
+        // `try_reclaim` succeeds without allocating only if the old allocation is
+        // still held.
+        assert!(
+            !conn.buffer.try_reclaim(1024 * 1024),
+            "the large frame's buffer is still held"
+        );
+        assert!(conn.buffer_capacity() <= RETAINED_CAPACITY);
+        // Bytes of the next frame that arrived with the large one are kept.
+        let next = conn.read_frame().await.expect("read").expect("frame");
+        assert_eq!(next, FRAME);
+        drop(writer.await.expect("writer"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_frame_over_the_connection_limit_ends_it_before_its_body() {
+        let (mut conn, mut peer) = pair();
+        conn.set_max_message(16 * 1024);
+        // Only the length is sent: the error must come without waiting for the body.
+        peer.write_all(&48_000_000i32.to_le_bytes())
+            .await
+            .expect("write");
+        let err = conn.read_frame().await.expect_err("too large");
+        assert!(
+            matches!(
+                err,
+                FrameError::TooLarge {
+                    len: 48_000_000,
+                    max: 16_384
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(conn.buffer_capacity() <= RETAINED_CAPACITY);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -5,7 +5,9 @@
 //! belongs to the user who opened it and to the session (`lsid`) it was opened in:
 //! `getMore`/`killCursors` by anyone else fail, and `endSessions` closes a session's
 //! cursors. Cursors idle longer than the configured timeout (10 minutes by default)
-//! are reaped by a background task.
+//! are reaped by a background task. One user may hold at most a configured number of
+//! cursors at once (a cursor keeps its results, or an engine snapshot, in memory), so a
+//! flood of half-read queries cannot exhaust the server's memory.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -123,15 +125,62 @@ impl Cursor {
 
 /// All open cursors of a server.
 pub struct Registry {
-    cursors: Mutex<HashMap<i64, Cursor>>,
+    inner: Mutex<Inner>,
     idle_timeout: Duration,
+    max_per_user: usize,
+}
+
+/// The cursors, and how many each user holds (kept in step on every change).
+#[derive(Default)]
+struct Inner {
+    cursors: HashMap<i64, Cursor>,
+    per_user: HashMap<Option<(String, String)>, usize>,
+}
+
+impl Inner {
+    fn add(&mut self, id: i64, cursor: Cursor) {
+        *self.per_user.entry(cursor.owner.user.clone()).or_default() += 1;
+        self.cursors.insert(id, cursor);
+    }
+
+    fn remove(&mut self, id: i64) -> Option<Cursor> {
+        let cursor = self.cursors.remove(&id)?;
+        self.forget(&cursor.owner.user);
+        Some(cursor)
+    }
+
+    fn forget(&mut self, user: &Option<(String, String)>) {
+        if let Some(n) = self.per_user.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_user.remove(user);
+            }
+        }
+    }
+
+    /// Removes every cursor `drop_it` selects; returns how many.
+    fn remove_where(&mut self, mut drop_it: impl FnMut(&Cursor) -> bool) -> usize {
+        let ids: Vec<i64> = self
+            .cursors
+            .iter()
+            .filter(|(_, c)| drop_it(c))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            self.remove(*id);
+        }
+        ids.len()
+    }
 }
 
 impl Registry {
-    pub fn new(idle_timeout: Duration) -> Registry {
+    /// A registry that reaps cursors idle for `idle_timeout` and lets one user hold at
+    /// most `max_per_user` (checked-out cursors, being used by a `getMore`, not counted).
+    pub fn new(idle_timeout: Duration, max_per_user: usize) -> Registry {
         Registry {
-            cursors: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Inner::default()),
             idle_timeout,
+            max_per_user,
         }
     }
 
@@ -141,17 +190,30 @@ impl Registry {
 
     /// Stores a cursor opened under gate epoch `epoch` and returns its new id. If the
     /// gate closed since (`current` differs), the cursor is dropped instead and 0 is
-    /// returned: it must not keep an engine snapshot alive.
-    pub fn insert(&self, cursor: Cursor, epoch: u64, current: u64) -> i64 {
+    /// returned: it must not keep an engine snapshot alive. A user already holding
+    /// `max_per_user` cursors gets `2 BadValue` (MongoDB has no such limit, hence no
+    /// code of its own; the message names the limit and how to free cursors).
+    pub fn insert(&self, cursor: Cursor, epoch: u64, current: u64) -> CmdResult<i64> {
         if epoch != current {
-            return 0;
+            return Ok(0);
         }
-        let mut map = self.cursors.lock();
+        let mut inner = self.inner.lock();
+        let held = inner.per_user.get(&cursor.owner.user).copied().unwrap_or(0);
+        if held >= self.max_per_user {
+            return Err(CommandError::new(
+                code::BAD_VALUE,
+                format!(
+                    "too many open cursors: this user already holds {held}, the limit is {}; \
+                     exhaust or kill cursors (killCursors) before opening more",
+                    self.max_per_user
+                ),
+            ));
+        }
         loop {
             let id = random_id();
-            if let std::collections::hash_map::Entry::Vacant(slot) = map.entry(id) {
-                slot.insert(cursor);
-                return id;
+            if !inner.cursors.contains_key(&id) {
+                inner.add(id, cursor);
+                return Ok(id);
             }
         }
     }
@@ -160,8 +222,8 @@ impl Registry {
     /// concurrent `getMore` on the same id finds nothing) and is put back with
     /// [`Registry::put_back`] unless exhausted.
     pub fn check_out(&self, id: i64, ns: &str, owner: &Owner) -> CmdResult<Cursor> {
-        let mut map = self.cursors.lock();
-        let Some(cursor) = map.get(&id) else {
+        let mut inner = self.inner.lock();
+        let Some(cursor) = inner.cursors.get(&id) else {
             return Err(cursor_not_found(id));
         };
         if cursor.ns != ns {
@@ -183,67 +245,69 @@ impl Registry {
                 ),
             ));
         }
-        map.remove(&id).ok_or_else(|| cursor_not_found(id))
+        inner.remove(id).ok_or_else(|| cursor_not_found(id))
     }
 
     /// Returns a checked-out cursor, unless the gate closed meanwhile (see [`Registry::insert`]).
     pub fn put_back(&self, id: i64, cursor: Cursor, epoch: u64, current: u64) {
         if epoch == current {
-            self.cursors.lock().insert(id, cursor);
+            self.inner.lock().add(id, cursor);
         }
     }
 
     /// Kills a cursor if `owner` may; returns whether it existed.
     pub fn kill(&self, id: i64, ns: &str, owner: &Owner) -> CmdResult<bool> {
-        let mut map = self.cursors.lock();
-        match map.get(&id) {
+        let mut inner = self.inner.lock();
+        match inner.cursors.get(&id) {
             None => Ok(false),
             Some(c) if c.ns != ns => Ok(false),
             Some(c) if c.owner.user != owner.user => Err(CommandError::unauthorized(format!(
                 "not authorized to kill cursor {id}"
             ))),
-            Some(_) => Ok(map.remove(&id).is_some()),
+            Some(_) => Ok(inner.remove(id).is_some()),
         }
     }
 
     /// Closes every cursor opened in session `lsid`.
     pub fn end_session(&self, lsid: &Bson) -> usize {
-        let mut map = self.cursors.lock();
-        let before = map.len();
-        map.retain(|_, c| c.owner.lsid.as_ref() != Some(lsid));
-        before - map.len()
+        self.inner
+            .lock()
+            .remove_where(|c| c.owner.lsid.as_ref() == Some(lsid))
     }
 
     /// Closes every cursor of user `db.user` (the user was dropped: a user created later
     /// under the same name must not continue them).
     pub fn close_user(&self, db: &str, user: &str) -> usize {
-        let mut map = self.cursors.lock();
-        let before = map.len();
-        map.retain(|_, c| {
+        self.inner.lock().remove_where(|c| {
             c.owner
                 .user
                 .as_ref()
-                .is_none_or(|(u, d)| u != user || d != db)
-        });
-        before - map.len()
+                .is_some_and(|(u, d)| u == user && d == db)
+        })
     }
 
     /// Closes cursors idle for longer than the timeout; returns how many.
     pub fn reap_idle(&self) -> usize {
         let now = Instant::now();
-        let mut map = self.cursors.lock();
-        let before = map.len();
-        map.retain(|_, c| now.duration_since(c.last_used) < self.idle_timeout);
-        before - map.len()
+        self.inner
+            .lock()
+            .remove_where(|c| now.duration_since(c.last_used) >= self.idle_timeout)
     }
 
     /// Closes every cursor (the database handle is going away).
     pub fn clear(&self) {
-        self.cursors.lock().clear();
+        // Cursors may hold engine snapshots: drop them outside the lock.
+        let cursors = std::mem::take(&mut *self.inner.lock());
+        drop(cursors);
     }
 
     pub fn len(&self) -> usize {
-        self.cursors.lock().len()
+        self.inner.lock().cursors.len()
+    }
+
+    /// Open cursors held by `user` (not counting checked-out ones).
+    pub fn held_by(&self, user: &Option<(String, String)>) -> usize {
+        self.inner.lock().per_user.get(user).copied().unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -296,8 +360,8 @@ mod tests {
 
     #[test]
     fn ownership_and_namespace_are_enforced() {
-        let reg = Registry::new(Duration::from_secs(600));
-        let id = reg.insert(cursor(3), 0, 0);
+        let reg = Registry::new(Duration::from_secs(600), 100);
+        let id = reg.insert(cursor(3), 0, 0).expect("insert");
         assert_ne!(id, 0);
         assert!(reg.check_out(id, "d.other", &owner("a")).is_err());
         assert!(reg.check_out(id, "d.c", &owner("b")).is_err());
@@ -314,19 +378,44 @@ mod tests {
 
     #[test]
     fn idle_cursors_are_reaped_and_sessions_close_theirs() {
-        let reg = Registry::new(Duration::from_millis(0));
-        reg.insert(cursor(3), 0, 0);
+        let reg = Registry::new(Duration::from_millis(0), 100);
+        reg.insert(cursor(3), 0, 0).expect("insert");
         assert_eq!(reg.reap_idle(), 1);
         // A cursor from before the gate closed is never registered.
-        assert_eq!(reg.insert(cursor(3), 0, 1), 0);
+        assert_eq!(reg.insert(cursor(3), 0, 1).expect("insert"), 0);
         assert!(reg.is_empty());
-        let reg = Registry::new(Duration::from_secs(600));
+        let reg = Registry::new(Duration::from_secs(600), 100);
         let lsid = Bson::Int32(7);
         let mut c = cursor(3);
         c.owner.lsid = Some(lsid.clone());
-        reg.insert(c, 0, 0);
-        reg.insert(cursor(3), 0, 0);
+        reg.insert(c, 0, 0).expect("insert");
+        reg.insert(cursor(3), 0, 0).expect("insert");
         assert_eq!(reg.end_session(&lsid), 1);
         assert_eq!(reg.len(), 1);
+        assert_eq!(reg.held_by(&owner("a").user), 1);
+    }
+
+    #[test]
+    fn one_user_cannot_hold_more_than_the_limit() {
+        let reg = Registry::new(Duration::from_secs(600), 3);
+        let ids: Vec<i64> = (0..3)
+            .map(|_| reg.insert(cursor(3), 0, 0).expect("under the limit"))
+            .collect();
+        let err = reg.insert(cursor(3), 0, 0).expect_err("over the limit");
+        assert_eq!((err.code, err.code_name.as_str()), (2, "BadValue"));
+        // Another user is not affected.
+        let mut other = cursor(3);
+        other.owner = owner("b");
+        reg.insert(other, 0, 0).expect("another user");
+        // A checked-out cursor does not count; killing one frees a place.
+        let c = reg
+            .check_out(ids[0], "d.c", &owner("a"))
+            .expect("check out");
+        assert_eq!(reg.held_by(&owner("a").user), 2);
+        reg.put_back(ids[0], c, 0, 0);
+        assert!(reg.kill(ids[1], "d.c", &owner("a")).expect("kill"));
+        reg.insert(cursor(3), 0, 0).expect("a place was freed");
+        reg.clear();
+        assert_eq!(reg.held_by(&owner("a").user), 0);
     }
 }

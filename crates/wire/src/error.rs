@@ -33,6 +33,16 @@ pub enum ProtocolError {
     UnsupportedCompressor(u8),
     #[error("compression: {0}")]
     Compression(String),
+    #[error("compressor {0} was not negotiated in hello")]
+    NotNegotiated(&'static str),
+    #[error("compressed message declares {size} bytes; at most {max} are allowed here")]
+    DecompressedTooLarge { size: usize, max: usize },
+    #[error(
+        "compressed message of {compressed} bytes declares {size} bytes uncompressed, more than the allowed ratio"
+    )]
+    CompressionRatio { size: usize, compressed: usize },
+    #[error("Write batch sizes must be between 1 and {0}: a document sequence has more")]
+    TooManyDocuments(usize),
 }
 
 /// Failures starting or running the server.
@@ -69,6 +79,7 @@ pub mod code {
     pub const AUTHENTICATION_FAILED: (i32, &str) = (18, "AuthenticationFailed");
     pub const ILLEGAL_OPERATION: (i32, &str) = (20, "IllegalOperation");
     pub const NO_SUCH_KEY: (i32, &str) = (4, "NoSuchKey");
+    pub const INVALID_LENGTH: (i32, &str) = (16, "InvalidLength");
     pub const COMMAND_NOT_FOUND: (i32, &str) = (59, "CommandNotFound");
     pub const INVALID_NAMESPACE: (i32, &str) = (73, "InvalidNamespace");
     pub const PROTOCOL_ERROR: (i32, &str) = (17, "ProtocolError");
@@ -162,6 +173,12 @@ impl From<ProtocolError> for CommandError {
             ProtocolError::DocumentTooLarge(_) => (10334, "BSONObjectTooLarge"),
             ProtocolError::TooDeep(_) => (15, "Overflow"),
             ProtocolError::ChecksumMismatch => code::PROTOCOL_ERROR,
+            // MongoDB answers decompressed-size problems with BadValue, and oversized
+            // write batches with InvalidLength.
+            ProtocolError::DecompressedTooLarge { .. } | ProtocolError::CompressionRatio { .. } => {
+                code::BAD_VALUE
+            }
+            ProtocolError::TooManyDocuments(_) => code::INVALID_LENGTH,
             _ => code::PROTOCOL_ERROR,
         };
         CommandError::new(code, e.to_string())

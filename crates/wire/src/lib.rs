@@ -30,4 +30,7 @@ pub mod tls;
 pub use backend::Db;
 pub use cmd::{command_names, redacted_shape};
 pub use error::{CommandError, Error, ProtocolError};
-pub use server::{DEFAULT_IDLE_POLL, Server, ServerConfig};
+pub use server::{
+    DEFAULT_IDLE_POLL, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CURSORS_PER_USER,
+    DEFAULT_PRE_AUTH_TIMEOUT, Server, ServerConfig,
+};

@@ -28,6 +28,42 @@ pub const COMMAND_OVERHEAD: usize = 16 * 1024;
 pub const MAX_NESTING_DEPTH: usize = 150;
 /// Length of the standard message header.
 pub const HEADER_LEN: usize = 16;
+/// Largest message a connection may send before it has authenticated. Every driver's
+/// handshake (`hello` with client metadata, which the handshake spec caps at 512 bytes,
+/// `compression`, `speculativeAuthenticate`) and SCRAM exchange fits in well under 4 KiB;
+/// 16 KiB leaves room for long user names and generous metadata while keeping what an
+/// anonymous peer can make the server buffer small.
+pub const MAX_PRE_AUTH_MESSAGE_SIZE: usize = 16 * 1024;
+/// Most documents one `OP_MSG` document sequence may carry: MongoDB's `maxWriteBatchSize`
+/// (no write command accepts more). Counted while decoding, so a sequence of millions of
+/// 5-byte documents is refused before it is materialised.
+pub const MAX_SEQUENCE_DOCUMENTS: usize = 100_000;
+/// How much larger than its compressed payload an `OP_COMPRESSED` message may declare
+/// itself. Deflate cannot exceed 1032:1 and snappy about 21:1; zstd can go further, but
+/// only on degenerate data (megabytes of one repeated byte). Checked before anything is
+/// allocated, so a 30-byte frame cannot make the server reserve 48 MB.
+pub const MAX_COMPRESSION_RATIO: usize = 1_100;
+/// Declared sizes up to this are allowed whatever the ratio (tiny payloads).
+const COMPRESSION_RATIO_FLOOR: usize = 64 * 1024;
+
+/// What a connection may send at this point of its life: the server narrows both before
+/// authentication ([`MAX_PRE_AUTH_MESSAGE_SIZE`]) and to the compressors negotiated in
+/// `hello`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits<'a> {
+    /// Largest message, header included, after decompression.
+    pub max_message: usize,
+    /// `OP_COMPRESSED` is accepted only with one of these.
+    pub compressors: &'a [Compressor],
+}
+
+impl Limits<'static> {
+    /// Everything the protocol allows: 48 MB messages, every compressor.
+    pub const PROTOCOL: Limits<'static> = Limits {
+        max_message: MAX_MESSAGE_SIZE,
+        compressors: &Compressor::ALL,
+    };
+}
 
 /// Operation codes this server understands.
 pub mod opcode {
@@ -126,6 +162,11 @@ pub struct Incoming {
 
 /// Decodes one complete message: `frame` holds exactly `header.length` bytes.
 pub fn decode(frame: &[u8]) -> Result<Incoming, ProtocolError> {
+    decode_within(frame, &Limits::PROTOCOL)
+}
+
+/// [`decode`] under a connection's [`Limits`].
+pub fn decode_within(frame: &[u8], limits: &Limits<'_>) -> Result<Incoming, ProtocolError> {
     let header = Header::parse(frame)?;
     if header.length as usize != frame.len() {
         return Err(ProtocolError::BadLength(header.length));
@@ -142,22 +183,47 @@ pub fn decode(frame: &[u8]) -> Result<Incoming, ProtocolError> {
             request: Request::Query(decode_op_query(body)?),
             compressor: None,
         }),
-        opcode::OP_COMPRESSED => decode_compressed(header, body),
+        opcode::OP_COMPRESSED => decode_compressed(header, body, limits),
         other => Err(ProtocolError::UnknownOpcode(other)),
     }
 }
 
-fn decode_compressed(header: Header, body: &[u8]) -> Result<Incoming, ProtocolError> {
+fn decode_compressed(
+    header: Header,
+    body: &[u8],
+    limits: &Limits<'_>,
+) -> Result<Incoming, ProtocolError> {
     if body.len() < 9 {
         return Err(ProtocolError::Truncated("OP_COMPRESSED header"));
     }
     let original_opcode = le_i32(&body[0..4]);
     let uncompressed_size = le_i32(&body[4..8]);
     let compressor = Compressor::from_id(body[8])?;
-    if uncompressed_size < 0 || uncompressed_size as usize > MAX_MESSAGE_SIZE - HEADER_LEN {
+    if !limits.compressors.contains(&compressor) {
+        return Err(ProtocolError::NotNegotiated(compressor.name()));
+    }
+    if uncompressed_size < 0 {
         return Err(ProtocolError::BadLength(uncompressed_size));
     }
-    let inner = compressor.decompress(&body[9..], uncompressed_size as usize)?;
+    let uncompressed_size = uncompressed_size as usize;
+    if uncompressed_size > limits.max_message.min(MAX_MESSAGE_SIZE) - HEADER_LEN {
+        return Err(ProtocolError::DecompressedTooLarge {
+            size: uncompressed_size,
+            max: limits.max_message.min(MAX_MESSAGE_SIZE) - HEADER_LEN,
+        });
+    }
+    let payload = &body[9..];
+    let ratio_cap = payload
+        .len()
+        .saturating_mul(MAX_COMPRESSION_RATIO)
+        .max(COMPRESSION_RATIO_FLOOR);
+    if uncompressed_size > ratio_cap {
+        return Err(ProtocolError::CompressionRatio {
+            size: uncompressed_size,
+            compressed: payload.len(),
+        });
+    }
+    let inner = compressor.decompress(payload, uncompressed_size)?;
     // Rebuild an uncompressed frame so the OP_MSG checksum (computed by the sender over
     // the uncompressed message) can be verified by the same code path.
     let mut frame = Vec::with_capacity(HEADER_LEN + inner.len());
@@ -250,6 +316,9 @@ fn decode_op_msg(frame: &[u8], body: &[u8]) -> Result<OpMsg, ProtocolError> {
                 let mut docs = Vec::new();
                 let mut at = nul + 1;
                 while at < section.len() {
+                    if docs.len() == MAX_SEQUENCE_DOCUMENTS {
+                        return Err(ProtocolError::TooManyDocuments(MAX_SEQUENCE_DOCUMENTS));
+                    }
                     let (doc, used) =
                         read_document(&section[at..], MAX_BSON_OBJECT_SIZE + COMMAND_OVERHEAD)?;
                     docs.push(doc);
@@ -576,6 +645,7 @@ pub mod client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::CommandError;
     use bson::doc;
 
     #[test]
@@ -684,6 +754,52 @@ mod tests {
         let (h, d) = client::decode_reply(&reply).expect("decode reply");
         assert_eq!(h.response_to, 3);
         assert_eq!(d.get_f64("ok").ok(), Some(1.0));
+    }
+
+    #[test]
+    fn compression_is_limited_to_the_negotiated_and_to_plausible_sizes() {
+        let ping = client::op_msg(5, &doc! {"ping": 1}, &[], false);
+        let zstd = client::compress(&ping, Compressor::Zstd).expect("compress");
+        let only_zlib = Limits {
+            max_message: MAX_MESSAGE_SIZE,
+            compressors: &[Compressor::Zlib],
+        };
+        assert!(matches!(
+            decode_within(&zstd, &only_zlib),
+            Err(ProtocolError::NotNegotiated("zstd"))
+        ));
+        // Before login, nothing may inflate past the pre-auth size.
+        let pre_auth = Limits {
+            max_message: MAX_PRE_AUTH_MESSAGE_SIZE,
+            compressors: &Compressor::ALL,
+        };
+        let pad = "x".repeat(2 * MAX_PRE_AUTH_MESSAGE_SIZE);
+        let big = client::op_msg(6, &doc! {"ping": 1, "pad": pad}, &[], false);
+        let big = client::compress(&big, Compressor::Zlib).expect("compress");
+        assert!(big.len() < MAX_PRE_AUTH_MESSAGE_SIZE);
+        assert!(matches!(
+            decode_within(&big, &pre_auth),
+            Err(ProtocolError::DecompressedTooLarge { .. })
+        ));
+        decode(&big).expect("after login");
+        // A size no payload this small can honestly expand to.
+        let mut lie = zstd.clone();
+        lie[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&40_000_000i32.to_le_bytes());
+        assert!(matches!(
+            decode(&lie),
+            Err(ProtocolError::CompressionRatio { .. })
+        ));
+    }
+
+    #[test]
+    fn a_document_sequence_holds_at_most_max_write_batch_size() {
+        let docs = vec![Document::new(); MAX_SEQUENCE_DOCUMENTS];
+        let at = client::op_msg(1, &doc! {"insert": "c"}, &[("documents", &docs)], false);
+        decode(&at).expect("at the limit");
+        let docs = vec![Document::new(); MAX_SEQUENCE_DOCUMENTS + 1];
+        let over = client::op_msg(1, &doc! {"insert": "c"}, &[("documents", &docs)], false);
+        let err = decode(&over).expect_err("over the limit");
+        assert_eq!(CommandError::from(err).code, 16);
     }
 
     #[test]

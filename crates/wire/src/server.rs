@@ -50,8 +50,22 @@ pub struct ServerConfig {
     pub cursor_idle_timeout: Duration,
     /// Commands slower than this are logged (redacted).
     pub slow_op_threshold: Duration,
-    /// How long a client may take to complete its TLS handshake.
+    /// How long a client may take to complete its TLS handshake (the whole handshake,
+    /// however slowly its bytes trickle in).
     pub tls_handshake_timeout: Duration,
+    /// A connection that has not authenticated this long after it opened (or after it
+    /// logged out, or since its last `hello`) is closed. Until it authenticates it may
+    /// send only messages of up to [`message::MAX_PRE_AUTH_MESSAGE_SIZE`] and only the
+    /// handshake and authentication commands. Each `hello`/`isMaster` restarts the clock
+    /// because drivers' monitoring connections never authenticate (the SDAM spec forbids
+    /// it): they send `hello` every `heartbeatFrequencyMS` (10 s by default) for as long
+    /// as the client lives. A SASL exchange or anything else does not.
+    pub pre_auth_timeout: Duration,
+    /// An authenticated connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// Open cursors one user may hold at once (all their connections together); one more
+    /// is refused with `2 BadValue`.
+    pub max_cursors_per_user: usize,
     /// How often documents past their TTL index's `expireAfterSeconds` are deleted
     /// (MongoDB's TTL monitor runs every 60 s).
     pub ttl_monitor_interval: Duration,
@@ -88,11 +102,27 @@ impl ServerConfig {
             cursor_idle_timeout: Duration::from_secs(600),
             slow_op_threshold: Duration::from_millis(100),
             tls_handshake_timeout: Duration::from_secs(10),
+            pre_auth_timeout: DEFAULT_PRE_AUTH_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_cursors_per_user: DEFAULT_MAX_CURSORS_PER_USER,
             ttl_monitor_interval: Duration::from_secs(60),
             idle_poll: DEFAULT_IDLE_POLL,
         }
     }
 }
+
+/// [`ServerConfig::pre_auth_timeout`] by default: a driver authenticates within a few
+/// round trips of connecting; 30 s is ample even over a slow link.
+pub const DEFAULT_PRE_AUTH_TIMEOUT: Duration = Duration::from_secs(30);
+/// [`ServerConfig::idle_timeout`] by default. MongoDB has none, and drivers keep pooled
+/// connections idle indefinitely unless `maxIdleTimeMS` is set: an hour keeps forgotten
+/// connections from piling up without surprising ordinary pools (pymongo checks an idle
+/// socket before reusing it; set `maxIdleTimeMS` below this with other drivers).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// [`ServerConfig::max_cursors_per_user`] by default. An application holds a handful of
+/// cursors per connection at most; 1,000 is far above that and still bounds what one
+/// user can make the server keep.
+pub const DEFAULT_MAX_CURSORS_PER_USER: usize = 1000;
 
 /// [`ServerConfig::idle_poll`] by default: longer than a driver takes between a reply and
 /// its next request in a closed loop (50-65 µs of client CPU here), short enough that a
@@ -140,6 +170,8 @@ pub(crate) struct Shared {
     pub idle_poll: Duration,
     /// The cluster's administrator and the users generation.
     pub users: crate::auth::directory::Directory,
+    pub pre_auth_timeout: Duration,
+    pub idle_timeout: Duration,
 }
 
 impl Shared {
@@ -191,7 +223,7 @@ impl Server {
         let shared = Arc::new(Shared {
             state: RwLock::new(state),
             epoch,
-            cursors: Registry::new(config.cursor_idle_timeout),
+            cursors: Registry::new(config.cursor_idle_timeout, config.max_cursors_per_user),
             next_connection_id: AtomicI64::new(1),
             counters: Counters::default(),
             started: Instant::now(),
@@ -202,6 +234,8 @@ impl Server {
             listen: local_addr,
             idle_poll: config.idle_poll,
             users: Default::default(),
+            pre_auth_timeout: config.pre_auth_timeout,
+            idle_timeout: config.idle_timeout,
         });
         if let Some((user, _)) = &config.admin_user {
             shared.users.set_admin(user);
@@ -459,7 +493,20 @@ async fn serve<S: Stream>(
     let mut conn = Connection::new(stream);
     let mut client = Client::new(id, peer);
     let mut response_id: i32 = 1;
+    // When the connection must have authenticated (while it has not), or when it has
+    // been idle too long (once it has). The timer is reset lazily: it fires at the
+    // deadline it was set to and is pushed back if the connection was active meanwhile,
+    // so a request costs no timer operation.
+    let mut unauthenticated_since = tokio::time::Instant::now();
+    let mut last_request = unauthenticated_since;
+    let timer = tokio::time::sleep_until(after(unauthenticated_since, shared.pre_auth_timeout));
+    tokio::pin!(timer);
     loop {
+        conn.set_max_message(if client.user.is_some() {
+            message::MAX_MESSAGE_SIZE
+        } else {
+            message::MAX_PRE_AUTH_MESSAGE_SIZE
+        });
         // Poll for the next request only after one this connection had to itself, only
         // while no other connection has started one since, and never while the engine
         // has flushes or compactions to do: their threads need the CPU a poll would take.
@@ -481,6 +528,19 @@ async fn serve<S: Stream>(
         };
         let (frame, polling) = tokio::select! {
             r = conn.read_frame_polling(budget, still_alone, slept) => r,
+            _ = &mut timer => {
+                let deadline = connection_deadline(&shared, &client, unauthenticated_since, last_request);
+                if tokio::time::Instant::now() >= deadline {
+                    if client.user.is_some() {
+                        tracing::debug!(conn = id, "closing idle connection");
+                    } else {
+                        tracing::debug!(conn = id, "closing connection that did not authenticate in time");
+                    }
+                    break;
+                }
+                timer.as_mut().reset(deadline);
+                continue;
+            }
             _ = shutdown.changed() => break,
             _ = epoch.changed() => break,
         };
@@ -502,19 +562,49 @@ async fn serve<S: Stream>(
         let busy = shared.counters.in_flight.fetch_add(1, Ordering::AcqRel);
         let previous = shared.counters.last_requester.swap(id, Ordering::AcqRel);
         client.alone = busy == 0 && previous == id;
-        let outcome = handle_frame(&shared, &mut client, &frame, response_id).await;
+        let was_authenticated = client.user.is_some();
+        let (outcome, heartbeat) = handle_frame(&shared, &mut client, &frame, response_id).await;
         shared.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+        last_request = tokio::time::Instant::now();
+        if heartbeat && client.user.is_none() {
+            // A monitoring connection's heartbeat (see `ServerConfig::pre_auth_timeout`);
+            // the timer notices the later deadline when it fires.
+            unauthenticated_since = last_request;
+        }
+        if client.user.is_some() != was_authenticated {
+            // Logged in (the idle deadline applies) or out (the pre-auth clock restarts).
+            unauthenticated_since = last_request;
+            timer.as_mut().reset(connection_deadline(
+                &shared,
+                &client,
+                unauthenticated_since,
+                last_request,
+            ));
+        }
         match outcome {
             Outcome::Reply(bytes) => {
-                // A client that stops reading must not hold up shutdown or the gate.
+                // A client that stops reading must not hold up shutdown or the gate, nor
+                // keep its reply (up to 48 MB) past the deadline an idle client gets.
+                let deadline =
+                    connection_deadline(&shared, &client, unauthenticated_since, last_request);
                 let written = tokio::select! {
-                    r = conn.write_frame(&bytes) => r,
+                    r = tokio::time::timeout_at(deadline, conn.write_frame(&bytes)) => r,
                     _ = shutdown.changed() => break,
                     _ = epoch.changed() => break,
                 };
-                if let Err(e) = written {
-                    tracing::debug!(conn = id, error = %e, "write failed");
-                    break;
+                match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(conn = id, error = %e, "write failed");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::debug!(
+                            conn = id,
+                            "closing connection that does not read its replies"
+                        );
+                        break;
+                    }
                 }
             }
             Outcome::NoReply => {}
@@ -531,22 +621,65 @@ async fn serve<S: Stream>(
     tracing::debug!(conn = id, "connection closed");
 }
 
+/// When a connection is closed unless it does something: [`ServerConfig::pre_auth_timeout`]
+/// after it opened or logged out while it is unauthenticated,
+/// [`ServerConfig::idle_timeout`] after its last request once it has authenticated.
+fn connection_deadline(
+    shared: &Shared,
+    client: &Client,
+    unauthenticated_since: tokio::time::Instant,
+    last_request: tokio::time::Instant,
+) -> tokio::time::Instant {
+    match client.user {
+        None => after(unauthenticated_since, shared.pre_auth_timeout),
+        Some(_) => after(last_request, shared.idle_timeout),
+    }
+}
+
+/// `t + d`, saturating at about thirty years for "never" (`Duration::MAX`).
+fn after(t: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
+    t.checked_add(d)
+        .unwrap_or_else(|| t + Duration::from_secs(30 * 365 * 24 * 3600))
+}
+
+/// Handles one frame; the flag tells whether it was a `hello`/`isMaster` (a heartbeat).
 async fn handle_frame(
     shared: &Arc<Shared>,
     client: &mut Client,
     frame: &[u8],
     response_id: i32,
-) -> Outcome {
-    let incoming = match message::decode(frame) {
+) -> (Outcome, bool) {
+    // Before authentication, messages are small (the connection enforces it) and
+    // decompress to no more; compression only with what `hello` negotiated.
+    let limits = message::Limits {
+        max_message: if client.user.is_some() {
+            message::MAX_MESSAGE_SIZE
+        } else {
+            message::MAX_PRE_AUTH_MESSAGE_SIZE
+        },
+        compressors: &client.compressors,
+    };
+    let incoming = match message::decode_within(frame, &limits) {
         Ok(i) => i,
-        Err(e) => return protocol_error_reply(frame, e, response_id),
+        Err(e) => return (protocol_error_reply(frame, e, response_id), false),
     };
     let Incoming {
         header,
         request,
         compressor,
     } = incoming;
-    match request {
+    let first_key = match &request {
+        Request::Msg(msg) => msg.body.keys().next(),
+        Request::Query(query) => query
+            .query
+            .get_document("$query")
+            .unwrap_or(&query.query)
+            .keys()
+            .next(),
+    };
+    let heartbeat =
+        first_key.is_some_and(|k| matches!(k.as_str(), "hello" | "isMaster" | "ismaster"));
+    let outcome = match request {
         Request::Msg(msg) => {
             let more_to_come = msg.more_to_come();
             let reply = match msg.body.get("$db") {
@@ -563,7 +696,7 @@ async fn handle_frame(
                 ),
             };
             if more_to_come {
-                return Outcome::NoReply;
+                return (Outcome::NoReply, heartbeat);
             }
             // A reply is compressed exactly when its request was: clients never compress
             // the handshake and authentication commands, so their replies stay plain too.
@@ -586,7 +719,8 @@ async fn handle_frame(
                 |d| message::encode_reply(response_id, header.request_id, d, None),
             )
         }
-    }
+    };
+    (outcome, heartbeat)
 }
 
 fn encode_or_error(

@@ -65,7 +65,7 @@ where
         match ctx
             .shared
             .cursors
-            .insert(cursor, ctx.epoch, ctx.shared.epoch())
+            .insert(cursor, ctx.epoch, ctx.shared.epoch())?
         {
             // The gate closed while this query ran: answering id 0 would pass a partial
             // result off as complete, so answer the gate's error instead.

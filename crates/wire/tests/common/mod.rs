@@ -38,6 +38,10 @@ pub struct Options {
     pub max_connections: usize,
     pub ttl_monitor_interval: Duration,
     pub idle_poll: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub pre_auth_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_cursors_per_user: usize,
 }
 
 impl Default for Options {
@@ -47,6 +51,10 @@ impl Default for Options {
             max_connections: 1000,
             ttl_monitor_interval: Duration::from_secs(60),
             idle_poll: wire::DEFAULT_IDLE_POLL,
+            tls_handshake_timeout: Duration::from_secs(10),
+            pre_auth_timeout: wire::DEFAULT_PRE_AUTH_TIMEOUT,
+            idle_timeout: wire::DEFAULT_IDLE_TIMEOUT,
+            max_cursors_per_user: wire::DEFAULT_MAX_CURSORS_PER_USER,
         }
     }
 }
@@ -79,6 +87,10 @@ impl TestServer {
         config.max_connections = opts.max_connections;
         config.ttl_monitor_interval = opts.ttl_monitor_interval;
         config.idle_poll = opts.idle_poll;
+        config.tls_handshake_timeout = opts.tls_handshake_timeout;
+        config.pre_auth_timeout = opts.pre_auth_timeout;
+        config.idle_timeout = opts.idle_timeout;
+        config.max_cursors_per_user = opts.max_cursors_per_user;
         let server = wire::Server::start(config).await.expect("start server");
         let addr = server.local_addr();
         TestServer {
