@@ -198,6 +198,39 @@ pub fn write_atomic_io(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<
     result
 }
 
+/// Removes temporary files a crashed [`write_atomic`] of `path` left behind, returning how
+/// many. Call it only while nothing else writes `path` (when a service opens its state).
+pub fn remove_stale_temps(path: &Path) -> std::io::Result<usize> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(0);
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    let prefix = prefix.as_encoded_bytes().to_vec();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let bytes = file_name.as_encoded_bytes();
+        if bytes.starts_with(&prefix) && bytes.ends_with(b".tmp") {
+            fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// fsyncs a directory, so that a file created, renamed or removed in it stays so after a
 /// crash.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -340,6 +373,12 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
+        // What a crash between create and rename would leave: found and removed.
+        let stale = dir.path().join(".secret.json.4242.7.tmp");
+        fs::write(&stale, b"torn").unwrap();
+        assert_eq!(remove_stale_temps(&path).unwrap(), 1);
+        assert!(!stale.exists());
+        assert_eq!(fs::read(&path).unwrap(), b"newer");
     }
 
     #[test]
