@@ -50,8 +50,9 @@ pub struct AuditLog {
     writer: Mutex<Writer>,
     /// Serialises fsyncs; whoever holds it syncs for everyone who wrote before it.
     sync: Mutex<()>,
-    /// Last record known to be on disk, and its tag.
-    durable: Mutex<(u64, Tag)>,
+    /// Last record known to be on disk, its tag, and the newest segment (durable: a
+    /// segment's header and name are synced before it takes records).
+    durable: Mutex<(u64, Tag, u64)>,
     /// fdatasyncs issued for appends (not counting rolls); appends / syncs is the group
     /// commit factor.
     syncs: AtomicU64,
@@ -121,8 +122,13 @@ impl AuditLog {
 
         let walked = walk(dir, &key, &mut |_, _, _| Ok(()))?;
         let chain = walked.chain;
-        let writer = match walked.last {
-            None => create_segment(dir, &key, 1, &chain)?,
+        // Every open starts a new segment (fresh salt, so a fresh key) and never appends to
+        // one a previous process wrote: after a torn tail, the record index of the cut
+        // record would otherwise be used again as a nonce under the same key for different
+        // plaintext, and a copy of the torn bytes (a backup, a disk snapshot) would then
+        // give away the XOR of two events.
+        let next = match walked.last {
+            None => 1,
             Some(last) => match last.key {
                 // The newest segment's header was torn while rolling: start it again.
                 None => {
@@ -132,10 +138,12 @@ impl AuditLog {
                     );
                     std::fs::remove_file(&last.path).map_err(io(&last.path))?;
                     sync_dir(dir)?;
-                    create_segment(dir, &key, last.number, &chain)?
+                    last.number
                 }
-                Some(seg_key) => {
+                Some(_) => {
                     if last.torn_bytes > 0 {
+                        // Only the newest segment may end with something other than whole
+                        // records, so the cut must happen before a segment follows it.
                         tracing::warn!(
                             segment = last.number,
                             bytes = last.torn_bytes,
@@ -148,24 +156,12 @@ impl AuditLog {
                         f.set_len(last.valid_len).map_err(io(&last.path))?;
                         f.sync_all().map_err(io(&last.path))?;
                     }
-                    let file = OpenOptions::new()
-                        .append(true)
-                        .open(&last.path)
-                        .map_err(io(&last.path))?;
-                    Writer {
-                        file: Arc::new(file),
-                        segment: last.number,
-                        key: seg_key,
-                        index: last.records,
-                        size: last.valid_len,
-                        next_seq: chain.next_seq,
-                        prev_tag: chain.prev_tag,
-                        poisoned: false,
-                    }
+                    last.number + 1
                 }
             },
         };
-        let durable = (writer.next_seq - 1, writer.prev_tag);
+        let writer = create_segment(dir, &key, next, &chain)?;
+        let durable = (writer.next_seq - 1, writer.prev_tag, writer.segment);
         Ok(AuditLog {
             dir: dir.to_path_buf(),
             master: key,
@@ -199,14 +195,16 @@ impl AuditLog {
         Ok(seq)
     }
 
-    /// The last durable record: its seq and tag. Keep it outside the log directory (e.g. in
-    /// the control plane's sealed state) and pass it to `verify`/`read` to detect records
-    /// cut off the tail, which the chain alone cannot show.
+    /// The last durable record (its seq and tag) and the newest segment. Keep it outside the
+    /// log directory (the control plane keeps it in its sealed state) and pass it to
+    /// `verify`/`read` to detect records or segments cut off the tail, which the chain alone
+    /// cannot show.
     pub fn head(&self) -> Anchor {
-        let (seq, tag) = *self.durable.lock();
+        let (seq, tag, segment) = *self.durable.lock();
         Anchor {
             seq,
             tag: hex::encode(tag),
+            segment,
         }
     }
 
@@ -262,7 +260,7 @@ impl AuditLog {
             self.writer.lock().poisoned = true;
             return Err(io(self.segment_path(segment))(e));
         }
-        *self.durable.lock() = (upto, tag);
+        *self.durable.lock() = (upto, tag, segment);
         Ok(())
     }
 
@@ -329,5 +327,5 @@ fn create_segment(dir: &Path, master: &[u8; 32], number: u64, chain: &Chain) -> 
 
 /// fsyncs a directory so created or removed names are durable.
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    sealed::sync_dir(dir).map_err(io(dir))
 }

@@ -14,14 +14,18 @@ use crate::format::{GENESIS_TAG, TAG_LEN, Tag};
 use crate::log::AuditLog;
 use crate::scan::walk;
 
-/// An external witness of the log's tip: the seq of a record and its tag (hex). The chain
-/// proves nothing was removed *before* a record; only an anchor kept elsewhere proves
-/// nothing was cut off the end.
+/// An external witness of the log's tip: the seq of a record, its tag (hex) and the newest
+/// segment at the time. The chain proves nothing was removed *before* a record; only an
+/// anchor kept elsewhere (the control plane keeps it in its sealed state) proves nothing
+/// was cut off the end — whole records, or whole segments, even one that held no record yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Anchor {
     pub seq: u64,
     /// The record's AES-GCM tag, 32 lowercase hex digits.
     pub tag: String,
+    /// The newest segment the log had when the anchor was taken (0: not checked).
+    #[serde(default)]
+    pub segment: u64,
 }
 
 impl Anchor {
@@ -107,7 +111,7 @@ impl AuditLog {
             }
             Ok(())
         })?;
-        anchor.finish(walked.chain.next_seq - 1)?;
+        anchor.finish(walked.chain.next_seq - 1, walked.segments)?;
         Ok(out.into())
     }
 
@@ -118,13 +122,14 @@ impl AuditLog {
         let mut check = AnchorCheck::new(anchor)?;
         let walked = walk(dir, key, &mut |seq, tag, _| check.see(seq, tag))?;
         let last_seq = walked.chain.next_seq - 1;
-        check.finish(last_seq)?;
+        check.finish(last_seq, walked.segments)?;
         Ok(VerifyReport {
             segments: walked.segments,
             records: last_seq,
             head: Anchor {
                 seq: last_seq,
                 tag: hex::encode(walked.chain.prev_tag),
+                segment: walked.segments,
             },
             torn_tail_bytes: walked.last.map_or(0, |l| l.torn_bytes),
             anchor_checked: anchor.is_some(),
@@ -134,15 +139,15 @@ impl AuditLog {
 
 /// Checks an anchor while the chain is walked.
 struct AnchorCheck {
-    want: Option<(u64, Tag)>,
+    want: Option<(u64, Tag, u64)>,
 }
 
 impl AnchorCheck {
     fn new(anchor: Option<&Anchor>) -> Result<Self> {
         let want = anchor
-            .map(|a| a.tag_bytes().map(|t| (a.seq, t)))
+            .map(|a| a.tag_bytes().map(|t| (a.seq, t, a.segment)))
             .transpose()?;
-        if let Some((0, tag)) = want
+        if let Some((0, tag, _)) = want
             && tag != GENESIS_TAG
         {
             return Err(Error::AnchorMismatch { seq: 0 });
@@ -152,16 +157,18 @@ impl AnchorCheck {
 
     fn see(&mut self, seq: u64, tag: &[u8; TAG_LEN]) -> Result<()> {
         match self.want {
-            Some((s, t)) if s == seq && t != *tag => Err(Error::AnchorMismatch { seq }),
+            Some((s, t, _)) if s == seq && t != *tag => Err(Error::AnchorMismatch { seq }),
             _ => Ok(()),
         }
     }
 
-    fn finish(&self, last_seq: u64) -> Result<()> {
+    fn finish(&self, last_seq: u64, last_segment: u64) -> Result<()> {
         match self.want {
-            Some((s, _)) if s > last_seq => Err(Error::Truncated {
+            Some((s, _, g)) if s > last_seq || g > last_segment => Err(Error::Truncated {
                 expected_seq: s,
+                expected_segment: g,
                 last_seq,
+                last_segment,
             }),
             _ => Ok(()),
         }

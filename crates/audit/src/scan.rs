@@ -38,8 +38,6 @@ pub struct SegmentScan {
     pub path: PathBuf,
     /// `None` when the header itself was torn (crash while rolling to this segment).
     pub key: Option<SegmentKey>,
-    /// Records in the segment (the next record's index).
-    pub records: u64,
     /// Bytes of the segment that hold its header and whole, authentic records.
     pub valid_len: u64,
     /// Bytes after `valid_len` that belong to a torn, never-acknowledged append.
@@ -73,6 +71,7 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
                 segment: expected,
                 record: None,
                 seq: None,
+                offset: None,
                 reason: if *n > expected {
                     "segment file missing"
                 } else {
@@ -113,8 +112,84 @@ fn corrupt(segment: u64, record: Option<u64>, seq: Option<u64>, reason: &'static
         segment,
         record,
         seq,
+        offset: None,
         reason,
     }
+}
+
+/// [`corrupt`] for a record, naming its byte offset in the segment file.
+fn corrupt_at(segment: u64, record: u64, seq: u64, offset: usize, reason: &'static str) -> Error {
+    Error::Corrupt {
+        segment,
+        record: Some(record),
+        seq: Some(seq),
+        offset: Some(offset as u64),
+        reason,
+    }
+}
+
+/// The shortest possible frame: length prefix, the tag, and a two-byte JSON event.
+const MIN_FRAME_LEN: usize = FRAME_PREFIX_LEN + 2 + TAG_LEN;
+
+/// Trial decryptions [`authentic_record_after`] may spend before it gives up (and the damage
+/// is treated as corruption, the safe side). A real torn tail is less than one frame, which
+/// takes a few thousand trials at most.
+const SCAN_AHEAD_TRIALS: usize = 1 << 20;
+
+/// What searching past a frame that looks torn found.
+enum Ahead {
+    /// Nothing after it authenticates: it really is the torn end of the log.
+    Nothing,
+    /// An authentic record follows (or the search ran out of budget): not a torn tail.
+    Something,
+}
+
+/// Looks for any authentic record after the frame at `pos` (record `index`, seq
+/// `chain.next_seq`) that claims to run past the end of the segment.
+///
+/// Following the stored lengths is not enough: a flipped length can make a middle record
+/// "run past the end" and hide every record after it as a torn tail. So every later offset
+/// is tried as a frame start: its AAD's previous tag is the 16 bytes just before it (frames
+/// are contiguous), and its index is one of the few that fit between `pos` and it.
+fn authentic_record_after(
+    key: &SegmentKey,
+    bytes: &[u8],
+    pos: usize,
+    index: u64,
+    chain: &Chain,
+) -> Ahead {
+    let mut trials = 0usize;
+    let mut body = Vec::new();
+    for q in pos + MIN_FRAME_LEN..bytes.len().saturating_sub(MIN_FRAME_LEN - 1) {
+        let mut len_bytes = [0u8; FRAME_PREFIX_LEN];
+        len_bytes.copy_from_slice(&bytes[q..q + FRAME_PREFIX_LEN]);
+        let len = u32::from_le_bytes(len_bytes) as usize;
+        if !(TAG_LEN..=MAX_EVENT_LEN + TAG_LEN).contains(&len)
+            || q + FRAME_PREFIX_LEN + len > bytes.len()
+        {
+            continue;
+        }
+        let mut prev = [0u8; TAG_LEN];
+        prev.copy_from_slice(&bytes[q - TAG_LEN..q]);
+        let frame = &bytes[q + FRAME_PREFIX_LEN..q + FRAME_PREFIX_LEN + len];
+        // Records between `pos` and `q`, the damaged one included: at least 1.
+        let most = ((q - pos) / MIN_FRAME_LEN) as u64;
+        for k in 1..=most {
+            trials += 1;
+            if trials > SCAN_AHEAD_TRIALS {
+                return Ahead::Something;
+            }
+            body.clear();
+            body.extend_from_slice(frame);
+            if key
+                .open_record(index + k, chain.next_seq + k, &prev, &mut body)
+                .is_some()
+            {
+                return Ahead::Something;
+            }
+        }
+    }
+    Ahead::Nothing
 }
 
 /// Authenticates one segment and its records, advancing `chain`.
@@ -139,7 +214,6 @@ fn scan_segment(
                 number,
                 path,
                 key: None,
-                records: 0,
                 valid_len: 0,
                 torn_bytes: file_len,
             });
@@ -184,10 +258,11 @@ fn scan_segment(
                 torn_bytes = rest.len() as u64;
                 break;
             }
-            return Err(corrupt(
+            return Err(corrupt_at(
                 number,
-                Some(index),
-                Some(seq),
+                index,
+                seq,
+                pos,
                 "record frame truncated",
             ));
         }
@@ -195,43 +270,45 @@ fn scan_segment(
         len_bytes.copy_from_slice(&rest[..FRAME_PREFIX_LEN]);
         let len = u32::from_le_bytes(len_bytes) as usize;
         if !(TAG_LEN..=MAX_EVENT_LEN + TAG_LEN).contains(&len) {
-            return Err(corrupt(
-                number,
-                Some(index),
-                Some(seq),
-                "record length invalid",
-            ));
+            return Err(corrupt_at(number, index, seq, pos, "record length invalid"));
         }
         if rest.len() < FRAME_PREFIX_LEN + len {
+            // Only the final record of the newest segment may be incomplete, and only if
+            // nothing authentic follows the point where it starts.
             if is_last {
-                torn_bytes = rest.len() as u64;
-                break;
+                if let Ahead::Nothing = authentic_record_after(&key, &bytes, pos, index, chain) {
+                    torn_bytes = rest.len() as u64;
+                    break;
+                }
+                return Err(corrupt_at(
+                    number,
+                    index,
+                    seq,
+                    pos,
+                    "record length runs past the end of the segment, but authentic records follow it (not a torn final write)",
+                ));
             }
-            return Err(corrupt(
+            return Err(corrupt_at(
                 number,
-                Some(index),
-                Some(seq),
+                index,
+                seq,
+                pos,
                 "record frame truncated",
             ));
         }
         let body_start = pos + FRAME_PREFIX_LEN;
         let body = &mut bytes[body_start..body_start + len];
         let Some((plain, tag)) = key.open_record(index, seq, &chain.prev_tag, body) else {
-            return Err(corrupt(
+            return Err(corrupt_at(
                 number,
-                Some(index),
-                Some(seq),
+                index,
+                seq,
+                pos,
                 "record authentication failed (edited, moved, duplicated, or a record before it is missing)",
             ));
         };
-        let event: AuditEvent = serde_json::from_slice(plain).map_err(|_| {
-            corrupt(
-                number,
-                Some(index),
-                Some(seq),
-                "authentic record does not decode",
-            )
-        })?;
+        let event: AuditEvent = serde_json::from_slice(plain)
+            .map_err(|_| corrupt_at(number, index, seq, pos, "authentic record does not decode"))?;
         visit(seq, &tag, event)?;
         chain.prev_tag = tag;
         chain.next_seq += 1;
@@ -243,7 +320,6 @@ fn scan_segment(
         number,
         path,
         key: Some(key),
-        records: index,
         valid_len: file_len - torn_bytes,
         torn_bytes,
     })

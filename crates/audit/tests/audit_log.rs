@@ -398,16 +398,19 @@ fn older_copy_of_the_newest_segment_is_caught_by_the_anchor() {
     let big = AuditOptions {
         segment_bytes: 1 << 20,
     };
-    write_events(dir, 0..20, big.clone());
+    // One writer: every open starts a new segment, so the copy must be taken while the
+    // same process is still appending to it.
+    let log = AuditLog::open_with(dir, key(), big).unwrap();
+    for i in 0..20 {
+        log.append(&ev(i)).unwrap();
+    }
     let seg = segments(dir).pop().unwrap();
     let old_copy = fs::read(&seg).unwrap();
-    let anchor = {
-        let log = AuditLog::open_with(dir, key(), big).unwrap();
-        for i in 20..25 {
-            log.append(&ev(i)).unwrap();
-        }
-        log.head()
-    };
+    for i in 20..25 {
+        log.append(&ev(i)).unwrap();
+    }
+    let anchor = log.head();
+    drop(log);
     assert_eq!(anchor.seq, 25);
     fs::write(&seg, old_copy).unwrap();
 
@@ -419,7 +422,8 @@ fn older_copy_of_the_newest_segment_is_caught_by_the_anchor() {
                 r,
                 Err(Error::Truncated {
                     expected_seq: 25,
-                    last_seq: 20
+                    last_seq: 20,
+                    ..
                 })
             ),
             "{r:?}"
@@ -455,6 +459,7 @@ fn deleted_newest_segment_is_caught_by_the_anchor_and_a_wrong_anchor_is_rejected
     let forged = Anchor {
         seq: 30,
         tag: "00".repeat(16),
+        segment: 0,
     };
     assert!(matches!(
         AuditLog::verify(dir, &KEY, Some(&forged)),
@@ -463,6 +468,7 @@ fn deleted_newest_segment_is_caught_by_the_anchor_and_a_wrong_anchor_is_rejected
     let bad_hex = Anchor {
         seq: 30,
         tag: "zz".into(),
+        segment: 0,
     };
     assert!(matches!(
         AuditLog::verify(dir, &KEY, Some(&bad_hex)),
@@ -485,7 +491,8 @@ fn wrong_key_is_a_typed_error_and_changes_nothing() {
     let dir = tmp.path();
     write_events(dir, 0..30, small());
     let before = snapshot(dir);
-    let wrong = [0x43u8; 32];
+    // Distinct bytes, so every rendering of the key is a recognisable string.
+    let wrong: [u8; 32] = std::array::from_fn(|i| 0xC0 + i as u8);
     assert!(matches!(
         AuditLog::verify(dir, &wrong, None),
         Err(Error::WrongKey { .. })
@@ -496,11 +503,240 @@ fn wrong_key_is_a_typed_error_and_changes_nothing() {
     ));
     let err = AuditLog::open(dir, Zeroizing::new(wrong)).unwrap_err();
     assert!(matches!(err, Error::WrongKey { .. }));
-    assert!(
-        !format!("{err} {err:?}").contains("43, 43"),
-        "no key bytes in errors"
-    );
+    assert_no_key_rendering(&format!("{err} {err:?}"), &wrong);
+    assert_no_key_rendering(&format!("{err} {err:?}"), &KEY);
     assert_eq!(snapshot(dir), before);
+}
+
+/// Fails if `text` holds `key` in any rendering a formatter or an encoder would produce:
+/// `{:?}` of an array or slice (`[192, 193, …]`), a decimal list without spaces, hex (either
+/// case), base64 (standard and URL-safe). A prefix of 6 bytes is enough to be a leak.
+#[track_caller]
+fn assert_no_key_rendering(text: &str, key: &[u8; 32]) {
+    use base64::Engine as _;
+    let part = &key[..6];
+    let decimal: Vec<String> = part.iter().map(|b| b.to_string()).collect();
+    let renderings = [
+        decimal.join(", "),
+        decimal.join(","),
+        hex::encode(part),
+        hex::encode_upper(part),
+        // Base64 of a 6-byte prefix is a prefix of the base64 of the whole key.
+        base64::engine::general_purpose::STANDARD.encode(part),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(part),
+    ];
+    for r in renderings {
+        assert!(!text.contains(&r), "key bytes rendered as {r:?} in: {text}");
+    }
+}
+
+#[test]
+fn the_key_rendering_check_catches_every_rendering() {
+    // The check itself must not pass for the wrong reason.
+    let key: [u8; 32] = std::array::from_fn(|i| 0xC0 + i as u8);
+    use base64::Engine as _;
+    for leak in [
+        format!("{key:?}"),
+        format!("{:?}", &key[..]),
+        format!("{:?}", key.to_vec()),
+        hex::encode(key),
+        hex::encode_upper(key),
+        base64::engine::general_purpose::STANDARD.encode(key),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key),
+    ] {
+        let caught = std::panic::catch_unwind(|| assert_no_key_rendering(&leak, &key));
+        assert!(caught.is_err(), "not caught: {leak}");
+    }
+    assert_no_key_rendering(
+        "wrong audit log key: the log at /x was written with a different key",
+        &key,
+    );
+}
+
+/// Frame start offsets of a segment file's records.
+fn frame_offsets(path: &Path) -> Vec<usize> {
+    let (_, frames) = split(path);
+    let mut at = HEADER_LEN;
+    frames
+        .iter()
+        .map(|f| {
+            let o = at;
+            at += f.len();
+            o
+        })
+        .collect()
+}
+
+#[test]
+fn a_flipped_length_cannot_hide_the_records_after_it_as_a_torn_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let big = AuditOptions {
+        segment_bytes: 1 << 20,
+    };
+    write_events(dir, 0..10, big);
+    let seg = segments(dir).pop().unwrap();
+    let good = fs::read(&seg).unwrap();
+    let offsets = frame_offsets(&seg);
+    // Record 3 claims a length that runs past the end of the file: following lengths alone,
+    // records 3..9 would look like one torn append and be cut.
+    let rest = good.len() - offsets[3] - FRAME_PREFIX_LEN;
+    for len in [rest + 1, rest + 4000] {
+        let mut b = good.clone();
+        b[offsets[3]..offsets[3] + 4].copy_from_slice(&(len as u32).to_le_bytes());
+        fs::write(&seg, &b).unwrap();
+        let before = snapshot(dir);
+        assert_detected(dir, 1, Some(3));
+        match AuditLog::verify(dir, &KEY, None) {
+            Err(
+                e @ Error::Corrupt {
+                    offset: Some(o), ..
+                },
+            ) => {
+                assert_eq!(o, offsets[3] as u64);
+                let msg = e.to_string();
+                assert!(msg.contains("audit-000001.log"), "{msg}");
+                assert!(
+                    msg.contains(&format!("byte offset {}", offsets[3])),
+                    "{msg}"
+                );
+            }
+            other => panic!("expected corruption naming the offset, got {other:?}"),
+        }
+        // Nothing was cut.
+        assert_eq!(snapshot(dir), before);
+    }
+    // The same length on the genuinely last record is a torn tail.
+    let mut b = good.clone();
+    let last = offsets[9];
+    let rest = good.len() - last - FRAME_PREFIX_LEN;
+    b[last..last + 4].copy_from_slice(&(rest as u32 + 10).to_le_bytes());
+    fs::write(&seg, &b).unwrap();
+    let report = AuditLog::verify(dir, &KEY, None).unwrap();
+    assert_eq!(report.records, 9);
+    assert!(report.torn_tail_bytes > 0);
+}
+
+#[test]
+fn every_open_starts_a_new_segment_so_no_key_and_nonce_pair_repeats() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let big = AuditOptions {
+        segment_bytes: 1 << 20,
+    };
+    write_events(dir, 0..5, big.clone());
+    let cut_last_record_in_half = |seg: &Path| {
+        let (_, frames) = split(seg);
+        let len = fs::metadata(seg).unwrap().len();
+        let half = frames.last().unwrap().len() as u64 / 2;
+        fs::OpenOptions::new()
+            .write(true)
+            .open(seg)
+            .unwrap()
+            .set_len(len - half)
+            .unwrap();
+    };
+    // Two rounds: tear the newest record, reopen, append.
+    for round in 0..2u64 {
+        let torn = segments(dir).pop().unwrap();
+        let records_before = split(&torn).1.len();
+        cut_last_record_in_half(&torn);
+        let log = AuditLog::open_with(dir, key(), big.clone()).unwrap();
+        log.append(&ev(100 + round as usize)).unwrap();
+        drop(log);
+        // The torn segment got nothing new: its cut record's index (its nonce) was not
+        // used again under its key. The new record went into a new segment.
+        let (_, frames) = split(&torn);
+        assert_eq!(frames.len(), records_before - 1, "round {round}");
+        let newest = segments(dir).pop().unwrap();
+        assert_ne!(newest, torn, "round {round}");
+        assert_eq!(split(&newest).1.len(), 1, "round {round}");
+    }
+    // Every segment has its own salt, so its own key.
+    let salts: Vec<Vec<u8>> = segments(dir)
+        .iter()
+        .map(|p| fs::read(p).unwrap()[44..76].to_vec())
+        .collect();
+    let mut unique = salts.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), salts.len());
+    assert_eq!(salts.len(), 3);
+    // An open with no append still never reuses the newest segment.
+    let n = segments(dir).len();
+    drop(AuditLog::open_with(dir, key(), big.clone()).unwrap());
+    assert_eq!(segments(dir).len(), n + 1);
+    let records = read_all(dir).unwrap();
+    let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    // Round 0 cut "event 4" (seq 5) and wrote "event 100" as seq 5 in segment 2; round 1
+    // cut that one and wrote "event 101" as seq 5 in segment 3.
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    assert_eq!(records[3].event.detail, "event 3");
+    assert_eq!(records[4].event.detail, "event 101");
+}
+
+#[test]
+fn the_anchor_names_missing_records_and_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let big = AuditOptions {
+        segment_bytes: 1 << 20,
+    };
+    write_events(dir, 0..8, big.clone());
+    // A fresh open: segment 2 exists, empty; the head names it.
+    let anchor = AuditLog::open_with(dir, key(), big).unwrap().head();
+    assert_eq!((anchor.seq, anchor.segment), (8, 2));
+    AuditLog::verify(dir, &KEY, Some(&anchor)).unwrap();
+
+    // Deleting the newest (empty) segment loses no record, but is still a cut.
+    let saved = snapshot(dir);
+    fs::remove_file(segments(dir).pop().unwrap()).unwrap();
+    let err = AuditLog::verify(dir, &KEY, Some(&anchor)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Truncated {
+                expected_seq: 8,
+                expected_segment: 2,
+                last_seq: 8,
+                last_segment: 1
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("segment audit-000002.log missing"),
+        "{err}"
+    );
+
+    // Removing whole trailing records (a clean cut at a frame boundary) too.
+    let seg1 = &segments(dir)[0];
+    let offsets = frame_offsets(seg1);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(seg1)
+        .unwrap()
+        .set_len(offsets[6] as u64)
+        .unwrap();
+    let err = AuditLog::verify(dir, &KEY, Some(&anchor)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Truncated {
+                expected_seq: 8,
+                last_seq: 6,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("records seq 7..=8"), "{msg}");
+    assert!(msg.contains("segment audit-000002.log"), "{msg}");
+    for (p, b) in saved {
+        fs::write(p, b).unwrap();
+    }
+    AuditLog::verify(dir, &KEY, Some(&anchor)).unwrap();
 }
 
 #[test]

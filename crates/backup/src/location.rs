@@ -59,9 +59,7 @@ impl DirStore {
 
 fn sync_parent(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error(dir))?;
+        sealed::sync_dir(dir).map_err(io_error(dir))?;
     }
     Ok(())
 }

@@ -318,12 +318,52 @@ mod tests {
         }
     }
 
+    /// Every way the key's bytes could be rendered in text: `{:?}` of an array or a slice
+    /// (a decimal list), hex in either case, base64 (standard and URL-safe). A prefix of 6
+    /// bytes is enough to count as a leak.
+    fn key_renderings(key: &[u8; 32]) -> Vec<String> {
+        use base64::Engine as _;
+        let part = &key[..6];
+        let decimal: Vec<String> = part.iter().map(|b| b.to_string()).collect();
+        vec![
+            decimal.join(", "),
+            decimal.join(","),
+            hex::encode(part),
+            hex::encode_upper(part),
+            base64::engine::general_purpose::STANDARD.encode(part),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(part),
+        ]
+    }
+
     #[test]
     fn debug_output_never_shows_keys() {
+        // Distinct bytes, so each rendering is a recognisable string.
+        let key: [u8; 32] = std::array::from_fn(|i| 0xA0 + i as u8);
+        let renderings = key_renderings(&key);
+        // The search finds the key however it is printed (so it cannot pass for the wrong
+        // reason)...
+        use base64::Engine as _;
+        for leak in [
+            format!("{key:?}"),
+            format!("{:?}", key.to_vec()),
+            hex::encode(key),
+            hex::encode_upper(key),
+            base64::engine::general_purpose::STANDARD.encode(key),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key),
+        ] {
+            assert!(renderings.iter().any(|r| leak.contains(r)), "{leak}");
+        }
+        // ...and finds none of it in a command's Debug output.
         let open = Command::Open {
-            dek: Zeroizing::new([0xAB; 32]),
+            dek: Zeroizing::new(key),
             params: OpenParams::default(),
         };
-        assert!(!format!("{open:?}").contains("171"));
+        let text = format!("{open:?} {open:#?}");
+        for r in &renderings {
+            assert!(
+                !text.contains(r.as_str()),
+                "key rendered as {r:?} in {text}"
+            );
+        }
     }
 }

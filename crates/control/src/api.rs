@@ -344,8 +344,10 @@ async fn audit_events(
         tail: q.tail,
         ..audit::ReadFilter::default()
     };
-    let records = api.plane.audit_records(filter).await?;
-    Ok(Json(json!({ "value": records })))
+    let (records, tampering) = api.plane.audit_records(filter).await?;
+    // The records the log still holds, and — when it no longer reaches the chain head the
+    // control plane recorded — what is missing: the CLI reports that as tampering.
+    Ok(Json(json!({ "value": records, "tampering": tampering })))
 }
 
 async fn connection_strings(

@@ -89,8 +89,7 @@ pub struct Plane {
     service_keys: ServiceKeys,
     /// Restores in progress, by target cluster name (shown while the create is pending).
     pub(crate) restores: parking_lot::Mutex<BTreeMap<String, RestoreStatus>>,
-    audit: Option<Arc<audit::AuditLog>>,
-    audit_key: Zeroizing<[u8; 32]>,
+    audit: Option<Arc<crate::audit_trail::AuditTrail>>,
 }
 
 /// Where a point-in-time restore is (served at `…/restoreStatus`).
@@ -165,12 +164,13 @@ impl Plane {
             .map_err(|e| PlaneError::Internal(format!("{}: {e}", cfg.data_dir.display())))?;
         let master = sealed::MasterKey::load_or_create(&cfg.data_dir.join("master.key"))?;
         let registry = Registry::open(&cfg.data_dir, &master);
-        let audit_key = master.derive(crate::audit_trail::AUDIT_KEY_PURPOSE);
         let audit = match &cfg.audit_dir {
-            Some(dir) => Some(Arc::new(
-                audit::AuditLog::open(dir, audit_key.clone())
-                    .map_err(|e| PlaneError::Internal(format!("audit log: {e}")))?,
-            )),
+            Some(dir) => Some(Arc::new(crate::audit_trail::AuditTrail::open(
+                dir,
+                &cfg.data_dir,
+                &master,
+                master.derive(crate::audit_trail::AUDIT_KEY_PURPOSE),
+            )?)),
             None => None,
         };
         let state = registry.load()?;
@@ -210,7 +210,6 @@ impl Plane {
             service_keys,
             restores: parking_lot::Mutex::new(BTreeMap::new()),
             audit,
-            audit_key,
         });
         let records: Vec<ClusterRecord> = plane
             .state
@@ -387,12 +386,8 @@ impl Plane {
         &self.cfg
     }
 
-    pub(crate) fn audit_log(&self) -> Option<&Arc<audit::AuditLog>> {
+    pub(crate) fn audit_trail(&self) -> Option<&Arc<crate::audit_trail::AuditTrail>> {
         self.audit.as_ref()
-    }
-
-    pub(crate) fn audit_key(&self) -> Zeroizing<[u8; 32]> {
-        self.audit_key.clone()
     }
 
     async fn persist_backup_generation(&self, name: &str, generation: u64) {

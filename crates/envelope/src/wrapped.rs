@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -110,7 +110,7 @@ impl WrappedKeyStore {
             previous: previous.to_vec(),
         };
         let bytes = serde_json::to_vec_pretty(&record).map_err(|e| self.error(e))?;
-        write_atomic(&self.dir, &self.path(), &bytes).map_err(|e| self.error(e))
+        sealed::write_atomic_io(&self.path(), &bytes, 0o600).map_err(|e| self.error(e))
     }
 
     /// Crypto-shredding: overwrites and removes the only durable copy of the root DEK.
@@ -127,20 +127,10 @@ impl WrappedKeyStore {
             f.write_all(&vec![0u8; len])?;
             f.sync_all()?;
             fs::remove_file(&path)?;
-            fs::File::open(&self.dir)?.sync_all()
+            sealed::sync_dir(&self.dir)
         };
         overwrite().map_err(|e| self.error(e))
     }
-}
-
-fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -170,7 +160,7 @@ mod tests {
         let a = WrappedDek::new("https://v/keys/k/1", "RSA-OAEP-256", vec![1]);
         store.store(&a, &[]).unwrap();
         // A crash between writing the temporary file and the rename leaves this behind.
-        fs::write(store.path().with_extension("json.tmp"), b"{torn").unwrap();
+        fs::write(dir.path().join(".wrapped-dek.json.99999.0.tmp"), b"{torn").unwrap();
         assert_eq!(store.load().unwrap().unwrap().0, a);
         let b = WrappedDek::new("https://v/keys/k/2", "RSA-OAEP-256", vec![2]);
         store.store(&b, &[]).unwrap();

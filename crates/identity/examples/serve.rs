@@ -4,8 +4,6 @@
 //! `<dir>/data`, bootstraps, writes `<dir>/env.json` (base URL, CA path, admin and control
 //! plane credentials; 0600), and serves until Ctrl-C.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,13 +29,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "admin": admin,
             "control_plane": control,
         });
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(dir.join("env.json"))?;
-        f.write_all(serde_json::to_string_pretty(&env)?.as_bytes())?;
+        sealed::write_atomic_io(
+            &dir.join("env.json"),
+            serde_json::to_string_pretty(&env)?.as_bytes(),
+            0o600,
+        )?;
     }
     println!("{}", server.base_url());
     tokio::signal::ctrl_c().await?;

@@ -1,12 +1,11 @@
 //! Durable state: one JSON file, `state.json`, replaced atomically.
 //!
-//! Commit protocol: write `state.json.tmp` (0600), fsync it, rename over `state.json`,
-//! fsync the directory. A crash leaves either the old or the new file complete; a stale
-//! `.tmp` from a crash is ignored and removed on load. A `state.json` that fails to parse
+//! Commit protocol: [`sealed::write_atomic_io`] (a temporary file created 0600, fsync,
+//! rename over `state.json`, directory fsync). A crash leaves either the old or the new file
+//! complete; a stale temporary file from a crash is ignored and removed on load. A `state.json` that fails to parse
 //! is an error, never a reason to start fresh (that would replace the signing key).
 
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -14,7 +13,6 @@ use crate::Error;
 use crate::model::{STATE_VERSION, State};
 
 pub const FILE_NAME: &str = "state.json";
-const TMP_NAME: &str = "state.json.tmp";
 
 pub const LOCK_NAME: &str = "lock";
 
@@ -64,15 +62,16 @@ impl StateStore {
 
     /// The persisted state, or `None` for a fresh data dir.
     pub fn load(&self) -> Result<Option<State>, Error> {
-        let tmp = self.dir.join(TMP_NAME);
-        match std::fs::remove_file(&tmp) {
-            Ok(()) => {
-                tracing::warn!(path = %tmp.display(), "removed incomplete state write left by a crash")
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&tmp, e)),
-        }
         let path = self.path();
+        match sealed::remove_stale_temps(&path) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                path = %path.display(),
+                removed = n,
+                "removed incomplete state writes left by a crash"
+            ),
+            Err(e) => return Err(Error::io(&self.dir, e)),
+        }
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -97,25 +96,6 @@ impl StateStore {
             path: self.path(),
             reason: format!("serialize: {e}"),
         })?;
-        let tmp = self.dir.join(TMP_NAME);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
-        file.write_all(&bytes).map_err(|e| Error::io(&tmp, e))?;
-        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        drop(file);
-        std::fs::rename(&tmp, self.path()).map_err(|e| Error::io(self.path(), e))?;
-        sync_dir(&self.dir)
+        sealed::write_atomic_io(&self.path(), &bytes, 0o600).map_err(|e| Error::io(self.path(), e))
     }
-}
-
-/// fsyncs a directory so a rename or create inside it is durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
 }

@@ -173,7 +173,8 @@ async fn torn_write_is_ignored_and_damaged_state_refuses_to_start() {
     server.shutdown().await;
 
     // A crash mid-save leaves a partial tmp file: ignored, removed, state intact.
-    let tmp = data.path().join("state.json.tmp");
+    // (`sealed::write_atomic_io` names its temporary file `.state.json.<pid>.<n>.tmp`.)
+    let tmp = data.path().join(".state.json.99999.0.tmp");
     std::fs::write(&tmp, b"{\"version\":1,\"signing").unwrap();
     let server = Server::start(config(&tls, data.path(), port))
         .await

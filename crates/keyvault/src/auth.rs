@@ -31,9 +31,6 @@ pub struct Claims {
     #[serde(default)]
     pub nbf: i64,
     pub exp: i64,
-    /// First-party ("trusted") Azure service marker.
-    #[serde(default)]
-    pub xms_trusted_svc: bool,
 }
 
 impl Claims {
@@ -162,7 +159,7 @@ impl IdentityVerifier {
     fn cache_get(&self, hash: &[u8; 32], now: i64) -> Option<Claims> {
         let map = self.tokens.lock();
         let c = map.get(hash)?;
-        if c.exp + LEEWAY_SECS <= now {
+        if c.exp.saturating_add(LEEWAY_SECS) <= now {
             return None;
         }
         Some(c.clone())
@@ -171,7 +168,7 @@ impl IdentityVerifier {
     fn cache_put(&self, hash: [u8; 32], claims: &Claims, now: i64) {
         let mut map = self.tokens.lock();
         if map.len() >= self.max_cached_tokens {
-            map.retain(|_, c| c.exp + LEEWAY_SECS > now);
+            map.retain(|_, c| c.exp.saturating_add(LEEWAY_SECS) > now);
             if map.len() >= self.max_cached_tokens {
                 map.clear();
             }
@@ -191,7 +188,6 @@ fn convert(c: identity::Claims) -> Claims {
         iat: c.iat,
         nbf: c.nbf,
         exp: c.exp,
-        xms_trusted_svc: c.xms_trusted_svc,
     }
 }
 

@@ -22,7 +22,7 @@ use crate::audit::{AuditEvent, now_rfc3339};
 use crate::auth::AuthError;
 use crate::authz::{self, Denied, KeyPerm};
 use crate::crypto::{self, EncAlg, LoadedKey, SigAlg};
-use crate::duration::parse_iso8601;
+use crate::duration::{checked_after, checked_before, parse_iso8601, representable};
 use httpd::Peer;
 
 use crate::http_util::{
@@ -477,7 +477,10 @@ impl DataHandler {
             ));
         }
         let caller = caller_desc(claims.app_id(), &claims.oid, &claims.iss);
-        let trusted = peer.trusted_service || claims.xms_trusted_svc;
+        // Trust comes only from the mutual-TLS client certificate (verified by rustls against
+        // the service CA). A token claim is not a credential for the network layer: any
+        // principal that can get a token could assert it.
+        let trusted = peer.trusted_service;
         ev.trusted_service = trusted;
         // --- network rules ---
         {
@@ -949,7 +952,8 @@ fn auth_error_to_api(e: &AuthError, challenge: String) -> ApiError {
     ApiError::unauthorized(msg, challenge)
 }
 
-/// Firewall / public-network rules, with the trusted-service bypass.
+/// Firewall / public-network rules, with the trusted-service bypass (`trusted` is the peer's
+/// trusted-service client certificate, nothing else).
 fn network_check(
     v: &VaultRecord,
     entry: &VaultEntry,
@@ -1053,6 +1057,13 @@ struct AttrsIn {
 
 impl AttrsIn {
     fn validate(&self) -> Result<(), ApiError> {
+        for (name, t) in [("nbf", self.nbf), ("exp", self.exp)] {
+            if t.is_some_and(|t| !representable(t)) {
+                return Err(ApiError::bad_parameter(format!(
+                    "The key's {name} attribute is outside the supported date range (years 1 to 9999)."
+                )));
+            }
+        }
         if let (Some(n), Some(e)) = (self.nbf, self.exp)
             && n > e
         {
@@ -1194,9 +1205,17 @@ pub fn rotate_now(
             expiry,
         )
     };
+    let exp = match expiry {
+        None => None,
+        Some(d) => Some(checked_after(now, d).ok_or_else(|| {
+            ApiError::bad_parameter(
+                "The rotation policy's expiryTime puts the new version's expiry outside the supported date range.",
+            )
+        })?),
+    };
     let pkcs8 = crypto::generate_rsa(bits).map_err(|_| ApiError::internal())?;
     let attrs = AttrsIn {
-        exp: expiry.map(|d| now + d),
+        exp,
         ..Default::default()
     };
     let version = new_version(&kty, bits, ops, pkcs8, &attrs, tags, now);
@@ -1497,7 +1516,12 @@ fn parse_policy(v: &Value, now: i64) -> Result<RotationPolicy, ApiError> {
                     "The expiryTime of a rotation policy must be at least 28 days.",
                 ));
             }
-            Some(s.clone())
+            if checked_after(now, d).is_none() {
+                return Err(ApiError::bad_parameter(format!(
+                    "expiryTime {s} is too long: the expiry it sets would be past the year 9999."
+                )));
+            }
+            Some((s.clone(), d))
         }
         Some(_) => {
             return Err(ApiError::bad_parameter(
@@ -1560,6 +1584,23 @@ fn parse_policy(v: &Value, now: i64) -> Result<RotationPolicy, ApiError> {
                     "The rotation time must be at least 7 days.",
                 ));
             }
+            // The scheduler computes created + timeAfterCreate and expiry - timeBeforeExpiry;
+            // both must be instants, not overflows.
+            if checked_after(now, secs).is_none() {
+                return Err(ApiError::bad_parameter(format!(
+                    "Lifetime action trigger {d} is too long: it would fall past the year 9999."
+                )));
+            }
+        }
+        if let (Some(b), Some((_, exp_secs))) = (&before, &expiry_time) {
+            let secs = parse_iso8601(b).unwrap_or(i64::MAX);
+            let fires = checked_after(now, *exp_secs).and_then(|e| checked_before(e, secs));
+            if fires.is_none() {
+                return Err(ApiError::bad_parameter(format!(
+                    "timeBeforeExpiry {b} is out of range for expiryTime {}.",
+                    expiry_time.as_ref().map(|(s, _)| s.as_str()).unwrap_or("")
+                )));
+            }
         }
         if after.is_some() && action == "Notify" {
             return Err(ApiError::bad_parameter(
@@ -1586,7 +1627,7 @@ fn parse_policy(v: &Value, now: i64) -> Result<RotationPolicy, ApiError> {
     }
     Ok(RotationPolicy {
         lifetime_actions: actions,
-        expiry_time,
+        expiry_time: expiry_time.map(|(s, _)| s),
         created: now,
         updated: now,
     })

@@ -44,9 +44,27 @@ pub fn parse_iso8601(s: &str) -> Option<i64> {
     Some(total)
 }
 
+/// Whether `t` (Unix seconds) is an instant the service can show as a date (years 1..=9999,
+/// as the REST API and the SDKs render them). Times outside that range are refused at the API.
+pub fn representable(t: i64) -> bool {
+    const MIN: i64 = -62_135_596_800; // 0001-01-01T00:00:00Z
+    const MAX: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    (MIN..=MAX).contains(&t)
+}
+
+/// `t + d` when the sum is a [`representable`] instant; `None` on overflow or past year 9999.
+pub fn checked_after(t: i64, d: i64) -> Option<i64> {
+    t.checked_add(d).filter(|&r| representable(r))
+}
+
+/// `t - d` when the difference is a [`representable`] instant; `None` otherwise.
+pub fn checked_before(t: i64, d: i64) -> Option<i64> {
+    t.checked_sub(d).filter(|&r| representable(r))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_iso8601;
+    use super::{checked_after, checked_before, parse_iso8601, representable};
 
     #[test]
     fn parses_common_forms() {
@@ -59,5 +77,21 @@ mod tests {
         for bad in ["", "P", "90D", "PT", "P1H", "PxD", "P1D2"] {
             assert_eq!(parse_iso8601(bad), None, "{bad}");
         }
+        // Too large for i64 seconds: refused, never wrapped.
+        assert_eq!(parse_iso8601("P99999999999999999Y"), None);
+        assert_eq!(parse_iso8601("P9223372036854775807D"), None);
+    }
+
+    #[test]
+    fn instant_arithmetic_is_checked() {
+        let now = 1_800_000_000;
+        let huge = parse_iso8601("P9999999Y").unwrap();
+        assert_eq!(checked_after(now, huge), None);
+        assert_eq!(checked_after(i64::MAX, 1), None);
+        assert_eq!(checked_before(i64::MIN, 1), None);
+        assert_eq!(checked_before(now, huge), None);
+        assert_eq!(checked_after(now, 86_400), Some(now + 86_400));
+        assert!(representable(253_402_300_799));
+        assert!(!representable(253_402_300_800));
     }
 }

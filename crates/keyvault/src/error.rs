@@ -10,6 +10,14 @@ pub enum Error {
     Storage(String),
     #[error("storage is corrupt: {0}")]
     Corrupt(String),
+    /// The sealed state log is damaged somewhere other than a torn final record (or was
+    /// sealed under another root key). Nothing was truncated or written.
+    #[error("{}: state log is corrupt at byte offset {offset}: {reason}", path.display())]
+    CorruptLog {
+        path: std::path::PathBuf,
+        offset: u64,
+        reason: &'static str,
+    },
     #[error("cryptographic failure: {0}")]
     Crypto(&'static str),
     #[error("invalid configuration: {0}")]

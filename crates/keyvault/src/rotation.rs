@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::duration::parse_iso8601;
+use crate::duration::{checked_after, checked_before, parse_iso8601};
 use crate::model::KeyRecord;
 use crate::server::Ctx;
 
@@ -21,7 +21,9 @@ pub async fn run(ctx: Arc<Ctx>) {
     }
 }
 
-/// Whether the rotation policy says the key is due at `now`.
+/// Whether the rotation policy says the key is due at `now`. The arithmetic is checked: a
+/// trigger whose instant falls outside the representable range never fires (the API refuses
+/// such policies; this guards records written before it did).
 pub fn rotation_due(rec: &KeyRecord, now: i64) -> bool {
     let (Some(policy), Some(latest)) = (&rec.rotation_policy, rec.latest()) else {
         return false;
@@ -31,13 +33,13 @@ pub fn rotation_due(rec: &KeyRecord, now: i64) -> bool {
             return false;
         }
         if let Some(d) = a.time_after_create.as_deref().and_then(parse_iso8601) {
-            return latest.created + d <= now;
+            return checked_after(latest.created, d).is_some_and(|t| t <= now);
         }
         if let (Some(d), Some(exp)) = (
             a.time_before_expiry.as_deref().and_then(parse_iso8601),
             latest.exp,
         ) {
-            return exp - d <= now;
+            return checked_before(exp, d).is_some_and(|t| t <= now);
         }
         false
     })

@@ -4,7 +4,6 @@
 //! derived with HKDF-SHA256 from the root key and a purpose label, so the state log, backups
 //! (per tenant) and anything else never share a key.
 
-use std::io::Write;
 use std::path::Path;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -28,7 +27,8 @@ impl std::fmt::Debug for RootKey {
 }
 
 impl RootKey {
-    /// Loads `dir/root.key`, creating it (0600, fsync'd) when absent.
+    /// Loads `dir/root.key`, creating it when absent ([`sealed::write_atomic_io`]: 0600 from
+    /// its first byte, durable).
     pub fn load_or_create(dir: &Path) -> Result<Self, Error> {
         let path = dir.join(ROOT_KEY_FILE);
         match std::fs::read(&path) {
@@ -50,21 +50,7 @@ impl RootKey {
                 SystemRandom::new()
                     .fill(bytes.as_mut())
                     .map_err(|_| Error::Crypto("random generation failed"))?;
-                let tmp = dir.join("root.key.tmp");
-                {
-                    let mut opts = std::fs::OpenOptions::new();
-                    opts.write(true).create(true).truncate(true);
-                    #[cfg(unix)]
-                    {
-                        use std::os::unix::fs::OpenOptionsExt;
-                        opts.mode(0o600);
-                    }
-                    let mut f = opts.open(&tmp)?;
-                    f.write_all(bytes.as_ref())?;
-                    f.sync_all()?;
-                }
-                std::fs::rename(&tmp, &path)?;
-                sync_dir(dir)?;
+                sealed::write_atomic_io(&path, bytes.as_ref(), 0o600)?;
                 Ok(RootKey { bytes })
             }
             Err(e) => Err(e.into()),
@@ -91,15 +77,6 @@ impl RootKey {
             key: LessSafeKey::new(key),
         })
     }
-}
-
-/// fsyncs a directory so a rename inside it is durable.
-pub fn sync_dir(dir: &Path) -> Result<(), Error> {
-    #[cfg(unix)]
-    {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// AES-256-GCM with random 96-bit nonces. Output: `nonce || ciphertext || tag`.

@@ -5,10 +5,17 @@
 //! from the root key for purpose `state-log`) over the JSON record `{id, value?}`. Object ids
 //! and values (vault names, key names, private keys) only ever appear inside sealed frames.
 //!
-//! Recovery reads frames in order and stops at the first incomplete or unauthenticated frame
-//! — a torn tail from a crash mid-append — truncating the file there. When the log holds many
-//! superseded records it is compacted: all live records are written to `state.log.tmp`,
-//! fsync'd, and atomically renamed over `state.log`.
+//! Recovery reads frames in order. Only a torn *final* frame — the tail of an interrupted
+//! append, which was never acknowledged — may be cut. When a frame does not read (bad length,
+//! incomplete, bad checksum), recovery searches every later byte offset for a frame that
+//! authenticates under the key: if one exists the bad frame is not the last record, it is
+//! corruption, and `open` refuses with [`Error::CorruptLog`] naming the file and the offset.
+//! (Following the stored lengths alone is not enough: a flipped length can swallow the
+//! records after it, or point past the end of the file, and make them look like a torn tail.)
+//! A complete frame whose checksum matches but which fails authentication is never a torn
+//! write: it is tampering or another root key, refused the same way wherever it is. When the
+//! log holds many superseded records it is compacted: all live records are written as a new
+//! file with [`sealed::write_atomic_io`] (mode 0600, fsync, rename, directory fsync).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -20,10 +27,9 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use crate::error::Error;
-use crate::seal::{RootKey, Sealer, sync_dir};
+use crate::seal::{RootKey, Sealer};
 
 const LOG_FILE: &str = "state.log";
-const TMP_FILE: &str = "state.log.tmp";
 const AAD: &[u8] = b"strongroom-kv-state-log-v1";
 const MAX_FRAME: usize = 64 * 1024 * 1024;
 
@@ -91,19 +97,27 @@ impl Store {
     pub fn open(dir: &Path, root: &RootKey) -> Result<(Self, RecoveryReport), Error> {
         std::fs::create_dir_all(dir)?;
         let sealer = root.sealer(b"state-log")?;
-        let _ = std::fs::remove_file(dir.join(TMP_FILE));
         let path = dir.join(LOG_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)?;
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(&path)?
+        };
         let mut data = Vec::new();
         file.read_to_end(&mut data)?;
         let data = Zeroizing::new(data);
         let mut live = BTreeMap::new();
         let mut pos = 0usize;
         let mut records = 0usize;
+        let corrupt = |offset: usize, reason: &'static str| Error::CorruptLog {
+            path: path.clone(),
+            offset: offset as u64,
+            reason,
+        };
         while pos < data.len() {
             match decode_frame(&sealer, &data[pos..]) {
                 Frame::Ok(rec, used) => {
@@ -111,20 +125,27 @@ impl Store {
                     records += 1;
                     pos += used;
                 }
-                Frame::Torn => break,
-                Frame::BadChecksum(used) if pos + used < data.len() => {
-                    // A damaged record followed by more records is not a torn append.
-                    return Err(Error::Corrupt(format!(
-                        "state log record at offset {pos} has a bad checksum and is not the last record"
-                    )));
-                }
-                Frame::BadChecksum(_) => break,
                 Frame::Unauthentic => {
                     // A complete frame with a valid checksum that does not open is not a torn
-                    // write: wrong root key or tampering. Refuse rather than truncate.
-                    return Err(Error::Corrupt(format!(
-                        "state log record at offset {pos} failed authentication (wrong root key?)"
-                    )));
+                    // write: another root key or tampering. Refuse rather than truncate.
+                    return Err(corrupt(
+                        pos,
+                        "a complete record fails authentication (tampered with, or another root key)",
+                    ));
+                }
+                Frame::Torn | Frame::BadChecksum => {
+                    if let Some(next) = next_authentic_frame(&sealer, &data, pos + 1) {
+                        tracing::error!(
+                            offset = pos,
+                            next_authentic = next,
+                            "state log: a damaged record is followed by authentic records"
+                        );
+                        return Err(corrupt(
+                            pos,
+                            "a damaged record is followed by authentic records (not a torn final write)",
+                        ));
+                    }
+                    break;
                 }
             }
         }
@@ -132,7 +153,7 @@ impl Store {
         if truncated > 0 {
             tracing::warn!(
                 truncated_bytes = truncated,
-                "state log has a torn or corrupt tail; truncating to the last complete record"
+                "state log ends in a torn record (nothing authentic after it); truncating it"
             );
             file.set_len(pos as u64)?;
             file.sync_all()?;
@@ -203,27 +224,20 @@ impl Store {
 
     /// Rewrites the log with only the live records (atomic rename).
     pub fn compact(&mut self) -> Result<(), Error> {
-        let tmp = self.dir.join(TMP_FILE);
-        {
-            let mut out = File::create(&tmp)?;
-            for (id, text) in &self.live {
-                let frame = encode_frame(
-                    &self.sealer,
-                    &Record {
-                        id: id.clone(),
-                        value: Some(text.clone()),
-                    },
-                )?;
-                out.write_all(&frame)?;
-            }
-            out.sync_all()?;
+        let mut out = Vec::new();
+        for (id, text) in &self.live {
+            let frame = encode_frame(
+                &self.sealer,
+                &Record {
+                    id: id.clone(),
+                    value: Some(text.clone()),
+                },
+            )?;
+            out.extend_from_slice(&frame);
         }
-        std::fs::rename(&tmp, self.dir.join(LOG_FILE))?;
-        sync_dir(&self.dir)?;
-        self.file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(self.dir.join(LOG_FILE))?;
+        let path = self.dir.join(LOG_FILE);
+        sealed::write_atomic_io(&path, &out, 0o600)?;
+        self.file = OpenOptions::new().read(true).append(true).open(&path)?;
         self.records_in_log = self.live.len();
         Ok(())
     }
@@ -251,12 +265,21 @@ fn encode_frame(sealer: &Sealer, rec: &Record) -> Result<Vec<u8>, Error> {
     Ok(frame)
 }
 
+/// The first offset at or after `from` where a whole frame authenticates under `sealer`'s
+/// key, if any. Every offset is tried, not only those the stored lengths lead to, so a
+/// flipped length cannot hide the records after it. Cheap in practice: most offsets carry a
+/// length that overruns the file or a checksum that does not match, and only a checksum match
+/// costs an AES-GCM open.
+fn next_authentic_frame(sealer: &Sealer, data: &[u8], from: usize) -> Option<usize> {
+    (from..data.len()).find(|&q| matches!(decode_frame(sealer, &data[q..]), Frame::Ok(..)))
+}
+
 enum Frame {
     Ok(Record, usize),
     /// Incomplete: the tail of an interrupted append.
     Torn,
-    /// Complete frame (of this many bytes) whose checksum does not match.
-    BadChecksum(usize),
+    /// A complete frame whose checksum does not match.
+    BadChecksum,
     Unauthentic,
 }
 
@@ -271,7 +294,7 @@ fn decode_frame(sealer: &Sealer, buf: &[u8]) -> Frame {
     }
     let sealed = &buf[8..8 + len];
     if crc32fast::hash(sealed) != crc {
-        return Frame::BadChecksum(8 + len);
+        return Frame::BadChecksum;
     }
     let Ok(plain) = sealer.open(AAD, sealed) else {
         return Frame::Unauthentic;
@@ -337,7 +360,7 @@ mod tests {
             std::fs::write(&path, &data).unwrap();
             assert!(matches!(
                 Store::open(dir.path(), &root()),
-                Err(Error::Corrupt(_))
+                Err(Error::CorruptLog { offset: 0, .. })
             ));
             std::fs::write(&path, &saved).unwrap();
         }
@@ -354,6 +377,136 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(ids, vec!["k/one".to_string(), "k/three".to_string()]);
+    }
+
+    /// Three records; returns the log path and each frame's start offset.
+    fn three_records(dir: &Path) -> (PathBuf, Vec<usize>) {
+        {
+            let (mut s, _) = Store::open(dir, &root()).unwrap();
+            for (id, x) in [
+                ("k/one", "first"),
+                ("k/two", "second"),
+                ("k/three", "third"),
+            ] {
+                s.put(id, &json!({"x": x})).unwrap();
+            }
+        }
+        let path = dir.join(LOG_FILE);
+        let data = std::fs::read(&path).unwrap();
+        let mut starts = Vec::new();
+        let mut pos = 0;
+        while pos < data.len() {
+            starts.push(pos);
+            let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
+            pos += 8 + len;
+        }
+        assert_eq!(starts.len(), 3);
+        (path, starts)
+    }
+
+    fn expect_corrupt_at(dir: &Path, path: &Path, expected: usize) {
+        let before = std::fs::read(path).unwrap();
+        match Store::open(dir, &root()) {
+            Err(e @ Error::CorruptLog { .. }) => {
+                let Error::CorruptLog {
+                    path: named,
+                    offset,
+                    ..
+                } = &e
+                else {
+                    unreachable!()
+                };
+                assert_eq!(*offset, expected as u64, "{e}");
+                assert_eq!(named, path);
+                let msg = e.to_string();
+                assert!(msg.contains(&format!("byte offset {expected}")), "{msg}");
+                assert!(msg.contains("state.log"), "{msg}");
+            }
+            Err(e) => panic!("expected CorruptLog at {expected}, got {e}"),
+            Ok((_, rep)) => panic!("expected CorruptLog at {expected}, opened: {rep:?}"),
+        }
+        // Refusing writes nothing: the evidence is untouched.
+        assert_eq!(std::fs::read(path).unwrap(), before);
+    }
+
+    #[test]
+    fn a_flipped_byte_in_the_middle_record_is_refused_with_its_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, starts) = three_records(dir.path());
+        let mut data = std::fs::read(&path).unwrap();
+        data[starts[1] + 30] ^= 0x01;
+        std::fs::write(&path, &data).unwrap();
+        expect_corrupt_at(dir.path(), &path, starts[1]);
+    }
+
+    #[test]
+    fn a_flipped_length_cannot_make_later_records_look_like_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, starts) = three_records(dir.path());
+        let good = std::fs::read(&path).unwrap();
+        let rest = (good.len() - starts[1] - 8) as u32;
+        // The middle record's length made to swallow exactly the rest of the file (the last
+        // "frame" then fails its checksum with nothing after it), or to run past the end (an
+        // incomplete "frame"), or to be absurd: each time the third record still
+        // authenticates at its own offset, so this is corruption, not a torn write.
+        for len in [rest, rest + 100, u32::MAX] {
+            let mut data = good.clone();
+            data[starts[1]..starts[1] + 4].copy_from_slice(&len.to_le_bytes());
+            std::fs::write(&path, &data).unwrap();
+            expect_corrupt_at(dir.path(), &path, starts[1]);
+        }
+    }
+
+    #[test]
+    fn only_a_torn_final_record_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, starts) = three_records(dir.path());
+        let good = std::fs::read(&path).unwrap();
+        // Cut in the middle of the last record: opens, the tail is cut, the rest is intact.
+        std::fs::write(&path, &good[..starts[2] + 20]).unwrap();
+        let (s, rep) = Store::open(dir.path(), &root()).unwrap();
+        assert_eq!(rep.records, 2);
+        assert_eq!(rep.truncated_bytes, 20);
+        let ids: Vec<String> = s
+            .scan::<serde_json::Value>("k/")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(ids, vec!["k/one".to_string(), "k/two".to_string()]);
+        drop(s);
+        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, starts[2]);
+        // A last record whose bytes never all reached the disk (checksum fails, nothing
+        // after it) is a torn write too.
+        let mut data = good.clone();
+        let last = data.len() - 5;
+        data[last] ^= 0x40;
+        std::fs::write(&path, &data).unwrap();
+        let (_, rep) = Store::open(dir.path(), &root()).unwrap();
+        assert_eq!(rep.records, 2);
+        // The same damage one record earlier is corruption.
+        let mut data = good.clone();
+        data[starts[2] - 5] ^= 0x40;
+        std::fs::write(&path, &data).unwrap();
+        expect_corrupt_at(dir.path(), &path, starts[1]);
+    }
+
+    #[test]
+    fn the_log_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = three_records(dir.path());
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let (mut s, _) = Store::open(dir.path(), &root()).unwrap();
+        s.compact().unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
@@ -379,7 +532,10 @@ mod tests {
         );
         drop(s);
         // A different root key cannot read anything, and does not destroy the log either.
-        assert!(Store::open(dir.path(), &RootKey::from_bytes([9u8; 32])).is_err());
+        assert!(matches!(
+            Store::open(dir.path(), &RootKey::from_bytes([9u8; 32])),
+            Err(Error::CorruptLog { offset: 0, .. })
+        ));
         let (s, _) = Store::open(dir.path(), &root()).unwrap();
         assert_eq!(s.scan::<serde_json::Value>("k/").unwrap().len(), 1);
     }

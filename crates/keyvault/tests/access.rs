@@ -395,7 +395,8 @@ async fn network_rules_trusted_services_and_dev_controls() {
     )
     .unwrap();
     let plain_c = env.client(&plain);
-    // Trusted by token claim (xms_trusted_svc).
+    // A token that claims trusted-service status (`xms_trusted_svc`), without the
+    // certificate: the claim must not open the firewall.
     let control = env.client(&env.control_creds);
 
     // Deny by default, no rules: firewall.
@@ -420,7 +421,11 @@ async fn network_rules_trusted_services_and_dev_controls() {
             .is_firewall()
     );
     mtls.get_key(&key.kid).await.unwrap();
-    control.get_key(&key.kid).await.unwrap();
+    let e = control.get_key(&key.kid).await.unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Forbidden { kind: ForbiddenKind::Firewall, message } if message.contains("caller is not a trusted service")),
+        "a trusted-service token claim without the client certificate must be denied: {e:?}"
+    );
     // Bypass None: even trusted services are refused.
     let deny_none = NetworkRules {
         default_action: "Deny".into(),
@@ -470,7 +475,17 @@ async fn network_rules_trusted_services_and_dev_controls() {
         "{e:?}"
     );
     assert!(e.is_firewall());
-    control.get_key(&key.kid).await.unwrap();
+    let e = control.get_key(&key.kid).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ClientError::Forbidden {
+                kind: ForbiddenKind::Connection,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     mtls.get_key(&key.kid).await.unwrap();
     admin
         .set_network_rules(&mgmt, SUB, RG, "kv-net", &NetworkRules::default())

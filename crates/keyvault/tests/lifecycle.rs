@@ -318,6 +318,97 @@ async fn rotation_policy_and_scheduled_rotation() {
     env.shutdown().await;
 }
 
+/// Durations and instants that overflow the schedule's arithmetic (or land past the year
+/// 9999) are a 400 BadParameter in Azure's error shape, at the REST API, never a panic or a
+/// wrapped instant that makes the scheduler rotate (or never rotate) a key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overflowing_rotation_durations_are_bad_parameter() {
+    let env = Env::start().await;
+    let v = env.create_vault("kv-overflow", &env.spec()).await;
+    env.assign(&v, ROLE_KV_ADMINISTRATOR, &env.admin_creds.object_id)
+        .await;
+    let base = v.base().to_string();
+    let tok = env.token(&env.admin_creds, "https://vault.azure.net").await;
+    let send = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        let req = env
+            .http
+            .request(method, format!("{base}/{path}?api-version=7.5"))
+            .bearer_auth(&tok)
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, _) = send(
+        reqwest::Method::POST,
+        "keys/ovf/create",
+        json!({"kty": "RSA", "key_size": 2048}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let rotate = |trigger: serde_json::Value, expiry: Option<&str>| {
+        let mut p =
+            json!({"lifetimeActions": [{"trigger": trigger, "action": {"type": "Rotate"}}]});
+        if let Some(e) = expiry {
+            p["attributes"] = json!({"expiryTime": e});
+        }
+        p
+    };
+    let cases = [
+        // expiry = now + P9999999Y: about year 10 million.
+        rotate(json!({"timeAfterCreate": "P7D"}), Some("P9999999Y")),
+        // created + P9999999Y.
+        rotate(json!({"timeAfterCreate": "P9999999Y"}), None),
+        // expiry - timeBeforeExpiry far before the year 1.
+        rotate(json!({"timeBeforeExpiry": "P9999999Y"}), Some("P30D")),
+        // Too large for 64-bit seconds at all.
+        rotate(json!({"timeAfterCreate": "P99999999999999999999Y"}), None),
+        rotate(
+            json!({"timeAfterCreate": "P7D"}),
+            Some("P9223372036854775807D"),
+        ),
+    ];
+    for policy in cases {
+        let (status, body) = send(
+            reqwest::Method::PUT,
+            "keys/ovf/rotationpolicy",
+            policy.clone(),
+        )
+        .await;
+        assert_eq!(status, 400, "{policy} -> {body}");
+        assert_eq!(body["error"]["code"], "BadParameter", "{policy} -> {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    // Key attributes the scheduler subtracts from are bounded the same way.
+    for exp in [i64::MIN, i64::MAX, 253_402_300_800] {
+        let (status, body) = send(
+            reqwest::Method::POST,
+            "keys/ovf2/create",
+            json!({"kty": "RSA", "key_size": 2048, "attributes": {"exp": exp}}),
+        )
+        .await;
+        assert_eq!(status, 400, "exp {exp} -> {body}");
+        assert_eq!(body["error"]["code"], "BadParameter", "exp {exp} -> {body}");
+    }
+    // The service is still up and a sane long policy is accepted.
+    let (status, body) = send(
+        reqwest::Method::PUT,
+        "keys/ovf/rotationpolicy",
+        rotate(json!({"timeAfterCreate": "P100Y"}), Some("P200Y")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = send(reqwest::Method::POST, "keys/ovf/rotate", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    env.shutdown().await;
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -463,7 +554,16 @@ async fn restart_persistence_torn_write_plaintext_scan_and_audit() {
     std::fs::write(&log, &data).unwrap();
     let mut cfg = env.kv_cfg.clone();
     cfg.mgmt_listen = mgmt_addr;
-    assert!(keyvault::Server::start(cfg).await.is_err());
+    // The refusal must be the corruption error naming the log and the damaged record's
+    // offset (0: the flipped byte is inside the first record) — not, say, a port in use.
+    match keyvault::Server::start(cfg).await {
+        Err(keyvault::Error::CorruptLog { path, offset, .. }) => {
+            assert_eq!(path, log);
+            assert_eq!(offset, 0);
+        }
+        Err(e) => panic!("expected the state log corruption error, got: {e}"),
+        Ok(_) => panic!("a vault with a tampered state log started"),
+    }
 
     // Audit: in the audit dir (not the data dir), one JSON line per request, no material.
     let audit = std::fs::read_to_string(env.audit_dir().join(keyvault::audit::AUDIT_FILE)).unwrap();

@@ -1,7 +1,6 @@
 //! The development CA: created once per data directory, reloaded on every start.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -76,8 +75,8 @@ impl DevCa {
         let cert_pem = ca_params().self_signed(&key)?.pem();
         // The key is written first and the certificate last: a crash in between leaves no
         // `ca.pem`, so the next start generates a fresh pair instead of a mismatched one.
-        write_private(&key_path, key.serialize_pem().as_bytes()).map_err(io)?;
-        write_atomic(&cert_path, cert_pem.as_bytes()).map_err(io)?;
+        sealed::write_atomic_io(&key_path, key.serialize_pem().as_bytes(), 0o600).map_err(io)?;
+        sealed::write_atomic_io(&cert_path, cert_pem.as_bytes(), 0o644).map_err(io)?;
         tracing::info!(dir = %dir.display(), "created development certificate authority");
         Ok(DevCa {
             dir: dir.to_path_buf(),
@@ -167,30 +166,4 @@ fn ca_params() -> CertificateParams {
     params.not_before = time::macros::datetime!(2024-01-01 0:00 UTC);
     params.not_after = time::macros::datetime!(2044-01-01 0:00 UTC);
     params
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_with_mode(path, bytes, 0o644)
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_with_mode(path, bytes, 0o600)
-}
-
-fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
 }

@@ -9,8 +9,10 @@
 //!   purpose-specific keys are derived from it with HKDF-SHA256, so no two uses share a key.
 //! - [`seal`] / [`open`]: AES-256-GCM with a random 96-bit nonce (state files are
 //!   rewritten rarely, far below the random-nonce bound) and caller-chosen AAD.
-//! - [`write_atomic`]: temporary file, fsync, rename, fsync of the directory — a crash
-//!   leaves the old or the new file, never a torn one.
+//! - [`write_atomic`]: temporary file created with its final mode (0600 for secrets),
+//!   fsync, rename, fsync of the directory — a crash leaves the old or the new file, never a
+//!   torn one, and the bytes are never readable by anyone else, not even briefly. Every
+//!   crate that writes a secrets file calls it (and [`sync_dir`]); there is no other copy.
 //! - [`SealedJson`]: a serde value stored as one sealed file, with all of the above.
 
 use std::fs;
@@ -142,28 +144,97 @@ fn aead_key(key: &[u8; 32]) -> LessSafeKey {
     LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("32-byte AES-256 key"))
 }
 
-/// Replaces `path` with `bytes` atomically and durably, creating the file with `mode`.
+/// Replaces `path` with `bytes` atomically and durably, the file having exactly `mode`.
+///
+/// This is the one place the tree writes whole files that must survive a crash and must not
+/// leak (master keys, CA private keys, `endpoints.json`, sealed state): the temporary file
+/// is created next to `path` (same filesystem, so the rename is atomic) with `O_EXCL` and
+/// `mode` from its first byte — never briefly readable under the process umask or a stale
+/// temp file's permissions — then written, fsynced, given `mode` explicitly again (a umask
+/// can only take bits away; this makes rewrites of an older, looser file tight too),
+/// renamed over `path`, and the directory fsynced so the rename itself is durable. A crash
+/// leaves the old file or the new one, never a torn one.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = io_error(path);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io_error(path))?;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
+    write_atomic_io(path, bytes, mode).map_err(io_error(path))
+}
+
+/// [`write_atomic`] for callers with their own error type: the same steps, `io::Error` out.
+pub fn write_atomic_io(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(dir)?;
+    // A name no other writer (thread or process) uses, so `create_new` never meets a stale
+    // file whose permissions it would inherit; a crash may leave one behind, 0600 like the
+    // file it was to replace.
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(path.file_name().unwrap_or_default());
+    tmp_name.push(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
     let tmp = dir.join(tmp_name);
-    let write = || -> std::io::Result<()> {
+    let result = (|| {
         let mut f = fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
             .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        drop(f);
         fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Removes temporary files a crashed [`write_atomic`] of `path` left behind, returning how
+/// many. Call it only while nothing else writes `path` (when a service opens its state).
+pub fn remove_stale_temps(path: &Path) -> std::io::Result<usize> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(0);
     };
-    write().map_err(io)
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    let prefix = prefix.as_encoded_bytes().to_vec();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let bytes = file_name.as_encoded_bytes();
+        if bytes.starts_with(&prefix) && bytes.ends_with(b".tmp") {
+            fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// fsyncs a directory, so that a file created, renamed or removed in it stays so after a
+/// crash.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
 }
 
 /// A serde value kept in one sealed file: `magic ‖ seal(json)` with the magic as AAD.
@@ -269,6 +340,81 @@ mod tests {
         assert!(matches!(foreign.load(), Err(Error::Tampered { .. })));
         let wrong_kind = SealedJson::<State>::new(dir.path().join("state"), &master, b"OTHER");
         assert!(matches!(wrong_kind.load(), Err(Error::Format { .. })));
+    }
+
+    #[test]
+    fn write_atomic_sets_the_mode_on_every_write_and_leaves_no_temp() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.json");
+        // An older, world-readable file is tightened by the rewrite, not inherited.
+        fs::write(&path, b"old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomic(&path, b"new", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        write_atomic(&path, b"newer", 0o600).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // Public files keep the mode they ask for.
+        let public = dir.path().join("ca.pem");
+        write_atomic(&public, b"cert", 0o644).unwrap();
+        assert_eq!(
+            fs::metadata(&public).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        // What a crash between create and rename would leave: found and removed.
+        let stale = dir.path().join(".secret.json.4242.7.tmp");
+        fs::write(&stale, b"torn").unwrap();
+        assert_eq!(remove_stale_temps(&path).unwrap(), 1);
+        assert!(!stale.exists());
+        assert_eq!(fs::read(&path).unwrap(), b"newer");
+    }
+
+    #[test]
+    fn write_atomic_temp_file_is_private_from_its_first_byte() {
+        use std::os::unix::fs::PermissionsExt;
+        // Watch the directory from another thread while many rewrites run: every temp file
+        // seen must already be 0600 (it was created so, not chmod'ed later).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let dir = dir.path().to_path_buf();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seen = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for e in fs::read_dir(&dir).unwrap().flatten() {
+                        if let Ok(m) = e.metadata() {
+                            assert_eq!(
+                                m.permissions().mode() & 0o077,
+                                0,
+                                "{:?} readable by others",
+                                e.file_name()
+                            );
+                            seen += 1;
+                        }
+                    }
+                }
+                seen
+            })
+        };
+        for i in 0..300u32 {
+            write_atomic(&path, &i.to_le_bytes(), 0o600).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(watcher.join().unwrap() > 0);
     }
 
     #[test]

@@ -2,9 +2,8 @@
 //! It never leaves this process; everything secret at rest (the token-signing key) is
 //! sealed under a key derived from it, so the state file alone reveals nothing.
 
-use std::fs::OpenOptions;
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use aws_lc_rs::hkdf;
@@ -60,15 +59,7 @@ impl MasterKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 let mut key = Zeroizing::new([0u8; LEN]);
                 super::random_bytes(&mut key[..])?;
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(|e| Error::io(&path, e))?;
-                file.write_all(&key[..]).map_err(|e| Error::io(&path, e))?;
-                file.sync_all().map_err(|e| Error::io(&path, e))?;
-                crate::store::sync_dir(dir)?;
+                sealed::write_atomic_io(&path, &key[..], 0o600).map_err(|e| Error::io(&path, e))?;
                 Ok(MasterKey(key))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(err(

@@ -31,26 +31,10 @@ impl Credentials {
     /// Writes the credentials as JSON to `path` with mode 0600 (atomically: tmp, fsync,
     /// rename), for `strongroom up` to hand to operators and the control plane.
     pub fn save(&self, path: &Path) -> Result<(), Error> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let json = Zeroizing::new(
             serde_json::to_vec_pretty(self).map_err(|e| Error::InvalidInput(e.to_string()))?,
         );
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(&json).map_err(|e| Error::io(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::store::sync_dir(dir)?;
-        }
-        Ok(())
+        sealed::write_atomic_io(path, &json, 0o600).map_err(|e| Error::io(path, e))
     }
 
     /// Reads credentials written by [`Credentials::save`].

@@ -103,15 +103,18 @@ fn a_failed_save_leaves_memory_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let svc = Service::open(dir.path(), "https://127.0.0.1:1", Duration::from_secs(60)).unwrap();
     let boot = svc.bootstrap().unwrap();
-    // Make the next save fail: a directory where the tmp file must be created.
-    std::fs::create_dir(dir.path().join("state.json.tmp")).unwrap();
+    // Make the next save fail: a directory where the state file must be renamed to.
+    let state = dir.path().join("state.json");
+    std::fs::remove_file(&state).unwrap();
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("occupied"), b"").unwrap();
     let err = svc.put_identity(&boot.tenant_id, "s", "rg", "mi-n", "l", BTreeMap::new());
     assert!(err.is_err());
     assert!(
         svc.get_identity(&identity_resource_id("s", "rg", "mi-n"))
             .is_none()
     );
-    std::fs::remove_dir(dir.path().join("state.json.tmp")).unwrap();
+    std::fs::remove_dir_all(&state).unwrap();
     svc.put_identity(&boot.tenant_id, "s", "rg", "mi-n", "l", BTreeMap::new())
         .unwrap();
     assert!(

@@ -61,7 +61,8 @@ pub struct Env {
     pub id_base: String,
     pub tenant: String,
     pub admin_creds: Credentials,
-    /// Bootstrap's trusted first-party principal (tokens carry `xms_trusted_svc`).
+    /// Bootstrap's first-party principal (its tokens carry `xms_trusted_svc`, which the
+    /// vault's firewall ignores: trust comes from the client certificate only).
     pub control_creds: Credentials,
     pub admin: AdminClient,
     pub kv: Option<keyvault::Server>,

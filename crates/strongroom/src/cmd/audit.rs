@@ -52,9 +52,15 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     }
     let url = format!("{}/providers/Strongroom.Control/auditEvents", client.base);
     let body = client.send(client.http.get(url).query(&query)).await?;
+    let tampering: Vec<String> = body["tampering"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str().map(str::to_string))
+        .collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&body)?);
-        return Ok(());
+        return tampered(&tampering);
     }
     for record in body["value"].as_array().into_iter().flatten() {
         let e = &record["event"];
@@ -71,5 +77,20 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             text(&e["detail"]),
         );
     }
-    Ok(())
+    tampered(&tampering)
+}
+
+/// The log no longer reaches the chain head the control plane recorded: say what is
+/// missing, on stderr, and fail, so scripts cannot mistake a shortened log for a quiet one.
+fn tampered(findings: &[String]) -> anyhow::Result<()> {
+    if findings.is_empty() {
+        return Ok(());
+    }
+    for f in findings {
+        eprintln!("TAMPERING: {f}");
+    }
+    anyhow::bail!(
+        "the security audit log has been tampered with: {}",
+        findings.join("; ")
+    )
 }

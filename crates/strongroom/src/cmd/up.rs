@@ -80,19 +80,9 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// Writes a file only its owner may read (atomically, 0600 from its first byte).
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| path.display().to_string())?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
+    sealed::write_atomic(path, bytes, 0o600).with_context(|| path.display().to_string())
 }
 
 /// A random password that meets the cluster password rules.

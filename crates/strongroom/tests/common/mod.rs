@@ -45,6 +45,9 @@ impl TokenProvider for SpTokens {
 
 pub struct Deployment {
     child: Child,
+    /// `up`'s arguments after `--data-dir <dir>` and its extra environment, for `restart`.
+    up_args: Vec<String>,
+    up_env: Vec<(String, String)>,
     pub dir: tempfile::TempDir,
     pub endpoints: Value,
     pub ca_pem: String,
@@ -75,6 +78,38 @@ impl Drop for Deployment {
     }
 }
 
+fn spawn_up(dir: &Path, args: &[String], env: &[(String, String)]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .arg("up")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start strongroom up")
+}
+
+/// Waits for `up` to write `endpoints.json` (it does so once every service is serving).
+async fn wait_for_endpoints(dir: &Path) -> Value {
+    let endpoints_path = dir.join("endpoints.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(bytes) = std::fs::read(&endpoints_path)
+            && let Ok(v) = serde_json::from_slice(&bytes)
+        {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "strongroom up did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 impl Deployment {
     /// Starts `strongroom up --dev` with the given revalidation interval and waits for
     /// its endpoints file.
@@ -85,34 +120,18 @@ impl Deployment {
     /// Same, with extra environment variables for `up` and its nodes (e.g. `RUST_LOG`).
     pub async fn start_env(interval: &str, extra: &[&str], env: &[(&str, &str)]) -> Deployment {
         let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
-            .envs(env.iter().copied())
-            .arg("up")
-            .arg("--data-dir")
-            .arg(dir.path())
-            .arg("--dev")
-            .arg("--revalidation-interval")
-            .arg(interval)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start strongroom up");
-        let endpoints_path = dir.path().join("endpoints.json");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let endpoints: Value = loop {
-            if let Ok(bytes) = std::fs::read(&endpoints_path)
-                && let Ok(v) = serde_json::from_slice(&bytes)
-            {
-                break v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "strongroom up did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let mut up_args = vec![
+            "--dev".to_string(),
+            "--revalidation-interval".to_string(),
+            interval.to_string(),
+        ];
+        up_args.extend(extra.iter().map(|s| s.to_string()));
+        let up_env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = spawn_up(dir.path(), &up_args, &up_env);
+        let endpoints = wait_for_endpoints(dir.path()).await;
         let ca_path = PathBuf::from(endpoints["caPath"].as_str().unwrap());
         let ca_pem = std::fs::read_to_string(&ca_path).unwrap();
         let admin = identity::Credentials::load(Path::new(
@@ -130,6 +149,8 @@ impl Deployment {
         let identity = identity::client::AdminClient::new(&identity_url, &ca_pem, &admin).unwrap();
         Deployment {
             child,
+            up_args,
+            up_env,
             dir,
             endpoints,
             ca_pem,
@@ -140,6 +161,31 @@ impl Deployment {
             identity,
             tokens,
         }
+    }
+
+    /// Stops `up` (SIGTERM, then waits for it to exit) and leaves the data directory.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts `up` again on the same data directory (after [`Deployment::stop`]) and waits
+    /// for it to write its endpoints again. The services may come back on other ports.
+    pub async fn restart(&mut self) {
+        let _ = std::fs::remove_file(self.dir.path().join("endpoints.json"));
+        self.child = spawn_up(self.dir.path(), &self.up_args, &self.up_env);
+        self.endpoints = wait_for_endpoints(self.dir.path()).await;
     }
 
     pub fn pid(&self) -> u32 {
