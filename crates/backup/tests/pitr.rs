@@ -241,13 +241,46 @@ fn backed_up() -> (Source, u64) {
     (s, at)
 }
 
-fn verify_and_restore_fail(s: &Source, at: u64, what: &str) {
+/// What a damaged backup must be refused with.
+#[derive(Debug, Clone, Copy)]
+enum Damage<'a> {
+    /// [`backup::Error::Tampered`] naming this file (one of them, when two were swapped).
+    File(&'a [&'a str]),
+    /// [`backup::Error::RolledBack`]: the newest catalog is older than the one recorded.
+    RolledBack,
+}
+
+impl Damage<'_> {
+    /// Whether `err` is this damage, reported against the right file.
+    fn matches(&self, err: &backup::Error) -> bool {
+        match (self, err) {
+            (Damage::File(files), backup::Error::Tampered { file, .. }) => {
+                files.contains(&file.as_str())
+            }
+            (Damage::RolledBack, backup::Error::RolledBack { found, expected }) => found < expected,
+            _ => false,
+        }
+    }
+}
+
+/// Verify must report the damage (a problem naming the file, or the rollback error) and
+/// restore must refuse with the same integrity error.
+fn verify_and_restore_fail(s: &Source, at: u64, what: &str, damage: Damage) {
     let store = DirStore::open(s.location.path()).unwrap();
     let keys = BackupKeys::from_root_dek(&s.dek).unwrap();
     let generation = s.agent.catalog().generation;
-    // Either verify refuses the backup outright or it lists the damage.
-    if let Ok(report) = backup::verify(&store, &keys, generation) {
-        assert!(!report.ok(), "{what}: verify found nothing");
+    match (backup::verify(&store, &keys, generation), damage) {
+        (Ok(report), Damage::File(files)) => assert!(
+            report.problems.iter().any(|p| {
+                p.contains("is damaged or was replaced") && files.iter().any(|f| p.contains(f))
+            }),
+            "{what}: verify did not name {files:?}: {:?}",
+            report.problems
+        ),
+        (Ok(report), Damage::RolledBack) => {
+            panic!("{what}: verify accepted a rolled-back catalog: {report:?}")
+        }
+        (Err(e), damage) => assert!(damage.matches(&e), "{what}: verify failed with {e:?}"),
     }
     let target = tempfile::tempdir().unwrap();
     let result = backup::restore(
@@ -260,10 +293,13 @@ fn verify_and_restore_fail(s: &Source, at: u64, what: &str) {
         Options::default(),
         &mut |_| {},
     );
-    assert!(
-        result.is_err(),
-        "{what}: restore succeeded on a damaged backup"
-    );
+    match result {
+        Ok(summary) => panic!("{what}: restore succeeded on a damaged backup: {summary:?}"),
+        Err(e) => assert!(
+            damage.matches(&e),
+            "{what}: restore failed with {e:?}, expected {damage:?}"
+        ),
+    }
 }
 
 fn files(s: &Source, prefix: &str) -> Vec<std::path::PathBuf> {
@@ -291,12 +327,14 @@ fn tampered_backup_files_are_caught_by_verify_and_restore() {
         &s.location.path().join(backup::catalog::table_name(used)),
         500,
     );
-    verify_and_restore_fail(&s, at, "flipped table byte");
+    let name = backup::catalog::table_name(used);
+    verify_and_restore_fail(&s, at, "flipped table byte", Damage::File(&[name.as_str()]));
 
     // Truncate a WAL segment.
     let (s, at) = backed_up();
     let w = files(&s, "wal");
     let last = w.last().unwrap();
+    let name = format!("wal/{}", last.file_name().unwrap().to_string_lossy());
     let len = std::fs::metadata(last).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
@@ -304,7 +342,7 @@ fn tampered_backup_files_are_caught_by_verify_and_restore() {
         .unwrap()
         .set_len(len / 2)
         .unwrap();
-    verify_and_restore_fail(&s, at, "truncated WAL");
+    verify_and_restore_fail(&s, at, "truncated WAL", Damage::File(&[name.as_str()]));
 
     // Swap two tables.
     let (s, at) = backed_up();
@@ -317,7 +355,10 @@ fn tampered_backup_files_are_caught_by_verify_and_restore() {
     let b = std::fs::read(other).unwrap();
     std::fs::write(&used, b).unwrap();
     std::fs::write(other, a).unwrap();
-    verify_and_restore_fail(&s, at, "swapped tables");
+    let names =
+        [&used, other].map(|p| format!("tables/{}", p.file_name().unwrap().to_string_lossy()));
+    let names = [names[0].as_str(), names[1].as_str()];
+    verify_and_restore_fail(&s, at, "swapped tables", Damage::File(&names));
 
     // Replay an old catalog over the newest one (a rollback of the whole location).
     let (mut s, at) = backed_up();
@@ -329,26 +370,52 @@ fn tampered_backup_files_are_caught_by_verify_and_restore() {
         std::fs::remove_file(c).unwrap();
     }
     std::fs::write(catalogs.last().unwrap(), old).unwrap();
-    verify_and_restore_fail(&s, at, "replayed old catalog");
+    verify_and_restore_fail(&s, at, "replayed old catalog", Damage::RolledBack);
 
     // Replay an old copy of a WAL segment (a shorter prefix of the same segment).
+    // The segment the agent is still appending to is the one that grows.
     let (mut s, _) = backed_up();
-    let w = files(&s, "wal");
-    let live = w.last().unwrap().clone();
+    let (&id, _) = s
+        .agent
+        .catalog()
+        .wal
+        .iter()
+        .find(|(_, w)| !w.complete)
+        .expect("a live WAL segment being archived");
+    let name = backup::catalog::wal_name(id);
+    let live = s.location.path().join(&name);
     let old = std::fs::read(&live).unwrap();
     phase(&mut s, 9, 100, b"TAMPER-more");
     s.agent.cycle().unwrap();
     let at = s.agent.catalog().restorable_until_micros;
-    if std::fs::read(&live).unwrap() != old {
-        std::fs::write(&live, old).unwrap();
-        verify_and_restore_fail(&s, at, "replayed old WAL copy");
-    }
+    let grown = std::fs::read(&live).unwrap();
+    assert!(
+        grown.len() > old.len() && grown.starts_with(&old),
+        "{name} did not grow with the new writes ({} -> {} bytes)",
+        old.len(),
+        grown.len()
+    );
+    std::fs::write(&live, old).unwrap();
+    verify_and_restore_fail(
+        &s,
+        at,
+        "replayed old WAL copy",
+        Damage::File(&[name.as_str()]),
+    );
 
     // A catalog sealed under another cluster's key is refused.
     let (s, _) = backed_up();
     let store = DirStore::open(s.location.path()).unwrap();
     let other = BackupKeys::from_root_dek(&[0x11; 32]).unwrap();
-    assert!(backup::verify(&store, &other, 0).is_err());
+    let newest = files(&s, "catalog").pop().unwrap();
+    match backup::verify(&store, &other, 0) {
+        Err(backup::Error::CatalogTampered { file }) => assert!(
+            newest.ends_with(&file),
+            "{file} is not the newest catalog {}",
+            newest.display()
+        ),
+        other => panic!("a foreign key's catalog: expected CatalogTampered, got {other:?}"),
+    }
 }
 
 #[test]

@@ -75,29 +75,15 @@ async fn two_phases(d: &Deployment, name: &str) -> (String, BTreeMap<i64, Docume
     (rfc3339(boundary), expected)
 }
 
-/// Waits until the cluster's backup can restore to `at`.
+/// Waits until the cluster's backup can restore to `at` (RFC 3339).
 async fn wait_restorable(d: &Deployment, name: &str, at: &str) {
     let target =
         time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).unwrap();
-    let start = Instant::now();
-    loop {
-        let view = d.get_cluster(name).await;
-        let latest = view["properties"]["backup"]["latestRestoreTime"].as_str();
-        if let Some(latest) = latest {
-            let latest =
-                time::OffsetDateTime::parse(latest, &time::format_description::well_known::Rfc3339)
-                    .unwrap();
-            if latest >= target {
-                assert!(view["properties"]["backup"]["earliestRestoreTime"].is_string());
-                return;
-            }
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "{name} never became restorable to {at}: {view:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let view = d.wait_restorable(name, target, WAIT).await;
+    assert!(
+        view["properties"]["backup"]["earliestRestoreTime"].is_string(),
+        "{view:#}"
+    );
 }
 
 /// The documents of a mongodump `.bson` file (concatenated BSON documents).

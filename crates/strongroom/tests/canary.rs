@@ -152,18 +152,8 @@ async fn no_plaintext_anywhere_after_a_cmk_scenario() {
     coll.count_documents(doc! {field.clone(): {"$gte": 0}, "payload": {"$regex": marker.clone()}})
         .await
         .unwrap();
-    loop {
-        let view = d.get_cluster("canary").await;
-        let latest = view["properties"]["backup"]["latestRestoreTime"]
-            .as_str()
-            .and_then(|t| {
-                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-            });
-        if latest.is_some_and(|t| t >= until) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    d.wait_restorable("canary", until, Duration::from_secs(60))
+        .await;
 
     // Revoke and restore the key: the node is replaced, the data reopened.
     d.vault

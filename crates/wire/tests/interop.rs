@@ -37,7 +37,64 @@ fn mongosh() -> PathBuf {
     bin
 }
 
-async fn pytest(ts: &TestServer, args: &[&str], extra_env: &[(&str, &str)]) -> (bool, String) {
+/// pytest's verdict: `Ok(number of tests passed)` only when the run succeeded, at least one
+/// test ran and passed, and none was skipped; otherwise why not. A run in which every test
+/// was skipped exits 0, and one that collected nothing exits 5: neither proves anything.
+fn pytest_verdict(code: Option<i32>, output: &str) -> Result<u32, String> {
+    // The last line of `-q` output: "12 passed, 1 skipped in 0.40s", "no tests ran in ...".
+    let summary = output
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| {
+            l.contains(" in ")
+                && (l.contains("passed")
+                    || l.contains("no tests ran")
+                    || l.contains("skipped")
+                    || l.contains("failed")
+                    || l.contains("error"))
+        })
+        .unwrap_or("");
+    let count = |what: &str| -> u32 {
+        summary
+            .split(',')
+            .filter_map(|part| {
+                let mut words = part.split_whitespace();
+                let n: u32 = words.next()?.parse().ok()?;
+                (words.next()? == what).then_some(n)
+            })
+            .sum()
+    };
+    match code {
+        Some(0) => {}
+        Some(5) => return Err("pytest collected no tests (exit 5)".into()),
+        other => return Err(format!("pytest exited with {other:?}: {summary}")),
+    }
+    let (passed, skipped) = (count("passed"), count("skipped"));
+    if skipped > 0 {
+        return Err(format!("{skipped} test(s) skipped: {summary}"));
+    }
+    if passed == 0 {
+        return Err(format!("no test passed: {summary:?}"));
+    }
+    Ok(passed)
+}
+
+#[test]
+fn pytest_verdict_refuses_runs_that_prove_nothing() {
+    assert_eq!(pytest_verdict(Some(0), "...\n12 passed in 0.40s\n"), Ok(12));
+    assert!(pytest_verdict(Some(0), "3 skipped in 0.01s").is_err());
+    assert!(pytest_verdict(Some(0), "11 passed, 1 skipped in 0.40s").is_err());
+    assert!(pytest_verdict(Some(5), "no tests ran in 0.01s").is_err());
+    assert!(pytest_verdict(Some(1), "1 failed, 11 passed in 0.40s").is_err());
+    assert!(pytest_verdict(Some(0), "").is_err());
+}
+
+async fn pytest(
+    ts: &TestServer,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> (Result<u32, String>, String) {
     let mut cmd = tokio::process::Command::new("python3");
     cmd.current_dir(repo_root())
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
@@ -57,21 +114,23 @@ async fn pytest(ts: &TestServer, args: &[&str], extra_env: &[(&str, &str)]) -> (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    (out.status.success(), text)
+    (pytest_verdict(out.status.code(), &text), text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pymongo_suite_passes() {
     require_pymongo();
     let ts = TestServer::start().await;
-    let (ok, out) = pytest(
+    let (verdict, out) = pytest(
         &ts,
         &["tests/interop/mongo", "--ignore=tests/interop/mongo/gate"],
         &[],
     )
     .await;
     println!("{out}");
-    assert!(ok, "pymongo suite failed:\n{out}");
+    if let Err(why) = verdict {
+        panic!("pymongo suite: {why}\n{out}");
+    }
     ts.stop().await;
 }
 
@@ -117,13 +176,15 @@ async fn pymongo_sees_why_the_cluster_is_inaccessible() {
     let ts = TestServer::start().await;
     let reason = "KeyDisabled: key 'https://vault.local/keys/cmk' is disabled";
     ts.server.make_inaccessible(reason.to_string());
-    let (ok, out) = pytest(
+    let (verdict, out) = pytest(
         &ts,
         &["tests/interop/mongo/gate"],
         &[("STRONGROOM_EXPECT_REASON", reason)],
     )
     .await;
     println!("{out}");
-    assert!(ok, "gate test failed:\n{out}");
+    if let Err(why) = verdict {
+        panic!("gate test: {why}\n{out}");
+    }
     ts.stop().await;
 }

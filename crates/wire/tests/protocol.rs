@@ -35,6 +35,20 @@ fn code(d: &Document) -> i32 {
     d.get_i32("code").unwrap_or(-1)
 }
 
+/// Asserts `r` is an error reply `{ok: 0, errmsg, code, codeName}` with this code.
+fn assert_refused(r: &Document, (code_num, code_name): (i32, &str), what: &str) {
+    assert!(!ok(r), "{what}: {r}");
+    assert_eq!(code(r), code_num, "{what}: {r}");
+    assert_eq!(r.get_str("codeName").ok(), Some(code_name), "{what}: {r}");
+    assert!(
+        r.get_str("errmsg").is_ok_and(|m| !m.is_empty()),
+        "{what}: {r}"
+    );
+}
+
+/// MongoDB's `ProtocolError` (17): a message that cannot be decoded.
+const PROTOCOL_ERROR: (i32, &str) = (17, "ProtocolError");
+
 async fn ping(c: &mut RawClient) -> bool {
     match c.command(9000, doc! {"ping": 1, "$db": "admin"}).await {
         Some(d) => ok(&d),
@@ -168,7 +182,7 @@ async fn document_sequences_checksums_and_more_to_come() {
     bad[n - 2] ^= 0x55;
     c.send(&bad).await;
     let r = c.recv().await.expect("error reply");
-    assert!(!ok(&r));
+    assert_refused(&r, PROTOCOL_ERROR, "corrupted checksum");
     assert!(
         r.get_str("errmsg").unwrap_or("").contains("checksum"),
         "{r}"
@@ -273,7 +287,7 @@ async fn bad_input_never_takes_the_server_down() {
     lying[21] = lying[21].wrapping_add(40);
     c.send(&lying).await;
     let r = c.recv().await.expect("error reply");
-    assert!(!ok(&r), "{r}");
+    assert_refused(&r, PROTOCOL_ERROR, "lying BSON length");
     assert!(ping(&mut c).await);
 
     // 5. Invalid BSON (bad element type) in the body.
@@ -282,7 +296,7 @@ async fn bad_input_never_takes_the_server_down() {
     garbage[pos] = 0x7E;
     c.send(&garbage).await;
     let r = c.recv().await.expect("error reply");
-    assert!(!ok(&r), "{r}");
+    assert_refused(&r, PROTOCOL_ERROR, "bad element type");
     assert!(ping(&mut c).await);
 
     // 6. Unknown opcode: closed.
@@ -315,7 +329,7 @@ async fn bad_input_never_takes_the_server_down() {
         msg.extend_from_slice(&body);
         c.send(&msg).await;
         let r = c.recv().await.expect("error reply");
-        assert!(!ok(&r), "depth {depth}: {r}");
+        assert_refused(&r, (15, "Overflow"), &format!("depth {depth}"));
         assert!(ping(&mut c).await);
     }
 
@@ -323,22 +337,38 @@ async fn bad_input_never_takes_the_server_down() {
     let mut kind = op_msg(8, &ping_doc, &[], false);
     kind[20] = 7;
     c.send(&kind).await;
-    assert!(!ok(&c.recv().await.expect("error reply")));
+    assert_refused(
+        &c.recv().await.expect("error reply"),
+        PROTOCOL_ERROR,
+        "section kind 7",
+    );
     let mut flags = op_msg(9, &ping_doc, &[], false);
     flags[16] |= 1 << 4;
     c.send(&flags).await;
-    assert!(!ok(&c.recv().await.expect("error reply")));
+    assert_refused(
+        &c.recv().await.expect("error reply"),
+        PROTOCOL_ERROR,
+        "unknown required flag",
+    );
 
     // 9. A compressed message that lies about its size, and a bogus compressor id.
     let lie = compress(&op_msg(10, &ping_doc, &[], false), Compressor::Zstd).expect("compress");
     let mut lie2 = lie.clone();
     lie2[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&1_000_000i32.to_le_bytes());
     c.send(&lie2).await;
-    assert!(!ok(&c.recv().await.expect("error reply")));
+    assert_refused(
+        &c.recv().await.expect("error reply"),
+        PROTOCOL_ERROR,
+        "lying uncompressed size",
+    );
     let mut bogus = lie.clone();
     bogus[HEADER_LEN + 8] = 42;
     c.send(&bogus).await;
-    assert!(!ok(&c.recv().await.expect("error reply")));
+    assert_refused(
+        &c.recv().await.expect("error reply"),
+        PROTOCOL_ERROR,
+        "compressor id 42",
+    );
     assert!(ping(&mut c).await);
 
     // The bystander never noticed.
@@ -518,15 +548,18 @@ async fn starts_inaccessible_opens_later_and_releases_the_handle_on_lock() {
         r.get_str("errmsg").ok(),
         Some("cluster is Inaccessible: Pending: keys not unwrapped yet")
     );
-    assert!(
-        ts.server
-            .ensure_admin_user(
-                ADMIN_USER,
-                &zeroize::Zeroizing::new(ADMIN_PASSWORD.to_string())
-            )
-            .await
-            .is_err()
-    );
+    // No database behind the gate yet: the admin user cannot be created, and says why.
+    match ts
+        .server
+        .ensure_admin_user(
+            ADMIN_USER,
+            &zeroize::Zeroizing::new(ADMIN_PASSWORD.to_string()),
+        )
+        .await
+    {
+        Err(wire::Error::AdminUser(why)) => assert!(why.contains("Inaccessible"), "{why}"),
+        other => panic!("expected an AdminUser error while Pending, got {other:?}"),
+    }
 
     ts.server.make_ready(common::open_db(ts.dir.path()));
     ts.server

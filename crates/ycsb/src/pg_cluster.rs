@@ -18,25 +18,38 @@ use crate::cpus::CpuList;
 use crate::error::{Error, Result};
 use crate::workload::Resources;
 
-/// Directories searched for `initdb`/`pg_ctl`, newest major version first.
-const SEARCH: &[&str] = &[
-    "/usr/lib/postgresql/17/bin",
-    "/usr/lib/postgresql/16/bin",
-    "/usr/lib/postgresql/15/bin",
-    "/usr/lib/postgresql/14/bin",
-];
+/// Where Debian installs each PostgreSQL major version: `<ROOT>/<major>/bin`.
+const DEBIAN_ROOT: &str = "/usr/lib/postgresql";
 
 /// The role the benchmark connects as.
 pub const ROLE: &str = "ycsb";
 
-/// The directory holding `initdb` and `pg_ctl`: `explicit` if given, otherwise the first
-/// Debian location that has them. `None` when PostgreSQL is not installed.
+/// The directory holding `initdb` and `pg_ctl`: `explicit` if given, otherwise
+/// `/usr/lib/postgresql/<major>/bin` of the newest major version installed that has both
+/// (whichever version the distribution ships). `None` when PostgreSQL is not installed.
 pub fn find_bin_dir(explicit: Option<&Path>) -> Option<PathBuf> {
-    let has_tools = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
     match explicit {
         Some(d) => has_tools(d).then(|| d.to_path_buf()),
-        None => SEARCH.iter().map(PathBuf::from).find(|d| has_tools(d)),
+        None => newest_bin_dir(Path::new(DEBIAN_ROOT)),
     }
+}
+
+fn has_tools(dir: &Path) -> bool {
+    dir.join("initdb").is_file() && dir.join("pg_ctl").is_file()
+}
+
+/// `<root>/<major>/bin` with both tools, for the highest numeric `<major>`.
+fn newest_bin_dir(root: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let major: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            has_tools(&bin).then_some((major, bin))
+        })
+        .max_by_key(|(major, _)| *major)
+        .map(|(_, bin)| bin)
 }
 
 /// Effective uid of this process (the owner of `/proc/self`).
@@ -318,4 +331,31 @@ fn append(path: &Path, text: &str) -> Result<()> {
 fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_major_version_with_both_tools_is_chosen() {
+        let root = tempfile::tempdir().unwrap();
+        let install = |major: &str, tools: &[&str]| {
+            let bin = root.path().join(major).join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            for tool in tools {
+                std::fs::write(bin.join(tool), b"").unwrap();
+            }
+        };
+        assert_eq!(newest_bin_dir(root.path()), None);
+        install("9", &["initdb", "pg_ctl"]);
+        install("15", &["initdb", "pg_ctl"]);
+        install("16", &["pg_ctl"]); // a client-only install: no initdb
+        install("common", &["initdb", "pg_ctl"]);
+        assert_eq!(
+            newest_bin_dir(root.path()),
+            Some(root.path().join("15/bin")),
+            "15 beats 9 numerically; 16 lacks initdb; `common` is no version"
+        );
+    }
 }

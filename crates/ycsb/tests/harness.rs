@@ -1,7 +1,7 @@
 //! The whole harness at tiny scale against the real targets: a `ycsb-server` child
-//! process driven through the official `mongodb` driver, and (when PostgreSQL is
-//! installed) a throw-away PostgreSQL cluster. Proves the benchmark works; measures
-//! nothing.
+//! process driven through the official `mongodb` driver, and a throw-away PostgreSQL
+//! cluster (PostgreSQL is a test dependency: without it these tests fail, never skip).
+//! Proves the benchmark works; measures nothing.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -123,14 +123,20 @@ async fn strongroom_harness_runs_every_mix_through_the_mongodb_driver() {
         .expect("server exits cleanly when stdin closes");
 }
 
+/// PostgreSQL's `initdb`/`pg_ctl` directory. Missing PostgreSQL fails the test (it is a
+/// test dependency, installed by `scripts/install-test-deps`), never skips it.
+fn postgresql_bin() -> std::path::PathBuf {
+    pg_cluster::find_bin_dir(None).expect(
+        "PostgreSQL's initdb and pg_ctl are required under /usr/lib/postgresql/<major>/bin: \
+         run scripts/install-test-deps (apt-get install postgresql)",
+    )
+}
+
 /// The `--target both` path: both targets up at once, loaded one after the other, and
 /// every (mix, clients) cell run on each back to back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interleaved_run_against_strongroom_and_postgresql_when_postgresql_is_installed() {
-    let Some(bin) = pg_cluster::find_bin_dir(None) else {
-        eprintln!("note: PostgreSQL (initdb) not installed; skipping the PostgreSQL harness test");
-        return;
-    };
+async fn interleaved_run_against_strongroom_and_postgresql() {
+    let bin = postgresql_bin();
     let settings = tiny();
     let cluster = PgCluster::start(&bin, None, &Resources::small())
         .await
@@ -172,11 +178,8 @@ async fn interleaved_run_against_strongroom_and_postgresql_when_postgresql_is_in
 /// server-side by `connect_tls` through `pg_stat_ssl`); a client without TLS is refused
 /// by `sslmode=require` instead of silently falling back to plain TCP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgresql_over_tls_when_postgresql_is_installed() {
-    let Some(bin) = pg_cluster::find_bin_dir(None) else {
-        eprintln!("note: PostgreSQL (initdb) not installed; skipping the PostgreSQL TLS test");
-        return;
-    };
+async fn postgresql_over_tls() {
+    let bin = postgresql_bin();
     let settings = tiny();
     let cluster = PgCluster::start_tls(&bin, None, &Resources::small())
         .await

@@ -289,6 +289,34 @@ impl Deployment {
         }
     }
 
+    /// Polls until the cluster's backup can restore to `at` (its `latestRestoreTime` has
+    /// reached it); returns the view. Fails after `timeout` with the last view.
+    pub async fn wait_restorable(
+        &self,
+        name: &str,
+        at: time::OffsetDateTime,
+        timeout: Duration,
+    ) -> Value {
+        let start = Instant::now();
+        loop {
+            let view = self.get_cluster(name).await;
+            let latest = view["properties"]["backup"]["latestRestoreTime"]
+                .as_str()
+                .and_then(|t| {
+                    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                });
+            if latest.is_some_and(|t| t >= at) {
+                return view;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "cluster {name} not restorable to {at} after {timeout:?}: {view:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// A MongoDB client for a cluster (TLS with the dev CA, SCRAM-SHA-256).
     pub async fn mongo(&self, cluster: &Value, user: &str, password: &str) -> mongodb::Client {
         self.mongo_with_timeout(cluster, user, password, Duration::from_secs(3))
