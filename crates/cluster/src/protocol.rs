@@ -224,12 +224,22 @@ pub enum Event {
     Backup(BackupReport),
     /// Unsolicited: a security event for the audit log.
     Audit(AuditNotice),
+    /// Unsolicited: a storage failure made the engine read-only. `cause` is `noSpace`,
+    /// `ioError` or `other`; `reason` names the failed operation and the error. Writes get
+    /// MongoDB's error (`OutOfDiskSpace` for a full disk), reads keep working, and the
+    /// node reopens the engine once it can.
+    ReadOnly { cause: String, reason: String },
+    /// Unsolicited: the engine was reopened after a storage failure; writes work again.
+    Writable,
 }
 
 impl Event {
     /// Events the node sends on its own, not as the answer to a command.
     pub fn is_notice(&self) -> bool {
-        matches!(self, Event::Backup(_) | Event::Audit(_))
+        matches!(
+            self,
+            Event::Backup(_) | Event::Audit(_) | Event::ReadOnly { .. } | Event::Writable
+        )
     }
 }
 

@@ -28,6 +28,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         sort_memory_limit: args.sort_memory_limit,
         slow_op_threshold: args.slow_op_threshold,
         idle_poll: args.idle_poll,
+        memtable_bytes: None,
     })
     .await?;
     Ok(())
