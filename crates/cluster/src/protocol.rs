@@ -329,6 +329,24 @@ mod tests {
     }
 
     #[test]
+    fn storage_notices_are_notices_and_round_trip_as_json_lines() {
+        let read_only = Event::ReadOnly {
+            cause: "noSpace".into(),
+            reason: "out of disk space during flush: i/o error".into(),
+        };
+        let line = read_only.to_line();
+        assert_eq!(
+            line,
+            "{\"event\":\"readOnly\",\"cause\":\"noSpace\",\"reason\":\"out of disk space during flush: i/o error\"}\n"
+        );
+        let back: Event = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(back, read_only);
+        assert_eq!(Event::Writable.to_line(), "{\"event\":\"writable\"}\n");
+        assert!(read_only.is_notice() && Event::Writable.is_notice());
+        assert!(!Event::Ready.is_notice());
+    }
+
+    #[test]
     fn debug_output_never_shows_keys() {
         let open = Command::Open {
             dek: Zeroizing::new([0xAB; 32]),

@@ -79,6 +79,10 @@ pub struct Properties {
     pub key_status: Option<KeyStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupProperties>,
+    /// Strongroom: why the cluster refuses writes after a storage failure (a full disk,
+    /// an I/O error) until its node reopens the engine; absent while writes work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -372,6 +372,14 @@ impl Plane {
                         }
                     }
                     cluster::protocol::Event::Audit(notice) => plane.node_audit(&name, notice),
+                    cluster::protocol::Event::ReadOnly { reason, .. } => {
+                        tracing::error!(cluster = %name, %reason, "cluster is read-only");
+                        runtime.set_read_only_reason(Some(reason));
+                    }
+                    cluster::protocol::Event::Writable => {
+                        tracing::info!(cluster = %name, "cluster takes writes again");
+                        runtime.set_read_only_reason(None);
+                    }
                     _ => {}
                 }
             }
@@ -953,6 +961,7 @@ impl Plane {
                         .then(|| backup::rfc3339(b.restorable_until_micros)),
                     last_error: b.error.clone(),
                 }),
+                read_only_reason: runtime.read_only_reason(),
             },
         }
     }
