@@ -23,7 +23,10 @@ const AAD_PREFIX: &[u8] = b"strongroom backup catalog v1";
 const PREFIX: &str = "catalog/CATALOG-";
 
 /// The keys a backup needs, all from the cluster's root DEK: the storage root key (opens
-/// the key registries, hence every table and WAL segment) and the catalog key.
+/// the key registries, hence every table and WAL segment) and the catalog key. Cloning
+/// copies them into new zeroizing buffers (a node keeps a copy to restart its backups on
+/// the engine it reopened after a storage failure).
+#[derive(Clone)]
 pub struct BackupKeys {
     pub(crate) root: storage::RootKey,
     pub(crate) catalog: Zeroizing<[u8; 32]>,

@@ -11,8 +11,13 @@
 //! owns, never in HTTP client buffers of vault calls, so "wipe on Lock" is something a
 //! test can verify by reading the node's memory. It also lets tests kill a node with
 //! SIGKILL and watch the supervisor bring it back.
+//!
+//! A storage failure (a full disk, an I/O error) makes the engine read-only; the node
+//! reports it (`ReadOnly`), reopens the engine once that can work and reports `Writable`,
+//! without restarting ([`recovery`]).
 
 mod backups;
 pub mod node;
 pub mod protocol;
+pub mod recovery;
 pub mod supervisor;

@@ -13,7 +13,12 @@ use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
 use crate::backups::BackupThread;
-use crate::protocol::{Command, Event, Init, OpenParams, read_command};
+use crate::protocol::{BackupSettings, Command, Event, Init, OpenParams, read_command};
+use crate::recovery::{Recovery, Reopener, Step};
+
+/// How often the node looks at its engine for a storage failure (an atomic load) and,
+/// while recovering from one, at the free space.
+const STORAGE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeRunError {
@@ -58,6 +63,16 @@ pub struct NodeOptions {
     /// How long a lone connection polls for its next request before sleeping
     /// (`wire::ServerConfig::idle_poll`); `None` keeps the wire server's default.
     pub idle_poll: Option<std::time::Duration>,
+    /// Memtable size of the storage engine (`storage::Options::memtable_bytes`); `None`
+    /// keeps the engine's default.
+    pub memtable_bytes: Option<usize>,
+}
+
+/// The database a node has open, with what it needs to recover it and to restart its
+/// backups after a reopen.
+struct Opened {
+    recovery: Recovery,
+    backups: Option<(BackupThread, BackupSettings, backup::BackupKeys)>,
 }
 
 /// Runs a node over this process's stdin/stdout until `Shutdown` or end of input.
@@ -102,15 +117,38 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeRunError> {
     emit(Event::Listening {
         port: server.local_addr().port(),
     });
-    let mut backups: Option<BackupThread> = None;
+    // Commands are read on their own task: reading a frame is not cancel-safe, and the
+    // loop below also wakes up to watch the storage engine.
+    let (command_tx, mut commands) = mpsc::channel(1);
+    let reader = tokio::spawn(async move {
+        loop {
+            let command = read_command(&mut input).await;
+            let last = !matches!(command, Ok(Some(_)));
+            if command_tx.send(command).await.is_err() || last {
+                break;
+            }
+        }
+    });
+    let mut opened: Option<Opened> = None;
+    let mut storage_check = tokio::time::interval(STORAGE_CHECK_INTERVAL);
+    storage_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        match read_command(&mut input).await? {
+        let command = tokio::select! {
+            command = commands.recv() => command.unwrap_or(Ok(None))?,
+            _ = storage_check.tick(), if opened.is_some() => {
+                if let Some(o) = opened.as_mut() {
+                    watch_storage(o, &init.cluster, &server, &events).await;
+                }
+                continue;
+            }
+        };
+        match command {
             Some(Command::Open { dek, params }) => {
                 let event =
                     match open(&options, &init.cluster, dek, &params, &server, &events).await {
-                        Ok(thread) => {
-                            if let Some(old) = std::mem::replace(&mut backups, thread) {
-                                old.stop(false).await;
+                        Ok(new) => {
+                            if let Some(old) = opened.replace(new) {
+                                stop_backups(old, false).await;
                             }
                             Event::Ready
                         }
@@ -121,8 +159,9 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeRunError> {
             Some(Command::Lock { reason }) => {
                 // The backup thread holds an engine handle and the catalog key: stop it
                 // before the gate drops the database, so the last handle goes with it.
-                if let Some(thread) = backups.take() {
-                    thread.stop(false).await;
+                // Recovery holds the root key and the engine: it goes too.
+                if let Some(old) = opened.take() {
+                    stop_backups(old, false).await;
                 }
                 server.make_inaccessible(reason.clone());
                 emit(Event::Locked { reason });
@@ -133,15 +172,63 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeRunError> {
             Some(Command::Shutdown) | None => break,
         }
     }
-    if let Some(thread) = backups.take() {
+    reader.abort();
+    if let Some(old) = opened.take() {
         // A last cycle, so a clean stop archives every acknowledged write.
-        thread.stop(true).await;
+        stop_backups(old, true).await;
     }
     server.shutdown().await;
     drop(events);
     // Bounded: a stuck stdout must not keep an orphaned node alive.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
     Ok(())
+}
+
+async fn stop_backups(opened: Opened, last_cycle: bool) {
+    if let Some((thread, _, _)) = opened.backups {
+        thread.stop(last_cycle).await;
+    }
+}
+
+/// One look at the storage engine: reports a storage failure, and the recovery from it
+/// (the backup thread is restarted on the reopened engine).
+async fn watch_storage(
+    opened: &mut Opened,
+    cluster: &str,
+    server: &wire::Server,
+    events: &mpsc::UnboundedSender<Event>,
+) {
+    match opened.recovery.step(server).await {
+        Step::Writable | Step::Waiting => {}
+        Step::TurnedReadOnly(poison) => {
+            let _ = events.send(Event::ReadOnly {
+                cause: poison.cause.as_str().to_string(),
+                reason: poison.to_string(),
+            });
+        }
+        Step::ReopenFailed(error) => {
+            tracing::warn!(%error, "storage engine still read-only");
+        }
+        Step::Reopened(engine) => {
+            if let Some((thread, settings, keys)) = opened.backups.take() {
+                // Its engine handle is the closed one.
+                thread.stop(false).await;
+                match BackupThread::start(
+                    cluster,
+                    engine,
+                    keys.clone(),
+                    settings.clone(),
+                    events.clone(),
+                )
+                .await
+                {
+                    Ok(thread) => opened.backups = Some((thread, settings, keys)),
+                    Err(e) => tracing::error!(error = %e, "restarting backups after the reopen"),
+                }
+            }
+            let _ = events.send(Event::Writable);
+        }
+    }
 }
 
 async fn start_server(init: &Init, options: &NodeOptions) -> Result<wire::Server, NodeRunError> {
@@ -173,7 +260,7 @@ async fn open(
     params: &OpenParams,
     server: &wire::Server,
     events: &mpsc::UnboundedSender<Event>,
-) -> Result<Option<BackupThread>, String> {
+) -> Result<Opened, String> {
     let root = storage::RootKey::from_slice(dek.as_ref()).map_err(|e| e.to_string())?;
     let backup_keys = match &params.backup {
         Some(_) => Some(backup::BackupKeys::from_root_dek(&dek).map_err(|e| e.to_string())?),
@@ -185,31 +272,44 @@ async fn open(
     if let Some(limit) = options.sort_memory_limit {
         config.sort_memory_limit = limit;
     }
-    let archive = params.backup.is_some();
-    let (db, engine) =
-        tokio::task::spawn_blocking(move || -> Result<(docdb::Db, storage::Engine), String> {
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            let opts = storage::Options {
-                archive_wal: archive,
-                ..storage::Options::default()
-            };
-            let engine = storage::Engine::open(&dir, root, opts).map_err(|e| e.to_string())?;
-            let db = docdb::Db::open_with(engine.clone(), config).map_err(|e| e.to_string())?;
-            Ok((db, engine))
-        })
-        .await
-        .map_err(|e| format!("opening the database panicked: {e}"))??;
-    let thread = match (&params.backup, backup_keys) {
-        (Some(settings), Some(keys)) => Some(
-            BackupThread::start(cluster, engine, keys, settings.clone(), events.clone())
-                .await
-                .map_err(|e| format!("starting backups: {e}"))?,
-        ),
-        _ => {
-            drop(engine);
-            None
-        }
+    let mut storage_opts = storage::Options {
+        archive_wal: params.backup.is_some(),
+        ..storage::Options::default()
     };
+    if let Some(bytes) = options.memtable_bytes {
+        storage_opts.memtable_bytes = bytes;
+    }
+    let reopener = Reopener {
+        dir,
+        root,
+        storage: storage_opts,
+        db: config,
+    };
+    let opener = reopener.clone();
+    let (db, engine) = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&opener.dir)
+            .map_err(|e| format!("{}: {e}", opener.dir.display()))?;
+        opener.open()
+    })
+    .await
+    .map_err(|e| format!("opening the database panicked: {e}"))??;
+    let backups = match (&params.backup, backup_keys) {
+        (Some(settings), Some(keys)) => Some((
+            BackupThread::start(
+                cluster,
+                engine.clone(),
+                keys.clone(),
+                settings.clone(),
+                events.clone(),
+            )
+            .await
+            .map_err(|e| format!("starting backups: {e}"))?,
+            settings.clone(),
+            keys,
+        )),
+        _ => None,
+    };
+    let recovery = Recovery::new(engine, reopener);
     server.make_ready(db);
     // A restored cluster's administrator comes with its data (no password here): it is
     // protected all the same.
@@ -222,5 +322,5 @@ async fn open(
             .await
             .map_err(|e| format!("creating the administrator: {e}"))?;
     }
-    Ok(thread)
+    Ok(Opened { recovery, backups })
 }

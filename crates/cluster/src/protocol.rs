@@ -224,12 +224,22 @@ pub enum Event {
     Backup(BackupReport),
     /// Unsolicited: a security event for the audit log.
     Audit(AuditNotice),
+    /// Unsolicited: a storage failure made the engine read-only. `cause` is `noSpace`,
+    /// `ioError` or `other`; `reason` names the failed operation and the error. Writes get
+    /// MongoDB's error (`OutOfDiskSpace` for a full disk), reads keep working, and the
+    /// node reopens the engine once it can.
+    ReadOnly { cause: String, reason: String },
+    /// Unsolicited: the engine was reopened after a storage failure; writes work again.
+    Writable,
 }
 
 impl Event {
     /// Events the node sends on its own, not as the answer to a command.
     pub fn is_notice(&self) -> bool {
-        matches!(self, Event::Backup(_) | Event::Audit(_))
+        matches!(
+            self,
+            Event::Backup(_) | Event::Audit(_) | Event::ReadOnly { .. } | Event::Writable
+        )
     }
 }
 
@@ -333,6 +343,24 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode(part),
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(part),
         ]
+    }
+
+    #[test]
+    fn storage_notices_are_notices_and_round_trip_as_json_lines() {
+        let read_only = Event::ReadOnly {
+            cause: "noSpace".into(),
+            reason: "out of disk space during flush: i/o error".into(),
+        };
+        let line = read_only.to_line();
+        assert_eq!(
+            line,
+            "{\"event\":\"readOnly\",\"cause\":\"noSpace\",\"reason\":\"out of disk space during flush: i/o error\"}\n"
+        );
+        let back: Event = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(back, read_only);
+        assert_eq!(Event::Writable.to_line(), "{\"event\":\"writable\"}\n");
+        assert!(read_only.is_notice() && Event::Writable.is_notice());
+        assert!(!Event::Ready.is_notice());
     }
 
     #[test]

@@ -82,6 +82,10 @@ pub struct Properties {
     pub backup: Option<BackupProperties>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_health: Option<NodeHealth>,
+    /// Strongroom: why the cluster refuses writes after a storage failure (a full disk,
+    /// an I/O error) until its node reopens the engine; absent while writes work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

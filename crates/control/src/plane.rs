@@ -372,6 +372,14 @@ impl Plane {
                         }
                     }
                     cluster::protocol::Event::Audit(notice) => plane.node_audit(&name, notice),
+                    cluster::protocol::Event::ReadOnly { reason, .. } => {
+                        tracing::error!(cluster = %name, %reason, "cluster is read-only");
+                        runtime.set_read_only_reason(Some(reason));
+                    }
+                    cluster::protocol::Event::Writable => {
+                        tracing::info!(cluster = %name, "cluster takes writes again");
+                        runtime.set_read_only_reason(None);
+                    }
                     _ => {}
                 }
             }
@@ -950,6 +958,7 @@ impl Plane {
                     last_error: b.error.clone(),
                 }),
                 node_health: Some(node_health_view(&runtime.node_health())),
+                read_only_reason: runtime.read_only_reason(),
             },
         }
     }

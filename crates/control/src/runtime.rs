@@ -139,6 +139,8 @@ pub struct Runtime {
     /// Continuous backup settings handed to the node at every open (none: no backups).
     backup: Mutex<Option<BackupSettings>>,
     backup_report: Mutex<Option<BackupReport>>,
+    /// The node's last `readOnly` notice, until its `writable` notice.
+    read_only_reason: Mutex<Option<String>>,
     /// Unsolicited node events (backup progress, audit notices), read by the plane.
     notices: tokio::sync::mpsc::UnboundedSender<Event>,
     health: Mutex<NodeHealth>,
@@ -192,6 +194,7 @@ impl Runtime {
             pass: tokio::sync::Mutex::new(()),
             backup: Mutex::new(backup),
             backup_report: Mutex::new(None),
+            read_only_reason: Mutex::new(None),
             notices,
             health: Mutex::new(NodeHealth::default()),
             backoff: Mutex::new(backoff),
@@ -220,6 +223,16 @@ impl Runtime {
             settings.min_generation = settings.min_generation.max(report.generation);
         }
         *self.backup_report.lock() = Some(report);
+    }
+
+    /// Why the node refuses writes after a storage failure, if it does.
+    pub fn read_only_reason(&self) -> Option<String> {
+        self.read_only_reason.lock().clone()
+    }
+
+    /// Records the node's `readOnly` (`Some`) or `writable` (`None`) notice.
+    pub fn set_read_only_reason(&self, reason: Option<String>) {
+        *self.read_only_reason.lock() = reason;
     }
 
     pub fn status(&self) -> Status {

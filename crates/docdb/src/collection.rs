@@ -743,6 +743,12 @@ impl Db {
         self.kv().maintenance_pending()
     }
 
+    /// The error writes get while the storage engine is read-only (its `code` and
+    /// `errmsg` name the cause); `None` while it takes writes. `serverStatus` reports it.
+    pub fn read_only(&self) -> Option<Error> {
+        self.kv().read_only()
+    }
+
     /// `delete`.
     pub fn delete(
         &self,

@@ -7,11 +7,43 @@ use std::sync::Arc;
 use storage::{Direction, Durability, Engine, Snapshot, TempWriter, WriteBatch};
 
 use crate::db::{Db, DbConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, code};
 use crate::kv::{Batch, DurableFn, Kv, KvSnapshot, ScanFn, TempStore, TempWrite};
 
-fn map_err(e: storage::Error) -> Error {
-    Error::internal(format!("storage engine: {e}"))
+/// The MongoDB error for a storage failure. A read-only engine answers what MongoDB
+/// answers: `OutOfDiskSpace` (14031) for a full disk, and for an I/O error (or any other
+/// failed durable write) `IllegalOperation` (20), MongoDB's answer to a write on a
+/// read-only node; both name the failed operation. A closed engine (the node is shutting
+/// down, or reopening the engine after such a failure) is `InterruptedAtShutdown` (11600),
+/// which drivers retry.
+pub(crate) fn map_err(e: storage::Error) -> Error {
+    match e {
+        storage::Error::Poisoned(p) => read_only_error(&p),
+        storage::Error::Closed => Error::new(
+            code::INTERRUPTED_AT_SHUTDOWN,
+            "the storage engine was closed under this operation (shutting down, or reopening \
+             after a storage failure); retry",
+        ),
+        storage::Error::Io(io) if storage::Cause::of_io(&io) == storage::Cause::NoSpace => {
+            Error::new(
+                code::OUT_OF_DISK_SPACE,
+                format!("storage engine: out of disk space: {io}"),
+            )
+        }
+        e => Error::internal(format!("storage engine: {e}")),
+    }
+}
+
+/// What a write on a read-only engine gets (see [`map_err`]).
+fn read_only_error(p: &storage::Poison) -> Error {
+    let code = match p.cause {
+        storage::Cause::NoSpace => code::OUT_OF_DISK_SPACE,
+        storage::Cause::Io | storage::Cause::Other => code::ILLEGAL_OPERATION,
+    };
+    Error::new(
+        code,
+        format!("the storage engine is read-only after {p}; writes resume once it is reopened"),
+    )
 }
 
 /// The real engine behind docdb.
@@ -144,6 +176,10 @@ impl Kv for EngineKv {
 
     fn maintenance_pending(&self) -> bool {
         self.engine.background_work_pending()
+    }
+
+    fn read_only(&self) -> Option<Error> {
+        self.engine.read_only().map(|p| read_only_error(&p))
     }
 
     fn write_now(&self, batch: Batch) -> Result<bool> {

@@ -51,6 +51,8 @@ pub mod code {
         QUERY_EXCEEDED_MEMORY_LIMIT = 292, "QueryExceededMemoryLimitNoDiskUseAllowed";
         BSON_OBJECT_TOO_LARGE = 10334, "BSONObjectTooLarge";
         DUPLICATE_KEY = 11000, "DuplicateKey";
+        INTERRUPTED_AT_SHUTDOWN = 11600, "InterruptedAtShutdown";
+        OUT_OF_DISK_SPACE = 14031, "OutOfDiskSpace";
     }
 
     /// Codes MongoDB reports without a symbolic name ("Location<code>").

@@ -89,6 +89,12 @@ pub trait Kv: TempStore {
         false
     }
 
+    /// The error every write gets while the engine is read-only (a full disk, a failed
+    /// fsync: see `storage::Engine::read_only`); `None` while it takes writes.
+    fn read_only(&self) -> Option<crate::error::Error> {
+        None
+    }
+
     /// Appends `batch` without waiting for anything (no fsync, no memtable switch, no
     /// stall): `Ok(false)`, with nothing written, when the write would have to wait.
     fn write_now(&self, batch: Batch) -> Result<bool> {

@@ -22,7 +22,7 @@ use crate::checkpoint::{Checkpoint, SealedRegistry, WalPosition};
 use crate::crypto::keys::{DataKey, KeyId, KeyRing, now_unix};
 use crate::crypto::registry::{read_registry, registry_name, write_registry};
 use crate::crypto::{CipherSuite, FileKind, RootKey};
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Poison, Result};
 use crate::fs::{Fs, LockGuard, WritableFile};
 use crate::iterators::Direction;
 use crate::logfile::{LogWriter, Reserve, read_log};
@@ -222,7 +222,7 @@ pub(crate) struct Inner {
     flush_lock: Mutex<()>,
     pub(crate) compaction_lock: Mutex<()>,
     keys_lock: Mutex<()>,
-    poisoned: Mutex<Option<String>>,
+    poisoned: Mutex<Option<Poison>>,
     /// Fast-path flag mirroring `poisoned.is_some()`.
     is_poisoned: AtomicBool,
     closed: AtomicBool,
@@ -382,7 +382,8 @@ impl Engine {
     /// tombstones no snapshot needs). Waits until done.
     pub fn compact(&self) -> Result<()> {
         self.flush()?;
-        self.inner().compact_full()
+        let i = self.inner();
+        i.durable("compaction", || i.compact_full())
     }
 
     /// Creates a new data key; files written from now on use it.
@@ -487,6 +488,25 @@ impl Engine {
     pub fn background_work_pending(&self) -> bool {
         let i = self.inner();
         !i.sv.read().imms.is_empty() || i.compaction_due()
+    }
+
+    /// Why the engine is read-only, or `None` while it takes writes. An engine becomes
+    /// read-only when a durable write (WAL append or fsync, memtable switch, flush,
+    /// compaction, manifest) fails; reads keep working, and only closing it and opening
+    /// the directory again (WAL replay) makes it writable. A cheap load, safe to poll.
+    pub fn read_only(&self) -> Option<crate::error::Poison> {
+        self.inner().poison_state()
+    }
+
+    /// Free bytes a reopen of this engine needs in its file system, roughly: the
+    /// memtables' data (replayed from the WAL into one L0 table), the new WAL segment's
+    /// reservation and a margin for the manifest. A supervisor waits for this much free
+    /// space after [`Cause::NoSpace`](crate::Cause::NoSpace) before reopening.
+    pub fn reopen_space_needed(&self) -> u64 {
+        let i = self.inner();
+        let sv = i.sv.read().clone();
+        let mem = sv.mem.bytes() + sv.imms.iter().map(|m| m.bytes()).sum::<usize>();
+        mem as u64 + wal_reserve(i.memtable_bytes) + (1 << 20)
     }
 
     /// Current statistics.
@@ -607,6 +627,24 @@ impl Inner {
         };
         let cache = Arc::new(BlockCache::new(opts.block_cache_bytes));
 
+        // Files no manifest references (outputs of a flush or compaction that failed or
+        // was cut short, spill files, a spare segment) go before this open writes
+        // anything: on a full disk they hold the space the reopen needs. Step 7 below
+        // removes the same files; it just comes after the commit point.
+        for n in &names {
+            let dead = match parse_id(n) {
+                Some((id, "sst")) => !state.tables.contains_key(&id),
+                Some((_, "tmp" | "walspare")) => true,
+                _ => false,
+            };
+            if dead {
+                tracing::debug!(file = %n, "removing unreferenced file before recovery");
+                if let Err(e) = fs.remove(&dir.join(n)) {
+                    tracing::warn!(file = %n, error = %e, "could not remove unreferenced file");
+                }
+            }
+        }
+
         // Tables named by the manifest.
         let mut add = Vec::new();
         for (&id, &(level, size)) in &state.tables {
@@ -673,36 +711,57 @@ impl Inner {
         let block_size = opts.block_size;
         // Tiny memtables are for tests; below 1 KiB every write would switch segments.
         let memtable_bytes = opts.memtable_bytes.max(1024);
-        if !recovered.is_empty() {
-            let id = next_id;
+        let table_id = (!recovered.is_empty()).then(|| {
             next_id += 1;
-            let b = TableBuilder::create(&*fs, dir, id, &newest, suite, block_size)?;
-            let size = build_table(&*fs, dir, b.warming(cache.clone()), &recovered)?;
-            fs.sync_dir(dir)?;
-            let t = Table::open(fs.clone(), dir, id, Some(size), &resolve, cache.clone())?;
-            edit.add_tables.push((0, id, size));
-            version = version.apply(&[(0, Arc::new(t))], &HashSet::new());
-        }
+            next_id - 1
+        });
         let wal_id = next_id;
-        next_id += 1;
-        let wal = LogWriter::create(
-            &*fs,
-            dir,
-            &wal_name(wal_id),
-            FileKind::Wal,
-            wal_id,
-            &newest,
-            suite,
-            Reserve::Allocate(wal_reserve(memtable_bytes)),
-        )?;
-        edit.add_wals.push(wal_id);
-        let manifest_id = next_id;
-        next_id += 1;
+        let manifest_id = next_id + 1;
+        next_id += 2;
         let reserved = next_id + ID_RESERVATION;
-        edit.next_file_id = Some(reserved);
-        state.apply(&edit);
-        // Commit point: the new manifest (and CURRENT pointing at it).
-        let mw = ManifestWriter::create(&*fs, dir, manifest_id, &root, state.clone())?;
+        let committed = (|| -> Result<(LogWriter, ManifestWriter)> {
+            if let Some(id) = table_id {
+                let b = TableBuilder::create(&*fs, dir, id, &newest, suite, block_size)?;
+                let size = build_table(&*fs, dir, b.warming(cache.clone()), &recovered)?;
+                fs.sync_dir(dir)?;
+                let t = Table::open(fs.clone(), dir, id, Some(size), &resolve, cache.clone())?;
+                edit.add_tables.push((0, id, size));
+                version = version.apply(&[(0, Arc::new(t))], &HashSet::new());
+            }
+            let wal = LogWriter::create(
+                &*fs,
+                dir,
+                &wal_name(wal_id),
+                FileKind::Wal,
+                wal_id,
+                &newest,
+                suite,
+                Reserve::Allocate(wal_reserve(memtable_bytes)),
+            )?;
+            edit.add_wals.push(wal_id);
+            edit.next_file_id = Some(reserved);
+            state.apply(&edit);
+            // Commit point: the new manifest (and CURRENT pointing at it).
+            let mw = ManifestWriter::create(&*fs, dir, manifest_id, &root, state.clone())?;
+            Ok((wal, mw))
+        })();
+        let (wal, mw) = match committed {
+            Ok(done) => done,
+            Err(e) => {
+                // A failed recovery (a disk still full) must leave the directory as it
+                // found it, or every retry would leave more behind. What it wrote is
+                // garbage unless CURRENT already names the new manifest.
+                let current = fs.read_all(&dir.join(CURRENT)).unwrap_or_default();
+                if current.trim_ascii_end() != manifest_name(manifest_id).as_bytes() {
+                    let mut ours = vec![wal_name(wal_id), manifest_name(manifest_id)];
+                    ours.extend(table_id.map(table_name));
+                    for n in ours {
+                        let _ = fs.remove(&dir.join(n));
+                    }
+                }
+                return Err(e);
+            }
+        };
 
         // Remove everything the new manifest does not reference. In archive mode a WAL
         // segment is archived instead: it may be one a flush retired just before a crash
@@ -812,16 +871,24 @@ impl Inner {
 
     pub(crate) fn check_writable(&self) -> Result<()> {
         self.check_open()?;
-        if self.is_poisoned.load(Ordering::Acquire)
-            && let Some(why) = self.poisoned.lock().as_ref()
-        {
-            return Err(Error::Poisoned(why.clone()));
+        if let Some(why) = self.poison_state() {
+            return Err(Error::Poisoned(why));
         }
         Ok(())
     }
 
-    fn poison(&self, why: String) {
-        tracing::error!(reason = %why, "engine poisoned; writes refused until reopen");
+    /// Why the engine is read-only, if it is.
+    pub(crate) fn poison_state(&self) -> Option<Poison> {
+        if !self.is_poisoned.load(Ordering::Acquire) {
+            return None;
+        }
+        self.poisoned.lock().clone()
+    }
+
+    /// Makes the engine read-only. The first failure is the one kept: later ones are
+    /// usually its consequences.
+    fn poison(&self, why: Poison) {
+        tracing::error!(cause = why.cause.as_str(), operation = why.operation, reason = %why, "engine is read-only until reopened");
         let mut p = self.poisoned.lock();
         if p.is_none() {
             *p = Some(why);
@@ -833,8 +900,12 @@ impl Inner {
 
     /// Runs `f`; an error poisons the engine (the on-disk state of a failed durable write is
     /// unknown, so accepting more writes could acknowledge data that is not there).
-    pub(crate) fn durable<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        f().inspect_err(|e| self.poison(format!("{what}: {e}")))
+    pub(crate) fn durable<T>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        f().inspect_err(|e| self.poison(Poison::from_error(what, e)))
     }
 
     pub(crate) fn newest_key(&self) -> Result<Arc<DataKey>> {
@@ -926,7 +997,7 @@ impl Inner {
             let commit = w.stamp();
             let Writer { wal, frame, .. } = &mut *w;
             frame.clear();
-            self.durable("WAL write", || {
+            self.durable("WAL append", || {
                 wal.encode_with(frame, |out| encode_batch(base, commit, &ops, out))?;
                 wal.write(frame)
             })?;
@@ -959,8 +1030,8 @@ impl Inner {
             if s.synced >= ticket {
                 return Ok(());
             }
-            if let Some(why) = self.poisoned.lock().as_ref() {
-                return Err(Error::Poisoned(why.clone()));
+            if let Some(why) = self.poison_state() {
+                return Err(Error::Poisoned(why));
             }
             if s.leader {
                 self.sync_cv.wait(&mut s);
@@ -977,8 +1048,8 @@ impl Inner {
         if s.synced >= ticket {
             return Some(Ok(()));
         }
-        if let Some(why) = self.poisoned.lock().as_ref() {
-            return Some(Err(Error::Poisoned(why.clone())));
+        if let Some(why) = self.poison_state() {
+            return Some(Err(Error::Poisoned(why)));
         }
         if s.leader {
             return None;
@@ -1000,7 +1071,14 @@ impl Inner {
                 Ok(())
             }
             Err(e) => {
-                self.poison(format!("WAL fsync: {e}"));
+                // Never retried: after a failed fsync the kernel may have dropped the
+                // dirty pages (fsyncgate), so only a reopen that replays the WAL from
+                // disk knows what is durable.
+                self.poison(Poison {
+                    cause: Cause::of_io(&e),
+                    operation: "WAL fsync",
+                    message: e.to_string(),
+                });
                 Err(Error::Io(e))
             }
         };
@@ -1151,16 +1229,25 @@ impl Inner {
                     )?;
                     let size =
                         build_table(&*self.fs, &self.dir, b.warming(self.cache.clone()), &imm)?;
-                    self.fs.sync_dir(&self.dir)?;
                     let resolve = self.resolver();
-                    Table::open(
-                        self.fs.clone(),
-                        &self.dir,
-                        id,
-                        Some(size),
-                        &resolve,
-                        self.cache.clone(),
-                    )
+                    self.fs
+                        .sync_dir(&self.dir)
+                        .map_err(Error::from)
+                        .and_then(|()| {
+                            Table::open(
+                                self.fs.clone(),
+                                &self.dir,
+                                id,
+                                Some(size),
+                                &resolve,
+                                self.cache.clone(),
+                            )
+                        })
+                        .inspect_err(|_| {
+                            // The memtable (and its WAL segment) still hold every entry:
+                            // the half-made table only takes space a full disk needs.
+                            let _ = self.fs.remove(&self.dir.join(table_name(id)));
+                        })
                 })?;
                 Some(Arc::new(t))
             };
@@ -1477,7 +1564,7 @@ impl Inner {
             }
             if let Err(e) = self.compact_step() {
                 tracing::error!(error = %e, "background compaction failed");
-                self.poison(format!("background compaction: {e}"));
+                self.poison(Poison::from_error("compaction", &e));
             }
         }
     }

@@ -31,14 +31,84 @@ pub enum Error {
     /// A caller-supplied argument is out of range (key or value too large, bad key length).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// A previous durable write failed (e.g. fsync error); the engine refuses further writes
-    /// until it is reopened, because the state of the failed write on disk is unknown.
+    /// A previous durable write failed (a full disk, an fsync error, ...); the engine is
+    /// read-only until it is reopened, because the state of the failed write on disk is
+    /// unknown. Reads keep working. [`Poison::cause`] says what to wait for before a reopen.
     #[error("engine is read-only after a failed durable write: {0}")]
-    Poisoned(String),
+    Poisoned(Poison),
     /// A [`Durability::NoWait`](crate::Durability::NoWait) write would have had to wait;
     /// nothing was written.
     #[error("the write would have to wait")]
     WouldBlock,
+}
+
+/// What kind of failure made the engine read-only: it decides when a reopen may work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// The file system is full (`ENOSPC`, or a quota: `EDQUOT`). A reopen works once
+    /// space is freed.
+    NoSpace,
+    /// The device reported an I/O error (`EIO`). After a failed fsync the page cache's
+    /// state is unknown, so only a reopen (WAL replay from disk) is safe; it may fail
+    /// again while the device is bad.
+    Io,
+    /// Anything else (another errno, corruption found while writing, ...).
+    Other,
+}
+
+impl Cause {
+    /// Classifies an operating-system error.
+    pub fn of_io(e: &io::Error) -> Cause {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => Cause::NoSpace,
+            Some(libc::EIO) => Cause::Io,
+            _ => Cause::Other,
+        }
+    }
+
+    /// A short name for logs and status reports: `noSpace`, `ioError`, `other`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::NoSpace => "noSpace",
+            Cause::Io => "ioError",
+            Cause::Other => "other",
+        }
+    }
+}
+
+/// Why the engine is read-only: the failure's [`Cause`], the operation that failed (`WAL
+/// append`, `WAL fsync`, `WAL switch`, `flush`, `compaction`, `manifest write`, ...) and
+/// the error's text (file names and errno; never keys or data).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Poison {
+    /// The kind of failure.
+    pub cause: Cause,
+    /// The operation that failed.
+    pub operation: &'static str,
+    /// The underlying error, as text.
+    pub message: String,
+}
+
+impl Poison {
+    /// The poison a failed `operation` leaves, classified from its error.
+    pub fn from_error(operation: &'static str, e: &Error) -> Poison {
+        Poison {
+            cause: e.cause(),
+            operation,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Poison {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.cause {
+            Cause::NoSpace => "out of disk space",
+            Cause::Io => "I/O error",
+            Cause::Other => "failure",
+        };
+        write!(f, "{what} during {}: {}", self.operation, self.message)
+    }
 }
 
 /// Result alias used across the crate.
@@ -55,6 +125,16 @@ impl Error {
             file: file.into(),
             block,
             detail: detail.into(),
+        }
+    }
+
+    /// The [`Cause`] of an error: the errno of an I/O error, the recorded cause of a
+    /// poisoned engine, [`Cause::Other`] for the rest.
+    pub fn cause(&self) -> Cause {
+        match self {
+            Error::Io(e) => Cause::of_io(e),
+            Error::Poisoned(p) => p.cause,
+            _ => Cause::Other,
         }
     }
 

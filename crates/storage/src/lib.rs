@@ -50,7 +50,7 @@ pub use batch::{BatchOp, WriteBatch};
 pub use checkpoint::{Checkpoint, CheckpointTable, SealedRegistry, WalPosition};
 pub use crypto::{CipherSuite, KeyId, RootKey};
 pub use engine::{Durability, Engine, LevelStats, MAX_KEY_LEN, MAX_VALUE_LEN, Progress, Stats};
-pub use error::{Error, Result};
+pub use error::{Cause, Error, Poison, Result};
 pub use fs::{CrashMode, FaultyFs, Fs, RealFs};
 pub use iterators::Direction;
 pub use options::Options;

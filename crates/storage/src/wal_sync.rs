@@ -71,7 +71,9 @@ pub(crate) fn sync_loop(inner: Arc<Inner>) {
             Ok(()) => batch.into_iter().for_each(|(_, done)| done(Ok(()))),
             Err(e) => {
                 // The engine is poisoned by the failed fsync; every waiter learns why.
-                let why = e.to_string();
+                let why = inner
+                    .poison_state()
+                    .unwrap_or_else(|| crate::error::Poison::from_error("WAL fsync", &e));
                 for (_, done) in batch {
                     done(Err(Error::Poisoned(why.clone())));
                 }

@@ -95,6 +95,8 @@ pub mod code {
     /// Chosen outside MongoDB's ranges so no driver mistakes it for a retryable or
     /// topology-changing error; the message carries the reason.
     pub const CLUSTER_INACCESSIBLE: (i32, &str) = (50_000, "ClusterInaccessible");
+    /// Retryable: the storage engine is being reopened under the command.
+    pub const INTERRUPTED_AT_SHUTDOWN: (i32, &str) = (11_600, "InterruptedAtShutdown");
 }
 
 impl CommandError {

@@ -320,8 +320,39 @@ impl Server {
         self.shared.cursors.clear();
         match previous {
             ClusterState::Ready(db) => Some(db),
-            ClusterState::Inaccessible { .. } => None,
+            ClusterState::Inaccessible { .. } | ClusterState::Reopening { .. } => None,
         }
+    }
+
+    /// Takes the database out so the node can close its storage engine and open it again
+    /// (after a storage failure made it read-only: `reason`), without closing connections:
+    /// until [`Server::make_ready`] every command gets a retryable `InterruptedAtShutdown`
+    /// naming `reason`. Cursors go (they read the engine being closed). Waits up to
+    /// `timeout` for commands in flight to finish with the old handle, so none of them
+    /// sees the engine close under it; false if one still held it at the deadline.
+    /// Does nothing (true) unless the gate is Ready.
+    pub async fn begin_reopen(&self, reason: String, timeout: Duration) -> bool {
+        let db = {
+            let mut state = self.shared.state.write();
+            if !state.is_ready() {
+                return true;
+            }
+            match std::mem::replace(&mut *state, ClusterState::Reopening { reason }) {
+                ClusterState::Ready(db) => db,
+                _ => return true,
+            }
+        };
+        tracing::warn!("storage engine being reopened; commands get a retryable error");
+        self.shared.cursors.clear();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while Arc::strong_count(&db) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("database handle still in use when the reopen began");
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
     }
 
     /// Creates `admin.<user>` (SCRAM-SHA-256, role `root`) unless it exists. Fails while

@@ -253,8 +253,7 @@ impl Inner {
                     if builder.as_ref().is_some_and(|b| b.approx_size() >= target)
                         && let Some(b) = builder.take()
                     {
-                        let id = b.id;
-                        finished.push((id, b.finish()?));
+                        finish_output(b, &mut finished)?;
                     }
                     if builder.is_none() {
                         let id = self.alloc_id()?;
@@ -279,8 +278,7 @@ impl Inner {
                 group.clear();
             }
             if let Some(b) = builder.take() {
-                let id = b.id;
-                finished.push((id, b.finish()?));
+                finish_output(b, &mut finished)?;
             }
             self.fs.sync_dir(&self.dir)?;
             Ok(())
@@ -298,16 +296,34 @@ impl Inner {
         }
         let resolve = self.resolver();
         let mut out = Vec::with_capacity(finished.len());
-        for (id, size) in finished {
-            out.push(Arc::new(Table::open(
+        for &(id, size) in &finished {
+            let table = Table::open(
                 self.fs.clone(),
                 &self.dir,
                 id,
                 Some(size),
                 &resolve,
                 self.cache.clone(),
-            )?));
+            );
+            match table {
+                Ok(t) => out.push(Arc::new(t)),
+                Err(e) => {
+                    for (id, _) in finished {
+                        let _ = self.fs.remove(&self.dir.join(table_name(id)));
+                    }
+                    return Err(e);
+                }
+            }
         }
         Ok(out)
     }
+}
+
+/// Finishes an output table, recording its id even when finishing fails: the caller
+/// removes every recorded output after an error (a full disk needs that space back).
+fn finish_output(b: TableBuilder, finished: &mut Vec<(u64, u64)>) -> crate::Result<()> {
+    let id = b.id;
+    let r = b.finish();
+    finished.push((id, *r.as_ref().unwrap_or(&0)));
+    r.map(|_| ())
 }

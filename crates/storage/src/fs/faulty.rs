@@ -6,7 +6,10 @@
 //! was never synced disappear, unsynced bytes are dropped (or the last write is torn), and
 //! every later operation through this instance fails until [`FaultyFs::revive`], so the
 //! crashed engine cannot write anything more. [`FaultyFs::fail_syncs`] makes the next n
-//! fsyncs fail with EIO without making the data durable.
+//! fsyncs fail with EIO without making the data durable. [`FaultyFs::fail_appends`] makes
+//! appends to some files fail with an errno (ENOSPC: a full disk) until
+//! [`FaultyFs::clear_append_faults`], each failing append writing half its bytes first, as
+//! a `write(2)` cut short by a full disk does.
 //!
 //! Simplifications (documented so tests do not over-claim): renames and removals are
 //! treated as immediately durable; a crash keeps the synced prefix of every file intact.
@@ -45,6 +48,8 @@ struct State {
     dead: bool,
     fail_syncs: usize,
     fail_renames: usize,
+    /// Appends to files whose name ends with `.0` fail with errno `.1`.
+    fail_appends: Vec<(String, i32)>,
     /// Every file written through this instance, by the handle id of its writer.
     files: HashMap<u64, FileState>,
     next_handle: u64,
@@ -78,6 +83,23 @@ impl FaultyFs {
     /// Makes the next `n` fsyncs (file or directory) fail with an I/O error.
     pub fn fail_syncs(&self, n: usize) {
         self.state.lock().fail_syncs = n;
+    }
+
+    /// Makes every append to a file whose name ends with `suffix` (`.wal`, `.sst`, ...)
+    /// write the first half of its bytes and then fail with `errno` (`libc::ENOSPC` for a
+    /// full disk), until [`clear_append_faults`](Self::clear_append_faults). Reservations
+    /// are no-ops under `FaultyFs`, so WAL appends hit the fault as they would past a
+    /// reservation on a real file system.
+    pub fn fail_appends(&self, suffix: &str, errno: i32) {
+        self.state
+            .lock()
+            .fail_appends
+            .push((suffix.to_string(), errno));
+    }
+
+    /// Removes every fault [`fail_appends`](Self::fail_appends) set: space is back.
+    pub fn clear_append_faults(&self) {
+        self.state.lock().fail_appends.clear();
     }
 
     /// Makes the next `n` renames fail with an I/O error (nothing is renamed).
@@ -131,6 +153,7 @@ impl FaultyFs {
         st.dead = false;
         st.fail_syncs = 0;
         st.fail_renames = 0;
+        st.fail_appends.clear();
         st.files.clear();
     }
 
@@ -155,14 +178,27 @@ impl WritableFile for FaultyWritable {
         if st.dead {
             return Err(dead_err());
         }
-        self.inner.append(data)?;
-        let Some(f) = st.files.get_mut(&self.handle) else {
-            // Removed while open: nothing of it can survive a crash.
-            return Ok(());
+        let fault = st.files.get(&self.handle).and_then(|f| {
+            let name = f.path.file_name()?.to_str()?;
+            st.fail_appends
+                .iter()
+                .find(|(suffix, _)| name.ends_with(suffix.as_str()))
+                .map(|&(_, errno)| errno)
+        });
+        let (data, fault) = match fault {
+            Some(errno) => (&data[..data.len() / 2], Some(errno)),
+            None => (data, None),
         };
-        f.last_write = Some((f.len, data.len() as u64));
-        f.len += data.len() as u64;
-        Ok(())
+        self.inner.append(data)?;
+        // A file removed while open is not tracked: nothing of it can survive a crash.
+        if let Some(f) = st.files.get_mut(&self.handle) {
+            f.last_write = Some((f.len, data.len() as u64));
+            f.len += data.len() as u64;
+        }
+        match fault {
+            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+            None => Ok(()),
+        }
     }
     fn sync(&self) -> io::Result<()> {
         let len = {
@@ -172,7 +208,8 @@ impl WritableFile for FaultyWritable {
             }
             if st.fail_syncs > 0 {
                 st.fail_syncs -= 1;
-                return Err(io::Error::other("FaultyFs: injected fsync failure"));
+                // What a failed writeback reports.
+                return Err(io::Error::from_raw_os_error(libc::EIO));
             }
             st.files.get(&self.handle).map(|f| f.len)
         };
@@ -281,9 +318,7 @@ impl Fs for FaultyFs {
         }
         if st.fail_syncs > 0 {
             st.fail_syncs -= 1;
-            return Err(io::Error::other(
-                "FaultyFs: injected directory fsync failure",
-            ));
+            return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         self.inner.sync_dir(dir)?;
         for f in st.files.values_mut() {

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use faulty::{CrashMode, FaultyFs};
-pub use real::RealFs;
+pub use real::{RealFs, available_bytes};
 
 /// An append-only file being written. Methods take `&self` so one writer can append while
 /// another thread fsyncs (group commit).

@@ -58,6 +58,28 @@ impl WritableFile for RealWritable {
     }
 }
 
+/// Bytes an unprivileged writer may still allocate in the file system holding `path`
+/// (`statvfs`: available blocks × fragment size). A node polls it after a full disk made
+/// its engine read-only, to know when a reopen can work.
+pub fn available_bytes(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable memory of the
+    // right type, which statvfs fills on success and which is only read after it.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it initialised the whole struct.
+    let st = unsafe { st.assume_init() };
+    // Both are u64 on 64-bit Linux but narrower on some targets.
+    #[allow(clippy::useless_conversion)]
+    let (blocks, size) = (u64::from(st.f_bavail), u64::from(st.f_frsize));
+    Ok(blocks.saturating_mul(size))
+}
+
 struct RealReadable(File);
 
 impl ReadableFile for RealReadable {
@@ -132,6 +154,14 @@ impl Fs for RealFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn available_bytes_reports_a_file_system_and_refuses_a_missing_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(available_bytes(dir.path()).expect("statvfs") > 0);
+        let missing = available_bytes(&dir.path().join("missing")).expect_err("missing");
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    }
 
     #[test]
     fn writeback_can_be_started_mid_file_and_leaves_its_contents_alone() {

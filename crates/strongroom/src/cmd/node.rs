@@ -17,6 +17,10 @@ pub struct Args {
     /// thread sleeps (0 turns polling off; default: the wire server's, 150us).
     #[arg(long, value_parser = super::parse_duration_or_zero)]
     pub idle_poll: Option<std::time::Duration>,
+    /// Memtable size of the storage engine in bytes (default: the engine's, 64 MiB). A
+    /// node needs about 2.25 times this free to reopen its engine after a full disk.
+    #[arg(long)]
+    pub memtable_bytes: Option<usize>,
     /// Append logs (redacted) to this file as well as stderr.
     #[arg(long)]
     pub log_file: Option<PathBuf>,
@@ -28,6 +32,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         sort_memory_limit: args.sort_memory_limit,
         slow_op_threshold: args.slow_op_threshold,
         idle_poll: args.idle_poll,
+        memtable_bytes: args.memtable_bytes,
     })
     .await?;
     Ok(())

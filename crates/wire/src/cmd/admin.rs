@@ -72,6 +72,12 @@ pub(super) fn server_status(ctx: &mut Ctx<'_>) -> CmdResult {
     let c = &s.counters;
     let uptime = s.started.elapsed();
     let current = c.current_connections.load(Ordering::Relaxed);
+    // Why writes are refused: the engine is read-only after a storage failure (the error
+    // writes get), or the node is reopening it.
+    let read_only: Option<String> = match s.db() {
+        Ok(db) => db.read_only().map(|e| e.errmsg),
+        Err(_) => s.state.read().reopening().map(str::to_string),
+    };
     Ok(doc! {
         "host": hostname(),
         "version": VERSION,
@@ -108,6 +114,8 @@ pub(super) fn server_status(ctx: &mut Ctx<'_>) -> CmdResult {
             "supportsCommittedReads": false,
             "persistent": true,
             "backgroundWorkPending": s.db().is_ok_and(|db| db.maintenance_pending()),
+            "readOnly": read_only.is_some(),
+            "readOnlyReason": read_only,
         },
         "security": {"SSLServerSubjectName": "", "authentication": {"mechanisms": {"SCRAM-SHA-256": {}}}},
     })
