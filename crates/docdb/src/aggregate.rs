@@ -735,8 +735,10 @@ fn run_group(g: GroupSpec, input: DocIter, cfg: SpillConfig) -> Result<DocIter> 
     let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut mem = 0usize;
     let mut runs: Vec<Box<dyn std::io::Read + Send>> = Vec::new();
+    let mut ticker = cfg.interrupt.ticker();
     for d in input {
         let d = d?;
+        ticker.tick()?;
         let vars = Vars {
             root: &d,
             extra: Vec::new(),
@@ -793,6 +795,7 @@ fn run_group(g: GroupSpec, input: DocIter, cfg: SpillConfig) -> Result<DocIter> 
         heads.push((r, h));
     }
     Ok(Box::new(GroupMerge {
+        ticker: cfg.interrupt.ticker(),
         g,
         names,
         heads,
@@ -830,6 +833,7 @@ fn spill_groups(
 type RunHead = (Box<dyn std::io::Read + Send>, Option<Document>);
 
 struct GroupMerge {
+    ticker: crate::interrupt::Ticker,
     g: GroupSpec,
     names: Vec<String>,
     heads: Vec<RunHead>,
@@ -845,6 +849,7 @@ fn rec_key(d: &Document) -> &[u8] {
 
 impl GroupMerge {
     fn step(&mut self) -> Result<Option<Document>> {
+        self.ticker.tick()?;
         let mut min: Option<Vec<u8>> = None;
         for (_, h) in &self.heads {
             if let Some(d) = h {

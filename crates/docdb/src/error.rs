@@ -35,6 +35,7 @@ pub mod code {
         PATH_NOT_VIABLE = 28, "PathNotViable";
         CONFLICTING_UPDATE_OPERATORS = 40, "ConflictingUpdateOperators";
         NAMESPACE_EXISTS = 48, "NamespaceExists";
+        MAX_TIME_MS_EXPIRED = 50, "MaxTimeMSExpired";
         DOLLAR_PREFIXED_FIELD_NAME = 52, "DollarPrefixedFieldName";
         INVALID_ID_FIELD = 53, "InvalidIdField";
         NOT_SINGLE_VALUE_FIELD = 54, "NotSingleValueField";
@@ -51,6 +52,8 @@ pub mod code {
         QUERY_EXCEEDED_MEMORY_LIMIT = 292, "QueryExceededMemoryLimitNoDiskUseAllowed";
         BSON_OBJECT_TOO_LARGE = 10334, "BSONObjectTooLarge";
         DUPLICATE_KEY = 11000, "DuplicateKey";
+        INTERRUPTED = 11601, "Interrupted";
+        OUT_OF_DISK_SPACE = 14031, "OutOfDiskSpace";
     }
 
     /// Codes MongoDB reports without a symbolic name ("Location<code>").

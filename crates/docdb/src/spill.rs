@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bson::{Bson, Document};
 
 use crate::error::{Error, Result, code};
+use crate::interrupt::{Interrupt, Ticker};
 use crate::kv::TempStore;
 use crate::sort::SortSpec;
 
@@ -19,6 +20,8 @@ pub struct SpillConfig {
     pub memory_limit: usize,
     pub allow_disk_use: bool,
     pub temp: Option<Arc<dyn TempStore>>,
+    /// Polled by the blocking stages' loops (`maxTimeMS`).
+    pub interrupt: Interrupt,
 }
 
 impl Default for SpillConfig {
@@ -27,6 +30,7 @@ impl Default for SpillConfig {
             memory_limit: DEFAULT_MEMORY_LIMIT,
             allow_disk_use: true,
             temp: None,
+            interrupt: Interrupt::none(),
         }
     }
 }
@@ -44,15 +48,16 @@ pub struct ExternalSorter {
     pub spills: usize,
     /// Keep only the first `limit` documents (a `$sort` followed by `$limit`: top-k).
     limit: Option<usize>,
+    ticker: Ticker,
 }
 
 /// Append one length-prefixed document to a spill run.
 pub(crate) fn write_doc(w: &mut dyn std::io::Write, doc: &Document) -> Result<()> {
     let bytes = serialize(doc)?;
     w.write_all(&(bytes.len() as u32).to_le_bytes())
-        .map_err(|e| Error::internal(format!("spill write: {e}")))?;
+        .map_err(|e| crate::tempquota::from_io(e, "spill write"))?;
     w.write_all(&bytes)
-        .map_err(|e| Error::internal(format!("spill write: {e}")))
+        .map_err(|e| crate::tempquota::from_io(e, "spill write"))
 }
 
 fn serialize(doc: &Document) -> Result<Vec<u8>> {
@@ -63,6 +68,7 @@ fn serialize(doc: &Document) -> Result<Vec<u8>> {
 impl ExternalSorter {
     pub fn new(spec: SortSpec, cfg: SpillConfig) -> Self {
         ExternalSorter {
+            ticker: cfg.interrupt.ticker(),
             spec,
             cfg,
             buf: Vec::new(),
@@ -80,6 +86,7 @@ impl ExternalSorter {
     }
 
     pub fn push(&mut self, doc: Document) -> Result<()> {
+        self.ticker.tick()?;
         let size = serialize(&doc)?.len() + 64;
         let key = self.spec.key(&doc);
         self.buf.push((key, doc, size));
@@ -87,7 +94,7 @@ impl ExternalSorter {
         if let Some(k) = self.limit
             && self.buf.len() > 2 * k + 64
         {
-            self.sort_buf();
+            self.sort_buf()?;
             for (_, _, sz) in self.buf.drain(k..) {
                 self.buf_bytes -= sz;
             }
@@ -98,9 +105,28 @@ impl ExternalSorter {
         Ok(())
     }
 
-    fn sort_buf(&mut self) {
+    /// Sorts the buffer; `Err` when the operation's interrupt fired meanwhile. A slice
+    /// sort cannot be abandoned, so once the interrupt fires every further comparison
+    /// answers at once and the sort finishes in a fraction of its normal time.
+    fn sort_buf(&mut self) -> Result<()> {
         let spec = &self.spec;
-        self.buf.sort_by(|a, b| spec.compare_keys(&a.0, &b.0));
+        if !self.cfg.interrupt.is_armed() {
+            self.buf.sort_by(|a, b| spec.compare_keys(&a.0, &b.0));
+            return Ok(());
+        }
+        let mut ticker = self.cfg.interrupt.ticker();
+        let mut stopped: Option<Error> = None;
+        self.buf.sort_by(|a, b| {
+            if stopped.is_some() {
+                return std::cmp::Ordering::Equal;
+            }
+            if let Err(e) = ticker.tick() {
+                stopped = Some(e);
+                return std::cmp::Ordering::Equal;
+            }
+            spec.compare_keys(&a.0, &b.0)
+        });
+        stopped.map_or(Ok(()), Err)
     }
 
     fn spill(&mut self) -> Result<()> {
@@ -119,7 +145,7 @@ impl ExternalSorter {
                 "Sort exceeded memory limit and no temporary storage is available",
             ));
         };
-        self.sort_buf();
+        self.sort_buf()?;
         let mut w = temp.temp_file()?;
         for (_, doc, _) in self.buf.drain(..) {
             write_doc(&mut w, &doc)?;
@@ -133,7 +159,7 @@ impl ExternalSorter {
 
     /// Finish and stream documents in order.
     pub fn finish(mut self) -> Result<DocIter> {
-        self.sort_buf();
+        self.sort_buf()?;
         if self.runs.is_empty() {
             let k = self.limit.unwrap_or(usize::MAX);
             return Ok(Box::new(
@@ -150,6 +176,7 @@ impl ExternalSorter {
             heads.push((r, first.map(|d| (self.spec.key(&d), d))));
         }
         Ok(Box::new(Merge {
+            ticker: self.cfg.interrupt.ticker(),
             spec: self.spec,
             heads,
             failed: false,
@@ -184,6 +211,7 @@ pub(crate) fn read_doc(r: &mut Box<dyn Read + Send>) -> Result<Option<Document>>
 type Head = (Box<dyn Read + Send>, Option<(Vec<Bson>, Document)>);
 
 struct Merge {
+    ticker: Ticker,
     spec: SortSpec,
     heads: Vec<Head>,
     failed: bool,
@@ -195,6 +223,10 @@ impl Iterator for Merge {
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
             return None;
+        }
+        if let Err(e) = self.ticker.tick() {
+            self.failed = true;
+            return Some(Err(e));
         }
         let mut best: Option<usize> = None;
         for (i, (_, h)) in self.heads.iter().enumerate() {

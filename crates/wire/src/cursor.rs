@@ -65,6 +65,10 @@ pub struct Cursor {
     /// A document read ahead to learn whether the source is exhausted.
     peeked: Option<RawDocumentBuf>,
     last_used: Instant,
+    /// The query's `maxTimeMS` budget, shared with the engine's stream: running while
+    /// a batch is produced, paused in between, so the limit is cumulative over the
+    /// query and its `getMore`s (MongoDB's semantics).
+    interrupt: docdb::Interrupt,
 }
 
 /// One batch of a cursor (as BSON, ready for the reply) and whether anything remains.
@@ -81,11 +85,31 @@ impl Cursor {
             source,
             peeked: None,
             last_used: Instant::now(),
+            interrupt: docdb::Interrupt::none(),
         }
     }
 
-    /// Takes up to `limit` documents (`None`: as many as fit in [`MAX_BATCH_BYTES`]).
+    /// Attaches the query's interrupt (see the field).
+    pub fn with_interrupt(mut self, interrupt: docdb::Interrupt) -> Cursor {
+        self.interrupt = interrupt;
+        self
+    }
+
+    /// [`Cursor::next_batch_inner`] with the cursor's clock running; an expired budget
+    /// fails at once, before any document is read.
     pub fn next_batch(&mut self, limit: Option<usize>) -> CmdResult<Batch> {
+        self.interrupt.resume();
+        let batch = self
+            .interrupt
+            .check()
+            .map_err(CommandError::from)
+            .and_then(|()| self.next_batch_inner(limit));
+        self.interrupt.pause();
+        batch
+    }
+
+    /// Takes up to `limit` documents (`None`: as many as fit in [`MAX_BATCH_BYTES`]).
+    fn next_batch_inner(&mut self, limit: Option<usize>) -> CmdResult<Batch> {
         self.last_used = Instant::now();
         let mut docs = Vec::new();
         let mut bytes = 0usize;

@@ -72,6 +72,8 @@ pub(super) fn server_status(ctx: &mut Ctx<'_>) -> CmdResult {
     let c = &s.counters;
     let uptime = s.started.elapsed();
     let current = c.current_connections.load(Ordering::Relaxed);
+    // Spill files held now against the temp-disk quota (`docdb::tempquota`).
+    let temp = s.db().ok().map(|db| db.temp_usage());
     Ok(doc! {
         "host": hostname(),
         "version": VERSION,
@@ -108,6 +110,10 @@ pub(super) fn server_status(ctx: &mut Ctx<'_>) -> CmdResult {
             "supportsCommittedReads": false,
             "persistent": true,
             "backgroundWorkPending": s.db().is_ok_and(|db| db.maintenance_pending()),
+            "tempDisk": {
+                "bytesInUse": temp.map_or(0, |t| t.used) as i64,
+                "quotaBytes": temp.map_or(0, |t| t.limit) as i64,
+            },
         },
         "security": {"SSLServerSubjectName": "", "authentication": {"mechanisms": {"SCRAM-SHA-256": {}}}},
     })
