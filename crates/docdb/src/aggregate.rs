@@ -989,6 +989,7 @@ mod tests {
             memory_limit: 8 * 1024,
             allow_disk_use: true,
             temp: Some(temp),
+            ..SpillConfig::default()
         };
         let got: Vec<Document> = p
             .run(Box::new(docs.clone().into_iter().map(Ok)), &small)
@@ -1014,6 +1015,7 @@ mod tests {
             memory_limit: 8 * 1024,
             allow_disk_use: false,
             temp: None,
+            ..SpillConfig::default()
         };
         let err = p
             .run(Box::new(docs.into_iter().map(Ok)), &no_disk)

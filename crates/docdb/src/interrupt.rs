@@ -258,6 +258,45 @@ mod tests {
         assert_eq!(i.check().unwrap_err().code, 11601);
     }
 
+    /// The blocking stages poll the interrupt themselves, in memory and while spilling,
+    /// and while merging spilled runs.
+    #[test]
+    fn blocking_stages_stop() {
+        use crate::aggregate::Pipeline;
+        use crate::spill::SpillConfig;
+        use bson::doc;
+        let docs: Vec<bson::Document> = (0..5000)
+            .map(|i| doc! {"a": (i * 31) % 997, "g": i % 300})
+            .collect();
+        for (memory_limit, temp) in [
+            (usize::MAX, None),
+            (
+                4 * 1024,
+                Some(Arc::new(crate::memkv::MemKv::new()) as Arc<dyn crate::kv::TempStore>),
+            ),
+        ] {
+            for stage in [
+                doc! {"$sort": {"a": 1}},
+                doc! {"$group": {"_id": "$g", "n": {"$sum": 1}}},
+            ] {
+                let p = Pipeline::parse(std::slice::from_ref(&stage)).unwrap();
+                let interrupt = Interrupt::killable();
+                let cfg = SpillConfig {
+                    memory_limit,
+                    temp: temp.clone(),
+                    interrupt: interrupt.clone(),
+                    ..SpillConfig::default()
+                };
+                interrupt.kill();
+                let out: Vec<Result<bson::Document>> = p
+                    .run(Box::new(docs.clone().into_iter().map(Ok)), &cfg)
+                    .collect();
+                let err = out.into_iter().find_map(Result::err).expect("stopped");
+                assert_eq!(err.code, 11601, "{stage}");
+            }
+        }
+    }
+
     #[test]
     fn checked_stream_stops() {
         let i = Interrupt::killable();

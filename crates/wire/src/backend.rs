@@ -117,7 +117,9 @@ pub fn update(
     ordered: bool,
     interrupt: &docdb::Interrupt,
 ) -> CmdResult<WriteOutcome> {
-    Ok(update_outcome(db.update_with(d, c, ops, ordered, interrupt)?))
+    Ok(update_outcome(
+        db.update_with(d, c, ops, ordered, interrupt)?,
+    ))
 }
 
 /// An update's counts and per-statement errors, as the reply reports them.

@@ -69,6 +69,9 @@ pub struct Cursor {
     /// a batch is produced, paused in between, so the limit is cumulative over the
     /// query and its `getMore`s (MongoDB's semantics).
     interrupt: docdb::Interrupt,
+    /// An error met while looking ahead after a full batch: that batch is still
+    /// returned, and the next one fails with this (as mongod reports it).
+    failed: Option<CommandError>,
 }
 
 /// One batch of a cursor (as BSON, ready for the reply) and whether anything remains.
@@ -86,6 +89,7 @@ impl Cursor {
             peeked: None,
             last_used: Instant::now(),
             interrupt: docdb::Interrupt::none(),
+            failed: None,
         }
     }
 
@@ -110,6 +114,9 @@ impl Cursor {
 
     /// Takes up to `limit` documents (`None`: as many as fit in [`MAX_BATCH_BYTES`]).
     fn next_batch_inner(&mut self, limit: Option<usize>) -> CmdResult<Batch> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         self.last_used = Instant::now();
         let mut docs = Vec::new();
         let mut bytes = 0usize;
@@ -138,7 +145,17 @@ impl Cursor {
         // Look one ahead so an exactly-consumed cursor reports id 0 at once, sparing the
         // client a getMore that would return nothing.
         if self.peeked.is_none() {
-            self.peeked = self.source.next_raw()?;
+            match self.source.next_raw() {
+                Ok(next) => self.peeked = next,
+                Err(e) if !docs.is_empty() => {
+                    self.failed = Some(e);
+                    return Ok(Batch {
+                        docs,
+                        exhausted: false,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
         }
         let exhausted = self.peeked.is_none();
         Ok(Batch { docs, exhausted })

@@ -143,7 +143,9 @@ async fn max_time_ms_stops_scans_sorts_groups_and_cursors() {
     );
     assert!(start.elapsed() < Duration::from_millis(LIMIT_MS) + SLACK);
     let reply = db
-        .run_command(doc! {"delete": "big", "deletes": [{"q": {"nomatch": 1}, "limit": 0}], "maxTimeMS": ms})
+        .run_command(
+            doc! {"delete": "big", "deletes": [{"q": {"nomatch": 1}, "limit": 0}], "maxTimeMS": ms},
+        )
         .await
         .expect("delete reply");
     let errors = reply.get_array("writeErrors").expect("writeErrors");

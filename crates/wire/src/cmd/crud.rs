@@ -196,9 +196,7 @@ pub(super) async fn count(ctx: &mut Ctx<'_>) -> CmdResult {
     let db = ctx.db.clone();
     let interrupt = ctx.interrupt.clone();
     let n = ctx
-        .blocking(move |h| {
-            Ok(h.count_with(&db, &coll, &filter, skip as u64, limit, &interrupt)?)
-        })
+        .blocking(move |h| Ok(h.count_with(&db, &coll, &filter, skip as u64, limit, &interrupt)?))
         .await?;
     Ok(doc! {"n": n as i64})
 }

@@ -69,8 +69,8 @@ impl Ctx<'_> {
             interrupt.check()?;
             f(&db)
         })
-            .await
-            .map_err(|e| CommandError::internal(format!("command task failed: {e}")))?
+        .await
+        .map_err(|e| CommandError::internal(format!("command task failed: {e}")))?
     }
 
     /// The command's first value as a collection name (`{find: "c"}`).
