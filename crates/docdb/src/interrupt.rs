@@ -297,6 +297,32 @@ mod tests {
         }
     }
 
+    /// With an armed interrupt a big in-memory sort runs as sorted runs merged pairwise:
+    /// the same (stable) order as the plain sort.
+    #[test]
+    fn interruptible_sort_orders_like_the_plain_sort() {
+        use crate::aggregate::Pipeline;
+        use crate::spill::SpillConfig;
+        use bson::doc;
+        let docs: Vec<bson::Document> = (0..10_000)
+            .map(|i| doc! {"i": i, "a": (i * 7919) % 101})
+            .collect();
+        let p = Pipeline::parse(&[doc! {"$sort": {"a": -1}}]).unwrap();
+        let run = |interrupt: Interrupt| -> Vec<bson::Document> {
+            let cfg = SpillConfig {
+                interrupt,
+                ..SpillConfig::default()
+            };
+            p.run(Box::new(docs.clone().into_iter().map(Ok)), &cfg)
+                .collect::<Result<_>>()
+                .unwrap()
+        };
+        let plain = run(Interrupt::none());
+        assert_eq!(plain.len(), 10_000);
+        assert_eq!(run(Interrupt::killable()), plain);
+        assert_eq!(run(Interrupt::after(Duration::from_secs(3600))), plain);
+    }
+
     #[test]
     fn checked_stream_stops() {
         let i = Interrupt::killable();

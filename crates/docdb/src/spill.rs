@@ -35,13 +35,42 @@ impl Default for SpillConfig {
     }
 }
 
+/// A buffered document: its sort key, the document, its estimated size.
+type Entry = (Vec<Bson>, Document, usize);
+
+/// Entries sorted at once between two interrupt checks ([`ExternalSorter::sort_buf`]).
+const SORT_RUN: usize = 4096;
+
+/// Merges two sorted runs (stable: `a`'s entries first among equals), polling `ticker`.
+fn merge_runs(
+    spec: &SortSpec,
+    a: Vec<Entry>,
+    b: Vec<Entry>,
+    ticker: &mut Ticker,
+) -> Result<Vec<Entry>> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let mut a = a.into_iter().peekable();
+    let mut b = b.into_iter().peekable();
+    loop {
+        ticker.tick()?;
+        let take_b = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => spec.compare_keys(&y.0, &x.0).is_lt(),
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (None, None) => return Ok(out),
+        };
+        let next = if take_b { b.next() } else { a.next() };
+        out.extend(next);
+    }
+}
+
 /// Boxed document stream.
 pub type DocIter = Box<dyn Iterator<Item = Result<Document>> + Send>;
 
 pub struct ExternalSorter {
     spec: SortSpec,
     cfg: SpillConfig,
-    buf: Vec<(Vec<Bson>, Document, usize)>,
+    buf: Vec<Entry>,
     buf_bytes: usize,
     runs: Vec<Box<dyn Read + Send>>,
     /// Number of runs written (for explain/tests).
@@ -105,28 +134,44 @@ impl ExternalSorter {
         Ok(())
     }
 
-    /// Sorts the buffer; `Err` when the operation's interrupt fired meanwhile. A slice
-    /// sort cannot be abandoned, so once the interrupt fires every further comparison
-    /// answers at once and the sort finishes in a fraction of its normal time.
+    /// Sorts the buffer; `Err` when the operation's interrupt fired meanwhile.
+    ///
+    /// A slice sort cannot be abandoned (and a comparator that starts answering
+    /// differently half-way may make the standard sort panic), so an interruptible
+    /// operation sorts runs of [`SORT_RUN`] entries, checking between them, and merges
+    /// them pairwise, polling as it goes: stable, and never more than one run's sort
+    /// between two checks.
     fn sort_buf(&mut self) -> Result<()> {
         let spec = &self.spec;
-        if !self.cfg.interrupt.is_armed() {
+        if !self.cfg.interrupt.is_armed() || self.buf.len() <= SORT_RUN {
             self.buf.sort_by(|a, b| spec.compare_keys(&a.0, &b.0));
-            return Ok(());
+            return self.cfg.interrupt.check();
+        }
+        let mut runs: Vec<Vec<Entry>> = Vec::new();
+        let mut all = std::mem::take(&mut self.buf).into_iter();
+        loop {
+            self.cfg.interrupt.check()?;
+            let mut run: Vec<Entry> = all.by_ref().take(SORT_RUN).collect();
+            if run.is_empty() {
+                break;
+            }
+            run.sort_by(|a, b| spec.compare_keys(&a.0, &b.0));
+            runs.push(run);
         }
         let mut ticker = self.cfg.interrupt.ticker();
-        let mut stopped: Option<Error> = None;
-        self.buf.sort_by(|a, b| {
-            if stopped.is_some() {
-                return std::cmp::Ordering::Equal;
+        while runs.len() > 1 {
+            let mut next = Vec::with_capacity(runs.len().div_ceil(2));
+            let mut pairs = runs.into_iter();
+            while let Some(a) = pairs.next() {
+                match pairs.next() {
+                    Some(b) => next.push(merge_runs(spec, a, b, &mut ticker)?),
+                    None => next.push(a),
+                }
             }
-            if let Err(e) = ticker.tick() {
-                stopped = Some(e);
-                return std::cmp::Ordering::Equal;
-            }
-            spec.compare_keys(&a.0, &b.0)
-        });
-        stopped.map_or(Ok(()), Err)
+            runs = next;
+        }
+        self.buf = runs.pop().unwrap_or_default();
+        Ok(())
     }
 
     fn spill(&mut self) -> Result<()> {

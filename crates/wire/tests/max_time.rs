@@ -171,7 +171,7 @@ async fn max_time_ms_stops_scans_sorts_groups_and_cursors() {
     let mut cursor = coll
         .find(doc! {"g": {"$lt": 20}})
         .batch_size(1)
-        .max_time(Duration::from_millis(200))
+        .max_time(Duration::from_millis(100))
         .await
         .expect("find");
     assert!(cursor.advance().await.expect("first batch"));
