@@ -58,6 +58,9 @@ pub struct NodeOptions {
     pub data_dir: PathBuf,
     /// Memory a blocking sort may use before it spills to encrypted temporary files.
     pub sort_memory_limit: Option<usize>,
+    /// Most bytes all operations may hold in spill files at once (`OutOfDiskSpace`
+    /// beyond it); `None` keeps docdb's default, 4 GiB.
+    pub temp_disk_quota: Option<u64>,
     /// Operations slower than this are logged (redacted); MongoDB's `slowms`.
     pub slow_op_threshold: Option<std::time::Duration>,
     /// How long a lone connection polls for its next request before sleeping
@@ -271,6 +274,9 @@ async fn open(
     let mut config = docdb::DbConfig::default();
     if let Some(limit) = options.sort_memory_limit {
         config.sort_memory_limit = limit;
+    }
+    if let Some(quota) = options.temp_disk_quota {
+        config.temp_disk_quota = quota;
     }
     let mut storage_opts = storage::Options {
         archive_wal: params.backup.is_some(),

@@ -31,6 +31,7 @@ fn main() {
         DbConfig {
             sync_writes: false,
             sort_memory_limit: 4 * 1024 * 1024,
+            ..DbConfig::default()
         },
     )
     .expect("db");

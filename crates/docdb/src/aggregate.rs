@@ -767,8 +767,10 @@ fn run_group(g: GroupSpec, input: DocIter, cfg: SpillConfig) -> Result<DocIter> 
     let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut mem = 0usize;
     let mut runs: Vec<Box<dyn std::io::Read + Send>> = Vec::new();
+    let mut ticker = cfg.interrupt.ticker();
     for d in input {
         let d = d?;
+        ticker.tick()?;
         let vars = Vars {
             root: &d,
             extra: Vec::new(),
@@ -825,6 +827,7 @@ fn run_group(g: GroupSpec, input: DocIter, cfg: SpillConfig) -> Result<DocIter> 
         heads.push((r, h));
     }
     Ok(Box::new(GroupMerge {
+        ticker: cfg.interrupt.ticker(),
         g,
         names,
         heads,
@@ -862,6 +865,7 @@ fn spill_groups(
 type RunHead = (Box<dyn std::io::Read + Send>, Option<Document>);
 
 struct GroupMerge {
+    ticker: crate::interrupt::Ticker,
     g: GroupSpec,
     names: Vec<String>,
     heads: Vec<RunHead>,
@@ -877,6 +881,7 @@ fn rec_key(d: &Document) -> &[u8] {
 
 impl GroupMerge {
     fn step(&mut self) -> Result<Option<Document>> {
+        self.ticker.tick()?;
         let mut min: Option<Vec<u8>> = None;
         for (_, h) in &self.heads {
             if let Some(d) = h {
@@ -1016,6 +1021,7 @@ mod tests {
             memory_limit: 8 * 1024,
             allow_disk_use: true,
             temp: Some(temp),
+            ..SpillConfig::default()
         };
         let got: Vec<Document> = p
             .run(Box::new(docs.clone().into_iter().map(Ok)), &small)
@@ -1041,6 +1047,7 @@ mod tests {
             memory_limit: 8 * 1024,
             allow_disk_use: false,
             temp: None,
+            ..SpillConfig::default()
         };
         let err = p
             .run(Box::new(docs.into_iter().map(Ok)), &no_disk)

@@ -13,6 +13,7 @@ use crate::cursor::ExecStats;
 use crate::db::*;
 use crate::depth;
 use crate::error::{Error, Result, code};
+use crate::interrupt::Interrupt;
 use crate::keycodec;
 use crate::kv::{Batch, DurableFn, KvSnapshot};
 use crate::matcher::Matcher;
@@ -464,16 +465,17 @@ impl Db {
         sort: Option<&SortSpec>,
         hint: Option<&Bson>,
         limit: Option<usize>,
+        interrupt: &Interrupt,
     ) -> Result<Vec<Document>> {
         let m = Matcher::new(filter)?;
         let stats = Arc::new(ExecStats::default());
-        let (src, sorted) = self.source(meta, filter, sort, hint, stats)?;
+        let (src, sorted) = self.source(meta, filter, sort, hint, stats, interrupt)?;
         let mut it: DocIter = Box::new(src.filter(move |r| match r {
             Ok(d) => m.matches(d).unwrap_or(false),
             Err(_) => true,
         }));
         if let (Some(s), false) = (sort, sorted) {
-            let mut sorter = ExternalSorter::new(s.clone(), self.spill_config(None));
+            let mut sorter = ExternalSorter::new(s.clone(), self.spill_config(None, interrupt));
             if let Some(k) = limit {
                 sorter = sorter.with_limit(k);
             }
@@ -518,7 +520,7 @@ impl Db {
                 }
                 let mut out = p.run(
                     Box::new(std::iter::once(Ok(doc.clone()))),
-                    &self.spill_config(None),
+                    &self.spill_config(None, &Interrupt::none()),
                 );
                 let nd = out
                     .next()
@@ -587,6 +589,7 @@ impl Db {
         op: &UpdateOp,
         res: &mut UpdateResult,
         idx: usize,
+        interrupt: &Interrupt,
     ) -> Result<()> {
         let parsed = Self::parse_update(&op.u, &op.array_filters)?;
         if let Some(up) = &parsed
@@ -603,6 +606,7 @@ impl Db {
             None,
             op.hint.as_ref(),
             if op.multi { None } else { Some(1) },
+            interrupt,
         )?;
         if docs.is_empty() {
             if op.upsert {
@@ -614,7 +618,9 @@ impl Db {
             }
             return Ok(());
         }
+        let mut ticker = interrupt.ticker();
         for old in docs {
+            ticker.tick()?;
             let mut new = self.apply_update_doc(&op.u, &parsed, &old, false, &op.q)?;
             if new.keys().next().map(String::as_str) != Some("_id") {
                 new = prepare_for_storage(new)?;
@@ -637,7 +643,20 @@ impl Db {
         ops: Vec<UpdateOp>,
         ordered: bool,
     ) -> Result<UpdateResult> {
-        self.with_commit(|| self.update_locked(db, coll, ops, ordered))
+        self.update_with(db, coll, ops, ordered, &Interrupt::none())
+    }
+
+    /// [`Db::update`] whose statements' scans stop when `interrupt` fires (`maxTimeMS`):
+    /// the statement running then fails with its error, as in MongoDB.
+    pub fn update_with(
+        &self,
+        db: &str,
+        coll: &str,
+        ops: Vec<UpdateOp>,
+        ordered: bool,
+        interrupt: &Interrupt,
+    ) -> Result<UpdateResult> {
+        self.with_commit(|| self.update_locked(db, coll, ops, ordered, interrupt))
     }
 
     fn update_locked(
@@ -646,6 +665,7 @@ impl Db {
         coll: &str,
         ops: Vec<UpdateOp>,
         ordered: bool,
+        interrupt: &Interrupt,
     ) -> Result<UpdateResult> {
         let needs_create = ops.iter().any(|o| o.upsert);
         let meta = if needs_create {
@@ -667,7 +687,7 @@ impl Db {
         let mut meta = self.relock_meta(db, coll, meta.id)?;
         let ictx = IndexCtx::new(&meta)?;
         res.write_errors = each_statement(&ops, ordered, |i, op| {
-            self.update_one_stmt(&mut meta, &ictx, op, &mut res, i)
+            self.update_one_stmt(&mut meta, &ictx, op, &mut res, i, interrupt)
         });
         Ok(res)
     }
@@ -694,7 +714,7 @@ impl Db {
             let mut ictx = IndexCtx::new(&meta)?;
             ictx.no_wait = true;
             let mut res = UpdateResult::default();
-            match self.update_one_stmt(&mut meta, &ictx, op, &mut res, 0) {
+            match self.update_one_stmt(&mut meta, &ictx, op, &mut res, 0, &Interrupt::none()) {
                 Ok(()) => Ok(Some(res)),
                 // The write would have waited; nothing was written.
                 Err(e) if e.code == code::WRITE_CONFLICT.code => Ok(None),
@@ -757,7 +777,19 @@ impl Db {
         ops: Vec<DeleteOp>,
         ordered: bool,
     ) -> Result<DeleteResult> {
-        self.with_commit(|| self.delete_locked(db, coll, ops, ordered))
+        self.delete_with(db, coll, ops, ordered, &Interrupt::none())
+    }
+
+    /// [`Db::delete`] whose statements' scans stop when `interrupt` fires (`maxTimeMS`).
+    pub fn delete_with(
+        &self,
+        db: &str,
+        coll: &str,
+        ops: Vec<DeleteOp>,
+        ordered: bool,
+        interrupt: &Interrupt,
+    ) -> Result<DeleteResult> {
+        self.with_commit(|| self.delete_locked(db, coll, ops, ordered, interrupt))
     }
 
     fn delete_locked(
@@ -766,6 +798,7 @@ impl Db {
         coll: &str,
         ops: Vec<DeleteOp>,
         ordered: bool,
+        interrupt: &Interrupt,
     ) -> Result<DeleteResult> {
         let mut res = DeleteResult::default();
         let Some(meta) = self.meta(db, coll) else {
@@ -789,8 +822,11 @@ impl Db {
                 None,
                 op.hint.as_ref(),
                 if op.limit == 1 { Some(1) } else { None },
+                interrupt,
             )?;
+            let mut ticker = interrupt.ticker();
             for d in docs {
+                ticker.tick()?;
                 self.write_doc(&mut meta, &ictx, Some(&d), None)?;
                 res.n += 1;
             }
@@ -855,7 +891,14 @@ impl Db {
         let mut meta = self.relock_meta(db, coll, meta.id)?;
         let ictx = IndexCtx::new(&meta)?;
         let found = self
-            .matching(&meta, &opts.query, sort.as_ref(), None, Some(1))?
+            .matching(
+                &meta,
+                &opts.query,
+                sort.as_ref(),
+                None,
+                Some(1),
+                &opts.interrupt,
+            )?
             .into_iter()
             .next();
         let project = |d: Document| -> Result<Document> {

@@ -15,10 +15,12 @@ use parking_lot::{Mutex, RwLock};
 use crate::catalog::{self, Catalog, CollectionMeta, garbage_key, index_prefix};
 use crate::error::{Error, Result, code};
 use crate::index::ID_INDEX_NAME;
+use crate::interrupt::Interrupt;
 use crate::keycodec;
 use crate::kv::{Batch, Kv, TempStore};
 use crate::matcher::Matcher;
 use crate::spill::{DEFAULT_MEMORY_LIMIT, SpillConfig};
+use crate::tempquota::{DEFAULT_TEMP_DISK_QUOTA, TempQuota, TempUsage};
 
 pub use crate::collection::prepare_for_storage;
 
@@ -32,6 +34,9 @@ pub struct DbConfig {
     pub sort_memory_limit: usize,
     /// Sync the engine on every acknowledged write (default true).
     pub sync_writes: bool,
+    /// Most bytes held in spill files at once, over all operations
+    /// ([`crate::tempquota`]).
+    pub temp_disk_quota: u64,
 }
 
 impl Default for DbConfig {
@@ -39,6 +44,7 @@ impl Default for DbConfig {
         DbConfig {
             sort_memory_limit: DEFAULT_MEMORY_LIMIT,
             sync_writes: true,
+            temp_disk_quota: DEFAULT_TEMP_DISK_QUOTA,
         }
     }
 }
@@ -55,6 +61,8 @@ pub struct FindOptions {
     pub hint: Option<Bson>,
     /// None = allowed (MongoDB 6+ default).
     pub allow_disk_use: Option<bool>,
+    /// `maxTimeMS` (and later `killOp`): polled by the scans and blocking stages.
+    pub interrupt: Interrupt,
 }
 
 /// `aggregate` options.
@@ -62,6 +70,8 @@ pub struct FindOptions {
 pub struct AggregateOptions {
     pub allow_disk_use: Option<bool>,
     pub hint: Option<Bson>,
+    /// `maxTimeMS` (and later `killOp`): polled by the scans and blocking stages.
+    pub interrupt: Interrupt,
 }
 
 /// The `u` of an update statement.
@@ -160,6 +170,8 @@ pub struct FindAndModifyOptions {
     pub upsert: bool,
     pub fields: Option<Document>,
     pub array_filters: Vec<Document>,
+    /// `maxTimeMS`: bounds the search for the document to modify.
+    pub interrupt: Interrupt,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -200,7 +212,7 @@ pub struct DatabaseInfo {
 
 pub(crate) struct Inner {
     pub(crate) kv: Arc<dyn Kv>,
-    pub(crate) temp: Arc<dyn TempStore>,
+    pub(crate) temp: Arc<TempQuota>,
     pub(crate) catalog: RwLock<Catalog>,
     pub(crate) catalog_lock: Mutex<()>,
     pub(crate) coll_locks: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
@@ -232,7 +244,10 @@ impl Db {
         let (catalog, garbage) = Catalog::load(kv.as_ref())?;
         let db = Db {
             inner: Arc::new(Inner {
-                temp: Arc::new(KvTemp(kv.clone())),
+                temp: Arc::new(TempQuota::new(
+                    Arc::new(KvTemp(kv.clone())),
+                    cfg.temp_disk_quota,
+                )),
                 kv,
                 catalog: RwLock::new(catalog),
                 catalog_lock: Mutex::new(()),
@@ -247,6 +262,11 @@ impl Db {
         Ok(db)
     }
 
+    /// Bytes now held in spill files, and the quota (`serverStatus`).
+    pub fn temp_usage(&self) -> TempUsage {
+        self.inner.temp.usage()
+    }
+
     pub(crate) fn kv(&self) -> &dyn Kv {
         self.inner.kv.as_ref()
     }
@@ -255,8 +275,13 @@ impl Db {
         self.inner.cfg.sync_writes
     }
 
-    pub(crate) fn spill_config(&self, allow_disk_use: Option<bool>) -> SpillConfig {
+    pub(crate) fn spill_config(
+        &self,
+        allow_disk_use: Option<bool>,
+        interrupt: &Interrupt,
+    ) -> SpillConfig {
         SpillConfig {
+            interrupt: interrupt.clone(),
             memory_limit: self.inner.cfg.sort_memory_limit,
             allow_disk_use: allow_disk_use.unwrap_or(true),
             temp: Some(self.inner.temp.clone()),

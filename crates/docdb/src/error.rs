@@ -35,6 +35,7 @@ pub mod code {
         PATH_NOT_VIABLE = 28, "PathNotViable";
         CONFLICTING_UPDATE_OPERATORS = 40, "ConflictingUpdateOperators";
         NAMESPACE_EXISTS = 48, "NamespaceExists";
+        MAX_TIME_MS_EXPIRED = 50, "MaxTimeMSExpired";
         DOLLAR_PREFIXED_FIELD_NAME = 52, "DollarPrefixedFieldName";
         INVALID_ID_FIELD = 53, "InvalidIdField";
         NOT_SINGLE_VALUE_FIELD = 54, "NotSingleValueField";
@@ -52,6 +53,7 @@ pub mod code {
         BSON_OBJECT_TOO_LARGE = 10334, "BSONObjectTooLarge";
         DUPLICATE_KEY = 11000, "DuplicateKey";
         INTERRUPTED_AT_SHUTDOWN = 11600, "InterruptedAtShutdown";
+        INTERRUPTED = 11601, "Interrupted";
         OUT_OF_DISK_SPACE = 14031, "OutOfDiskSpace";
     }
 

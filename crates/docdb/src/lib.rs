@@ -19,6 +19,7 @@ pub mod exactnum;
 pub mod expr;
 pub mod index;
 pub mod index_ddl;
+pub mod interrupt;
 pub mod keycodec;
 pub mod kv;
 pub mod matcher;
@@ -34,6 +35,7 @@ pub mod rawdoc;
 pub mod rawfind;
 pub mod sort;
 pub mod spill;
+pub mod tempquota;
 pub mod update;
 
 pub use cursor::Cursor;
@@ -43,5 +45,7 @@ pub use db::{
     UpdateDoc, UpdateOp, UpdateResult, WriteError,
 };
 pub use error::{Error, ErrorCode, Result};
+pub use interrupt::Interrupt;
 pub use point::{PointRead, id_equality};
 pub use rawfind::RawCursor;
+pub use tempquota::TempUsage;

@@ -12,6 +12,7 @@ use crate::catalog::{CollectionMeta, index_prefix};
 use crate::cursor::{self, Cursor, ExecStats};
 use crate::db::*;
 use crate::error::{Error, Result};
+use crate::interrupt::{Checked, Interrupt};
 use crate::keycodec;
 use crate::matcher::Matcher;
 use crate::path;
@@ -49,6 +50,24 @@ impl Db {
     /// The document source for a filter: returns the iterator and whether it already
     /// yields documents in `sort` order.
     pub(crate) fn source(
+        &self,
+        meta: &CollectionMeta,
+        filter: &Document,
+        sort: Option<&SortSpec>,
+        hint: Option<&Bson>,
+        stats: Arc<ExecStats>,
+        interrupt: &Interrupt,
+    ) -> Result<(DocIter, bool)> {
+        let (it, sorted) = self.unchecked_source(meta, filter, sort, hint, stats)?;
+        if !interrupt.is_armed() {
+            return Ok((it, sorted));
+        }
+        // Every scan (collection, index, `$or` union) is polled as it yields, so a scan
+        // whose filter rejects everything still stops at the deadline.
+        Ok((Box::new(Checked::new(it, interrupt)), sorted))
+    }
+
+    fn unchecked_source(
         &self,
         meta: &CollectionMeta,
         filter: &Document,
@@ -148,6 +167,7 @@ impl Db {
             sort.as_ref(),
             opts.hint.as_ref(),
             stats.clone(),
+            &opts.interrupt,
         )?;
         let mut it: DocIter = Box::new(src.filter_map(move |r| match r {
             Ok(d) => match m.matches(&d) {
@@ -158,7 +178,7 @@ impl Db {
             Err(e) => Some(Err(e)),
         }));
         if let (Some(s), false) = (sort, sorted) {
-            let cfg = self.spill_config(opts.allow_disk_use);
+            let cfg = self.spill_config(opts.allow_disk_use, &opts.interrupt);
             let k = if opts.limit > 0 {
                 Some((opts.limit + opts.skip) as usize)
             } else {
@@ -207,10 +227,24 @@ impl Db {
         skip: u64,
         limit: u64,
     ) -> Result<u64> {
+        self.count_with(db, coll, filter, skip, limit, &Interrupt::none())
+    }
+
+    /// [`Db::count`] bounded by `interrupt` (`maxTimeMS`).
+    pub fn count_with(
+        &self,
+        db: &str,
+        coll: &str,
+        filter: &Document,
+        skip: u64,
+        limit: u64,
+        interrupt: &Interrupt,
+    ) -> Result<u64> {
         let opts = FindOptions {
             filter: filter.clone(),
             skip,
             limit,
+            interrupt: interrupt.clone(),
             ..Default::default()
         };
         let mut n = 0;
@@ -230,6 +264,18 @@ impl Db {
         key: &str,
         filter: &Document,
     ) -> Result<Vec<Bson>> {
+        self.distinct_with(db, coll, key, filter, &Interrupt::none())
+    }
+
+    /// [`Db::distinct`] bounded by `interrupt` (`maxTimeMS`).
+    pub fn distinct_with(
+        &self,
+        db: &str,
+        coll: &str,
+        key: &str,
+        filter: &Document,
+        interrupt: &Interrupt,
+    ) -> Result<Vec<Bson>> {
         if key.is_empty() {
             return Err(Error::bad_value(
                 "FieldPath cannot be constructed with empty string",
@@ -239,6 +285,7 @@ impl Db {
         let mut seen: std::collections::BTreeMap<Vec<u8>, Bson> = std::collections::BTreeMap::new();
         let opts = FindOptions {
             filter: filter.clone(),
+            interrupt: interrupt.clone(),
             ..Default::default()
         };
         for d in self.find(db, coll, opts)? {
@@ -265,7 +312,7 @@ impl Db {
         opts: AggregateOptions,
     ) -> Result<Cursor> {
         let p = Pipeline::parse(pipeline)?;
-        let cfg = self.spill_config(opts.allow_disk_use);
+        let cfg = self.spill_config(opts.allow_disk_use, &opts.interrupt);
         let Some(meta) = self.meta(db, coll) else {
             return Ok(Cursor::new(
                 ns(db, coll),
@@ -297,6 +344,7 @@ impl Db {
             sort.as_ref(),
             opts.hint.as_ref(),
             stats.clone(),
+            &opts.interrupt,
         )?;
         if sorted && sort.is_some() {
             p.stages.remove(sort_pos);

@@ -128,6 +128,11 @@ impl Db {
                 }
             }
         };
+        let source: RawIter = if opts.interrupt.is_armed() {
+            Box::new(crate::interrupt::Checked::new(source, &opts.interrupt))
+        } else {
+            source
+        };
         let matched = source.filter_map(move |r| {
             let step = || -> Result<Option<RawDocumentBuf>> {
                 let bytes = r?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bson::{Bson, Document};
 
 use crate::error::{Error, Result, code};
+use crate::interrupt::{Interrupt, Ticker};
 use crate::kv::TempStore;
 use crate::sort::SortSpec;
 
@@ -19,6 +20,8 @@ pub struct SpillConfig {
     pub memory_limit: usize,
     pub allow_disk_use: bool,
     pub temp: Option<Arc<dyn TempStore>>,
+    /// Polled by the blocking stages' loops (`maxTimeMS`).
+    pub interrupt: Interrupt,
 }
 
 impl Default for SpillConfig {
@@ -27,7 +30,37 @@ impl Default for SpillConfig {
             memory_limit: DEFAULT_MEMORY_LIMIT,
             allow_disk_use: true,
             temp: None,
+            interrupt: Interrupt::none(),
         }
+    }
+}
+
+/// A buffered document: its sort key, the document, its estimated size.
+type Entry = (Vec<Bson>, Document, usize);
+
+/// Entries sorted at once between two interrupt checks ([`ExternalSorter::sort_buf`]).
+const SORT_RUN: usize = 4096;
+
+/// Merges two sorted runs (stable: `a`'s entries first among equals), polling `ticker`.
+fn merge_runs(
+    spec: &SortSpec,
+    a: Vec<Entry>,
+    b: Vec<Entry>,
+    ticker: &mut Ticker,
+) -> Result<Vec<Entry>> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let mut a = a.into_iter().peekable();
+    let mut b = b.into_iter().peekable();
+    loop {
+        ticker.tick()?;
+        let take_b = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => spec.compare_keys(&y.0, &x.0).is_lt(),
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (None, None) => return Ok(out),
+        };
+        let next = if take_b { b.next() } else { a.next() };
+        out.extend(next);
     }
 }
 
@@ -37,22 +70,23 @@ pub type DocIter = Box<dyn Iterator<Item = Result<Document>> + Send>;
 pub struct ExternalSorter {
     spec: SortSpec,
     cfg: SpillConfig,
-    buf: Vec<(Vec<Bson>, Document, usize)>,
+    buf: Vec<Entry>,
     buf_bytes: usize,
     runs: Vec<Box<dyn Read + Send>>,
     /// Number of runs written (for explain/tests).
     pub spills: usize,
     /// Keep only the first `limit` documents (a `$sort` followed by `$limit`: top-k).
     limit: Option<usize>,
+    ticker: Ticker,
 }
 
 /// Append one length-prefixed document to a spill run.
 pub(crate) fn write_doc(w: &mut dyn std::io::Write, doc: &Document) -> Result<()> {
     let bytes = serialize(doc)?;
     w.write_all(&(bytes.len() as u32).to_le_bytes())
-        .map_err(|e| Error::internal(format!("spill write: {e}")))?;
+        .map_err(|e| crate::tempquota::from_io(e, "spill write"))?;
     w.write_all(&bytes)
-        .map_err(|e| Error::internal(format!("spill write: {e}")))
+        .map_err(|e| crate::tempquota::from_io(e, "spill write"))
 }
 
 fn serialize(doc: &Document) -> Result<Vec<u8>> {
@@ -63,6 +97,7 @@ fn serialize(doc: &Document) -> Result<Vec<u8>> {
 impl ExternalSorter {
     pub fn new(spec: SortSpec, cfg: SpillConfig) -> Self {
         ExternalSorter {
+            ticker: cfg.interrupt.ticker(),
             spec,
             cfg,
             buf: Vec::new(),
@@ -80,6 +115,7 @@ impl ExternalSorter {
     }
 
     pub fn push(&mut self, doc: Document) -> Result<()> {
+        self.ticker.tick()?;
         let size = serialize(&doc)?.len() + 64;
         let key = self.spec.key(&doc);
         self.buf.push((key, doc, size));
@@ -87,7 +123,7 @@ impl ExternalSorter {
         if let Some(k) = self.limit
             && self.buf.len() > 2 * k + 64
         {
-            self.sort_buf();
+            self.sort_buf()?;
             for (_, _, sz) in self.buf.drain(k..) {
                 self.buf_bytes -= sz;
             }
@@ -98,9 +134,44 @@ impl ExternalSorter {
         Ok(())
     }
 
-    fn sort_buf(&mut self) {
+    /// Sorts the buffer; `Err` when the operation's interrupt fired meanwhile.
+    ///
+    /// A slice sort cannot be abandoned (and a comparator that starts answering
+    /// differently half-way may make the standard sort panic), so an interruptible
+    /// operation sorts runs of [`SORT_RUN`] entries, checking between them, and merges
+    /// them pairwise, polling as it goes: stable, and never more than one run's sort
+    /// between two checks.
+    fn sort_buf(&mut self) -> Result<()> {
         let spec = &self.spec;
-        self.buf.sort_by(|a, b| spec.compare_keys(&a.0, &b.0));
+        if !self.cfg.interrupt.is_armed() || self.buf.len() <= SORT_RUN {
+            self.buf.sort_by(|a, b| spec.compare_keys(&a.0, &b.0));
+            return self.cfg.interrupt.check();
+        }
+        let mut runs: Vec<Vec<Entry>> = Vec::new();
+        let mut all = std::mem::take(&mut self.buf).into_iter();
+        loop {
+            self.cfg.interrupt.check()?;
+            let mut run: Vec<Entry> = all.by_ref().take(SORT_RUN).collect();
+            if run.is_empty() {
+                break;
+            }
+            run.sort_by(|a, b| spec.compare_keys(&a.0, &b.0));
+            runs.push(run);
+        }
+        let mut ticker = self.cfg.interrupt.ticker();
+        while runs.len() > 1 {
+            let mut next = Vec::with_capacity(runs.len().div_ceil(2));
+            let mut pairs = runs.into_iter();
+            while let Some(a) = pairs.next() {
+                match pairs.next() {
+                    Some(b) => next.push(merge_runs(spec, a, b, &mut ticker)?),
+                    None => next.push(a),
+                }
+            }
+            runs = next;
+        }
+        self.buf = runs.pop().unwrap_or_default();
+        Ok(())
     }
 
     fn spill(&mut self) -> Result<()> {
@@ -119,7 +190,7 @@ impl ExternalSorter {
                 "Sort exceeded memory limit and no temporary storage is available",
             ));
         };
-        self.sort_buf();
+        self.sort_buf()?;
         let mut w = temp.temp_file()?;
         for (_, doc, _) in self.buf.drain(..) {
             write_doc(&mut w, &doc)?;
@@ -133,7 +204,7 @@ impl ExternalSorter {
 
     /// Finish and stream documents in order.
     pub fn finish(mut self) -> Result<DocIter> {
-        self.sort_buf();
+        self.sort_buf()?;
         if self.runs.is_empty() {
             let k = self.limit.unwrap_or(usize::MAX);
             return Ok(Box::new(
@@ -150,6 +221,7 @@ impl ExternalSorter {
             heads.push((r, first.map(|d| (self.spec.key(&d), d))));
         }
         Ok(Box::new(Merge {
+            ticker: self.cfg.interrupt.ticker(),
             spec: self.spec,
             heads,
             failed: false,
@@ -184,6 +256,7 @@ pub(crate) fn read_doc(r: &mut Box<dyn Read + Send>) -> Result<Option<Document>>
 type Head = (Box<dyn Read + Send>, Option<(Vec<Bson>, Document)>);
 
 struct Merge {
+    ticker: Ticker,
     spec: SortSpec,
     heads: Vec<Head>,
     failed: bool,
@@ -195,6 +268,10 @@ impl Iterator for Merge {
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
             return None;
+        }
+        if let Err(e) = self.ticker.tick() {
+            self.failed = true;
+            return Some(Err(e));
         }
         let mut best: Option<usize> = None;
         for (i, (_, h)) in self.heads.iter().enumerate() {

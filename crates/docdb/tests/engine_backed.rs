@@ -957,6 +957,7 @@ fn sort_spills_to_encrypted_temp_files() {
     let db = env.open_with(DbConfig {
         sort_memory_limit: 16 * 1024,
         sync_writes: false,
+        ..DbConfig::default()
     });
     let marker = "PLAINTEXT-MARKER-7f3a";
     let docs: Vec<Document> = (0..2000)

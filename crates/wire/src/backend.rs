@@ -115,8 +115,11 @@ pub fn update(
     c: &str,
     ops: Vec<UpdateOp>,
     ordered: bool,
+    interrupt: &docdb::Interrupt,
 ) -> CmdResult<WriteOutcome> {
-    Ok(update_outcome(db.update(d, c, ops, ordered)?))
+    Ok(update_outcome(
+        db.update_with(d, c, ops, ordered, interrupt)?,
+    ))
 }
 
 /// An update's counts and per-statement errors, as the reply reports them.
@@ -183,8 +186,9 @@ pub fn delete(
     c: &str,
     ops: Vec<DeleteOp>,
     ordered: bool,
+    interrupt: &docdb::Interrupt,
 ) -> CmdResult<WriteOutcome> {
-    let r = db.delete(d, c, ops, ordered)?;
+    let r = db.delete_with(d, c, ops, ordered, interrupt)?;
     Ok(WriteOutcome {
         n: r.n,
         errors: errors(r.write_errors),
@@ -193,7 +197,13 @@ pub fn delete(
 }
 
 /// Parses `findAndModify` and renders `{lastErrorObject, value}`.
-pub fn find_and_modify(db: &Db, d: &str, c: &str, body: &Document) -> CmdResult<Document> {
+pub fn find_and_modify(
+    db: &Db,
+    d: &str,
+    c: &str,
+    body: &Document,
+    interrupt: &docdb::Interrupt,
+) -> CmdResult<Document> {
     let update = match body.get("update") {
         None | Some(Bson::Null) => None,
         Some(v) => Some(UpdateDoc::from_bson(v)?),
@@ -223,6 +233,7 @@ pub fn find_and_modify(db: &Db, d: &str, c: &str, body: &Document) -> CmdResult<
         upsert: get_bool("upsert")?,
         fields: get_doc("fields")?,
         array_filters,
+        interrupt: interrupt.clone(),
     };
     let r = db.find_and_modify(d, c, opts)?;
     let mut last = doc! {"n": r.n as i32};

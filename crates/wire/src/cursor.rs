@@ -67,6 +67,13 @@ pub struct Cursor {
     /// A document read ahead to learn whether the source is exhausted.
     peeked: Option<RawDocumentBuf>,
     last_used: Instant,
+    /// The query's `maxTimeMS` budget, shared with the engine's stream: running while
+    /// a batch is produced, paused in between, so the limit is cumulative over the
+    /// query and its `getMore`s (MongoDB's semantics).
+    interrupt: docdb::Interrupt,
+    /// An error met while looking ahead after a full batch: that batch is still
+    /// returned, and the next one fails with this (as mongod reports it).
+    failed: Option<CommandError>,
 }
 
 /// One batch of a cursor (as BSON, ready for the reply) and whether anything remains.
@@ -83,11 +90,35 @@ impl Cursor {
             source,
             peeked: None,
             last_used: Instant::now(),
+            interrupt: docdb::Interrupt::none(),
+            failed: None,
         }
     }
 
-    /// Takes up to `limit` documents (`None`: as many as fit in [`MAX_BATCH_BYTES`]).
+    /// Attaches the query's interrupt (see the field).
+    pub fn with_interrupt(mut self, interrupt: docdb::Interrupt) -> Cursor {
+        self.interrupt = interrupt;
+        self
+    }
+
+    /// [`Cursor::next_batch_inner`] with the cursor's clock running; an expired budget
+    /// fails at once, before any document is read.
     pub fn next_batch(&mut self, limit: Option<usize>) -> CmdResult<Batch> {
+        self.interrupt.resume();
+        let batch = self
+            .interrupt
+            .check()
+            .map_err(CommandError::from)
+            .and_then(|()| self.next_batch_inner(limit));
+        self.interrupt.pause();
+        batch
+    }
+
+    /// Takes up to `limit` documents (`None`: as many as fit in [`MAX_BATCH_BYTES`]).
+    fn next_batch_inner(&mut self, limit: Option<usize>) -> CmdResult<Batch> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         self.last_used = Instant::now();
         let mut docs = Vec::new();
         let mut bytes = 0usize;
@@ -116,7 +147,17 @@ impl Cursor {
         // Look one ahead so an exactly-consumed cursor reports id 0 at once, sparing the
         // client a getMore that would return nothing.
         if self.peeked.is_none() {
-            self.peeked = self.source.next_raw()?;
+            match self.source.next_raw() {
+                Ok(next) => self.peeked = next,
+                Err(e) if !docs.is_empty() => {
+                    self.failed = Some(e);
+                    return Ok(Batch {
+                        docs,
+                        exhausted: false,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
         }
         let exhausted = self.peeked.is_none();
         Ok(Batch { docs, exhausted })

@@ -10,6 +10,9 @@ pub struct Args {
     /// Bytes a blocking sort may hold in memory before spilling to encrypted temp files.
     #[arg(long)]
     pub sort_memory_limit: Option<usize>,
+    /// Most bytes all operations may hold in spill files at once (default 4 GiB).
+    #[arg(long)]
+    pub temp_disk_quota: Option<u64>,
     /// Log operations slower than this (redacted), like MongoDB's slowms.
     #[arg(long, value_parser = super::parse_duration_or_zero)]
     pub slow_op_threshold: Option<std::time::Duration>,
@@ -30,6 +33,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     cluster::node::run(cluster::node::NodeOptions {
         data_dir: args.data_dir,
         sort_memory_limit: args.sort_memory_limit,
+        temp_disk_quota: args.temp_disk_quota,
         slow_op_threshold: args.slow_op_threshold,
         idle_poll: args.idle_poll,
         memtable_bytes: args.memtable_bytes,

@@ -31,6 +31,10 @@ pub struct Args {
     /// temporary files (default: the database's own, 100 MiB).
     #[arg(long)]
     pub sort_memory_limit: Option<usize>,
+    /// Bytes a cluster's operations may hold in spill files at once; a sort or group
+    /// that would spill more fails with OutOfDiskSpace (default 4 GiB).
+    #[arg(long)]
+    pub temp_disk_quota: Option<u64>,
     /// Rotation period of service-managed keys (ISO 8601 duration).
     #[arg(long, default_value = "P90D")]
     pub smk_rotate_after: String,
@@ -340,6 +344,10 @@ fn node_args(args: &Args) -> Vec<std::ffi::OsString> {
     if let Some(limit) = args.sort_memory_limit {
         out.push("--sort-memory-limit".into());
         out.push(limit.to_string().into());
+    }
+    if let Some(quota) = args.temp_disk_quota {
+        out.push("--temp-disk-quota".into());
+        out.push(quota.to_string().into());
     }
     out
 }

@@ -78,6 +78,8 @@ pub(super) fn server_status(ctx: &mut Ctx<'_>) -> CmdResult {
         Ok(db) => db.read_only().map(|e| e.errmsg),
         Err(_) => s.state.read().reopening().map(str::to_string),
     };
+    // Spill files held now against the temp-disk quota (`docdb::tempquota`).
+    let temp = s.db().ok().map(|db| db.temp_usage());
     Ok(doc! {
         "host": hostname(),
         "version": VERSION,
@@ -116,6 +118,10 @@ pub(super) fn server_status(ctx: &mut Ctx<'_>) -> CmdResult {
             "backgroundWorkPending": s.db().is_ok_and(|db| db.maintenance_pending()),
             "readOnly": read_only.is_some(),
             "readOnlyReason": read_only,
+            "tempDisk": {
+                "bytesInUse": temp.map_or(0, |t| t.used) as i64,
+                "quotaBytes": temp.map_or(0, |t| t.limit) as i64,
+            },
         },
         "security": {"SSLServerSubjectName": "", "authentication": {"mechanisms": {"SCRAM-SHA-256": {}}}},
     })

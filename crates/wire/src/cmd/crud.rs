@@ -23,7 +23,8 @@ use docdb::{AggregateOptions, DeleteOp, FindOptions, PointRead, UpdateDoc, Updat
 pub(super) async fn find(ctx: &mut Ctx<'_>) -> CmdResult<Reply> {
     let coll = ctx.collection()?;
     ctx.shared.counters.query.fetch_add(1, Ordering::Relaxed);
-    let (spec, limit_raw) = find_spec(&ctx.body)?;
+    let (mut spec, limit_raw) = find_spec(&ctx.body)?;
+    spec.interrupt = ctx.interrupt.clone();
     reject_tailable(&ctx.body)?;
     let mut batch = batch_size(opt_i64(&ctx.body, "batchSize")?)?;
     let mut single_batch = opt_bool(&ctx.body, "singleBatch")?.unwrap_or(false);
@@ -115,6 +116,7 @@ fn find_spec(body: &Document) -> CmdResult<(FindOptions, Option<i64>)> {
         limit: limit_raw.map_or(0, i64::unsigned_abs),
         hint: body.get("hint").cloned(),
         allow_disk_use: opt_bool(body, "allowDiskUse")?,
+        interrupt: docdb::Interrupt::none(),
     };
     Ok((spec, limit_raw))
 }
@@ -168,6 +170,7 @@ pub(super) async fn aggregate(ctx: &mut Ctx<'_>) -> CmdResult<Reply> {
     let opts = AggregateOptions {
         allow_disk_use: opt_bool(&ctx.body, "allowDiskUse")?,
         hint: ctx.body.get("hint").cloned(),
+        interrupt: ctx.interrupt.clone(),
     };
     let db = ctx.db.clone();
     let ns = format!("{}.{coll}", ctx.db);
@@ -191,8 +194,9 @@ pub(super) async fn count(ctx: &mut Ctx<'_>) -> CmdResult {
     }
     let limit = opt_i64(&ctx.body, "limit")?.map_or(0, i64::unsigned_abs);
     let db = ctx.db.clone();
+    let interrupt = ctx.interrupt.clone();
     let n = ctx
-        .blocking(move |h| Ok(h.count(&db, &coll, &filter, skip as u64, limit)?))
+        .blocking(move |h| Ok(h.count_with(&db, &coll, &filter, skip as u64, limit, &interrupt)?))
         .await?;
     Ok(doc! {"n": n as i64})
 }
@@ -206,8 +210,9 @@ pub(super) async fn distinct(ctx: &mut Ctx<'_>) -> CmdResult {
     };
     let filter = opt_doc(&ctx.body, "query")?.unwrap_or_default();
     let db = ctx.db.clone();
+    let interrupt = ctx.interrupt.clone();
     let values = ctx
-        .blocking(move |h| Ok(h.distinct(&db, &coll, &key, &filter)?))
+        .blocking(move |h| Ok(h.distinct_with(&db, &coll, &key, &filter, &interrupt)?))
         .await?;
     Ok(doc! {"values": values})
 }
@@ -339,8 +344,9 @@ pub(super) async fn update(ctx: &mut Ctx<'_>) -> CmdResult {
     {
         return Ok(write_reply(outcome?, true));
     }
+    let interrupt = ctx.interrupt.clone();
     let outcome = ctx
-        .blocking(move |h| backend::update(h, &db, &coll, ops, ordered))
+        .blocking(move |h| backend::update(h, &db, &coll, ops, ordered, &interrupt))
         .await?;
     Ok(write_reply(outcome, true))
 }
@@ -377,8 +383,9 @@ pub(super) async fn delete(ctx: &mut Ctx<'_>) -> CmdResult {
         .delete
         .fetch_add(ops.len() as u64, Ordering::Relaxed);
     let db = ctx.db.clone();
+    let interrupt = ctx.interrupt.clone();
     let outcome = ctx
-        .blocking(move |h| backend::delete(h, &db, &coll, ops, ordered))
+        .blocking(move |h| backend::delete(h, &db, &coll, ops, ordered, &interrupt))
         .await?;
     Ok(write_reply(outcome, false))
 }
@@ -412,7 +419,8 @@ pub(super) async fn find_and_modify(ctx: &mut Ctx<'_>) -> CmdResult {
     }
     let db = ctx.db.clone();
     let body = ctx.body.clone();
-    ctx.blocking(move |h| backend::find_and_modify(h, &db, &coll, &body))
+    let interrupt = ctx.interrupt.clone();
+    ctx.blocking(move |h| backend::find_and_modify(h, &db, &coll, &body, &interrupt))
         .await
 }
 

@@ -52,9 +52,10 @@ where
     let owner = owner(ctx);
     let limit = batch.unwrap_or(DEFAULT_FIRST_BATCH);
     let cursor_ns = ns.clone();
+    let interrupt = ctx.interrupt.clone();
     let (cursor, batch) = ctx
         .blocking(move |h| {
-            let mut cursor = Cursor::new(cursor_ns, owner, open(h)?);
+            let mut cursor = Cursor::new(cursor_ns, owner, open(h)?).with_interrupt(interrupt);
             let b = cursor.next_batch(Some(limit))?;
             Ok((cursor, b))
         })
@@ -174,6 +175,14 @@ pub(super) async fn get_more(ctx: &mut Ctx<'_>) -> CmdResult<RawDocumentBuf> {
         }
     };
     let batch = batch_size(opt_i64(&ctx.body, "batchSize")?)?.filter(|n| *n > 0);
+    // getMore's own maxTimeMS is the await timeout of tailable awaitData cursors, which
+    // this server does not have (no capped collections); a find's limit covers its
+    // getMores through the cursor.
+    if ctx.body.contains_key("maxTimeMS") {
+        return Err(CommandError::bad_value(
+            "cannot set maxTimeMS on getMore command for a non-awaitData cursor",
+        ));
+    }
     let ns = format!("{}.{}", ctx.db, coll);
     ctx.shared.counters.getmore.fetch_add(1, Ordering::Relaxed);
     let mut cursor = ctx.shared.cursors.check_out(id, &ns, &owner(ctx))?;

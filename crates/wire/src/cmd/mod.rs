@@ -17,6 +17,7 @@ mod crud;
 mod cursors;
 mod ddl;
 mod hello;
+mod max_time;
 mod sasl;
 mod table;
 mod users;
@@ -49,6 +50,8 @@ pub(crate) struct Ctx<'a> {
     pub handle: Arc<Db>,
     /// Gate epoch when `handle` was taken (cursors from an older epoch are dropped).
     pub epoch: u64,
+    /// The command's `maxTimeMS` (clock started on admission), for the engine to poll.
+    pub interrupt: docdb::Interrupt,
 }
 
 impl Ctx<'_> {
@@ -60,9 +63,14 @@ impl Ctx<'_> {
         F: FnOnce(&Db) -> CmdResult<T> + Send + 'static,
     {
         let db = self.handle.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(|e| CommandError::internal(format!("command task failed: {e}")))?
+        let interrupt = self.interrupt.clone();
+        tokio::task::spawn_blocking(move || {
+            // Time spent waiting for a blocking thread counts against `maxTimeMS`.
+            interrupt.check()?;
+            f(&db)
+        })
+        .await
+        .map_err(|e| CommandError::internal(format!("command task failed: {e}")))?
     }
 
     /// The command's first value as a collection name (`{find: "c"}`).
@@ -386,6 +394,10 @@ async fn run(
         Ok(h) => h,
         Err(e) => return (Err(e), body),
     };
+    let interrupt = match max_time::interrupt(&body) {
+        Ok(i) => i,
+        Err(e) => return (Err(e), body),
+    };
     let mut ctx = Ctx {
         shared,
         client,
@@ -394,6 +406,7 @@ async fn run(
         body,
         handle,
         epoch,
+        interrupt,
     };
     let result = table::dispatch(command.handler, &mut ctx).await;
     (result, ctx.body)

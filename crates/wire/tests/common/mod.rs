@@ -15,13 +15,18 @@ pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 
 /// Opens the database in `dir` (the same root key every time, so a restart reopens it).
 pub fn open_db(dir: &Path) -> wire::Db {
+    open_db_with(dir, docdb::DbConfig::default())
+}
+
+/// [`open_db`] with explicit database settings (sort memory, temp-disk quota).
+pub fn open_db_with(dir: &Path, config: docdb::DbConfig) -> wire::Db {
     let engine = storage::Engine::open(
         &dir.join("data"),
         storage::RootKey::from_bytes([42u8; 32]),
         storage::Options::default(),
     )
     .expect("open storage engine");
-    docdb::Db::open(engine).expect("open docdb")
+    docdb::Db::open_with(engine, config).expect("open docdb")
 }
 
 /// A running server with its CA and data directory.
@@ -42,6 +47,7 @@ pub struct Options {
     pub pre_auth_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_cursors_per_user: usize,
+    pub db_config: docdb::DbConfig,
 }
 
 impl Default for Options {
@@ -55,6 +61,7 @@ impl Default for Options {
             pre_auth_timeout: wire::DEFAULT_PRE_AUTH_TIMEOUT,
             idle_timeout: wire::DEFAULT_IDLE_TIMEOUT,
             max_cursors_per_user: wire::DEFAULT_MAX_CURSORS_PER_USER,
+            db_config: docdb::DbConfig::default(),
         }
     }
 }
@@ -77,7 +84,7 @@ impl TestServer {
         let ca = pki::DevCa::load_or_create(&dir.path().join("ca")).expect("dev CA");
         let identity = ca.issue_server(&["localhost"]).expect("server cert");
         let tls = wire::tls::server_config(&identity).expect("tls config");
-        let db = open_db(dir.path());
+        let db = open_db_with(dir.path(), opts.db_config.clone());
         let mut config = wire::ServerConfig::new("127.0.0.1:0".parse().expect("addr"), db, tls);
         config.admin_user = Some((
             ADMIN_USER.to_string(),
