@@ -314,7 +314,10 @@ impl Server {
         password: &Zeroizing<String>,
     ) -> Result<(), Error> {
         self.shared.users.set_admin(user);
-        let db = self.shared.db().map_err(|e| Error::AdminPassword(e.errmsg))?;
+        let db = self
+            .shared
+            .db()
+            .map_err(|e| Error::AdminPassword(e.errmsg))?;
         crate::auth::users::reset_admin_password(db, user, password)
             .await
             .map_err(|e| Error::AdminPassword(e.to_string()))?;
