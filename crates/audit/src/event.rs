@@ -31,6 +31,9 @@ pub enum EventKind {
     NodeCrashed,
     /// The node of a cluster that crashed runs again as it should.
     NodeRecovered,
+    /// The cluster administrator's password was reset through the management API (who
+    /// asked; never the password).
+    AdminPasswordReset,
     /// Anything else; also what an older reader makes of a kind added later.
     #[serde(other)]
     Other,
@@ -38,7 +41,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in declaration order (for CLI help and argument parsing).
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::AuthFailed,
         EventKind::AuthSucceeded,
         EventKind::UserCreated,
@@ -57,6 +60,7 @@ impl EventKind {
         EventKind::ExportCreated,
         EventKind::NodeCrashed,
         EventKind::NodeRecovered,
+        EventKind::AdminPasswordReset,
         EventKind::Other,
     ];
 
@@ -81,6 +85,7 @@ impl EventKind {
             EventKind::ExportCreated => "export_created",
             EventKind::NodeCrashed => "node_crashed",
             EventKind::NodeRecovered => "node_recovered",
+            EventKind::AdminPasswordReset => "admin_password_reset",
             EventKind::Other => "other",
         }
     }

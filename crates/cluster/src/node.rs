@@ -169,6 +169,19 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeRunError> {
                 server.make_inaccessible(reason.clone());
                 emit(Event::Locked { reason });
             }
+            Some(Command::ResetAdminPassword(admin)) => {
+                let event = match server
+                    .reset_admin_password(&admin.user, &admin.password)
+                    .await
+                {
+                    Ok(()) => Event::AdminPasswordReset,
+                    Err(e) => Event::Failed {
+                        message: e.to_string(),
+                    },
+                };
+                drop(admin);
+                emit(event);
+            }
             Some(Command::Init(_)) => emit(Event::Failed {
                 message: "already initialised".into(),
             }),

@@ -18,6 +18,7 @@ const TAG_INIT: u8 = 0;
 const TAG_OPEN: u8 = 1;
 const TAG_LOCK: u8 = 2;
 const TAG_SHUTDOWN: u8 = 3;
+const TAG_RESET_ADMIN_PASSWORD: u8 = 4;
 
 /// What the node needs before it can listen.
 #[derive(Clone, Serialize, Deserialize)]
@@ -93,6 +94,14 @@ pub struct AuditNotice {
     pub detail: String,
 }
 
+/// The administrator's new password (the management API's reset). Travels as JSON inside
+/// a zeroizing frame; never logged, never in an error.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct AdminPassword {
+    pub user: String,
+    pub password: Zeroizing<String>,
+}
+
 /// A command from the supervisor.
 pub enum Command {
     Init(Init),
@@ -104,6 +113,9 @@ pub enum Command {
         reason: String,
     },
     Shutdown,
+    /// Give the (open) cluster's administrator a new password; answered by
+    /// [`Event::AdminPasswordReset`] or [`Event::Failed`].
+    ResetAdminPassword(AdminPassword),
 }
 
 impl std::fmt::Debug for Command {
@@ -113,6 +125,11 @@ impl std::fmt::Debug for Command {
             Command::Open { .. } => f.write_str("Open { dek: <redacted> }"),
             Command::Lock { reason } => f.debug_struct("Lock").field("reason", reason).finish(),
             Command::Shutdown => f.write_str("Shutdown"),
+            Command::ResetAdminPassword(a) => f
+                .debug_struct("ResetAdminPassword")
+                .field("user", &a.user)
+                .field("password", &"<redacted>")
+                .finish(),
         }
     }
 }
@@ -157,6 +174,14 @@ pub async fn write_command<W: AsyncWrite + Unpin>(
             frame.extend_from_slice(reason.as_bytes());
         }
         Command::Shutdown => frame.push(TAG_SHUTDOWN),
+        Command::ResetAdminPassword(admin) => {
+            frame.push(TAG_RESET_ADMIN_PASSWORD);
+            // serde_json's errors carry no input, so the password cannot leak through one.
+            let json = Zeroizing::new(
+                serde_json::to_vec(admin).map_err(|e| malformed("reset admin password", e))?,
+            );
+            frame.extend_from_slice(&json);
+        }
     }
     let len = u32::try_from(frame.len()).map_err(|_| ProtocolError::TooLarge(u32::MAX))?;
     out.write_all(&len.to_le_bytes()).await?;
@@ -203,6 +228,10 @@ pub async fn read_command<R: AsyncRead + Unpin>(
             reason: String::from_utf8_lossy(payload).into_owned(),
         },
         TAG_SHUTDOWN => Command::Shutdown,
+        TAG_RESET_ADMIN_PASSWORD => Command::ResetAdminPassword(
+            serde_json::from_slice(payload)
+                .map_err(|_| malformed("reset admin password", "not a {user, password} object"))?,
+        ),
         other => return Err(malformed("frame", format!("unknown tag {other}"))),
     };
     Ok(Some(command))
@@ -220,6 +249,8 @@ pub enum Event {
     Locked { reason: String },
     /// A command failed; the node keeps its previous state.
     Failed { message: String },
+    /// The administrator's password was reset.
+    AdminPasswordReset,
     /// Unsolicited: the backup advanced (or failed).
     Backup(BackupReport),
     /// Unsolicited: a security event for the audit log.
@@ -288,6 +319,15 @@ mod tests {
         )
         .await
         .unwrap();
+        write_command(
+            &mut a,
+            &Command::ResetAdminPassword(AdminPassword {
+                user: "admin".into(),
+                password: Zeroizing::new("N3w-secret!".into()),
+            }),
+        )
+        .await
+        .unwrap();
         write_command(&mut a, &Command::Shutdown).await.unwrap();
         drop(a);
         match read_command(&mut b).await.unwrap() {
@@ -306,6 +346,15 @@ mod tests {
         assert!(
             matches!(read_command(&mut b).await.unwrap(), Some(Command::Lock { reason }) if reason == "KeyDisabled: x")
         );
+        match read_command(&mut b).await.unwrap() {
+            Some(Command::ResetAdminPassword(a)) => {
+                assert_eq!(
+                    (a.user.as_str(), a.password.as_str()),
+                    ("admin", "N3w-secret!")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             read_command(&mut b).await.unwrap(),
             Some(Command::Shutdown)
@@ -393,5 +442,24 @@ mod tests {
                 "key rendered as {r:?} in {text}"
             );
         }
+        let reset = Command::ResetAdminPassword(AdminPassword {
+            user: "admin".into(),
+            password: Zeroizing::new("N3w-secret!".into()),
+        });
+        assert!(!format!("{reset:?}").contains("N3w-secret!"));
+    }
+
+    #[tokio::test]
+    async fn a_malformed_password_reset_does_not_echo_its_payload() {
+        let payload = br#"{"user":"admin","password":"N3w-secret!","#;
+        let mut bytes = ((payload.len() + 1) as u32).to_le_bytes().to_vec();
+        bytes.push(TAG_RESET_ADMIN_PASSWORD);
+        bytes.extend_from_slice(payload);
+        let (mut a, mut b) = tokio::io::duplex(256);
+        a.write_all(&bytes).await.unwrap();
+        drop(a);
+        let err = read_command(&mut b).await.expect_err("malformed");
+        assert!(matches!(err, ProtocolError::Malformed { .. }), "{err:?}");
+        assert!(!err.to_string().contains("N3w-secret!"), "{err}");
     }
 }

@@ -250,6 +250,21 @@ impl NodeProcess {
         }
     }
 
+    /// Gives the open cluster's administrator a new password.
+    pub async fn reset_admin_password(
+        &mut self,
+        admin: crate::protocol::AdminPassword,
+    ) -> Result<(), NodeError> {
+        let command = Command::ResetAdminPassword(admin);
+        write_command(&mut self.stdin, &command).await?;
+        drop(command);
+        match self.next_event().await? {
+            Event::AdminPasswordReset => Ok(()),
+            Event::Failed { message } => Err(NodeError::Failed(message)),
+            other => Err(NodeError::Unexpected(other)),
+        }
+    }
+
     /// Asks the node to stop, and kills it if it does not within a few seconds.
     pub async fn shutdown(mut self) {
         let _ = write_command(&mut self.stdin, &Command::Shutdown).await;

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Extension, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -132,8 +132,12 @@ impl IntoResponse for PlaneError {
     }
 }
 
+/// The authenticated management principal's object id (for the audit log).
+#[derive(Clone)]
+struct Caller(String);
+
 /// Bearer token → verified claims → the caller must be a control-plane administrator.
-async fn authenticate(State(api): State<Api>, req: Request, next: Next) -> Response {
+async fn authenticate(State(api): State<Api>, mut req: Request, next: Next) -> Response {
     let challenge = || {
         let mut resp = arm_error(
             StatusCode::UNAUTHORIZED,
@@ -178,6 +182,7 @@ async fn authenticate(State(api): State<Api>, req: Request, next: Next) -> Respo
             ),
         );
     }
+    req.extensions_mut().insert(Caller(claims.oid.clone()));
     next.run(req).await
 }
 
@@ -192,6 +197,7 @@ async fn show(
 
 async fn put(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     Path((sub, rg, name)): Segments,
     body: Result<Json<MongoCluster>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, PlaneError> {
@@ -200,7 +206,7 @@ async fn put(
         message: format!("The request content was invalid and could not be deserialized: {e}"),
     })?;
     if api.plane.runtime(&name).is_some() {
-        return Ok(Json(api.plane.update(&name, req).await?).into_response());
+        return Ok(Json(api.plane.update(&name, req, Some(&caller.0)).await?).into_response());
     }
     let created = api.plane.create(&sub, &rg, &name, req).await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
@@ -208,6 +214,7 @@ async fn put(
 
 async fn patch(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     Path((_, _, name)): Segments,
     body: Result<Json<MongoCluster>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<MongoCluster>, PlaneError> {
@@ -215,7 +222,7 @@ async fn patch(
         code: "InvalidRequestContent".into(),
         message: format!("The request content was invalid and could not be deserialized: {e}"),
     })?;
-    Ok(Json(api.plane.update(&name, req).await?))
+    Ok(Json(api.plane.update(&name, req, Some(&caller.0)).await?))
 }
 
 async fn remove(

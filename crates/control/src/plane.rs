@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 use crate::PlaneError;
 use crate::model::*;
 use crate::registry::{AttachedIdentity, ClusterRecord, Registry, State};
-use crate::runtime::{CrashCause, NodeHealth, NodeSettings, Runtime, Status};
+use crate::runtime::{AdminPasswordRefused, CrashCause, NodeHealth, NodeSettings, Runtime, Status};
 use crate::smk::{SERVICE_IDENTITY, SERVICE_RESOURCE_GROUP, ServiceKeys, ServiceVault};
 use crate::validate::{self, CmkReference, CreateMode, EncryptionMode, Existing, ValidationError};
 
@@ -658,17 +658,19 @@ impl Plane {
         Ok(Zeroizing::new(token.token.to_string()))
     }
 
-    /// PUT/PATCH on an existing cluster.
+    /// PUT/PATCH on an existing cluster. `caller` (the management principal's object id)
+    /// is recorded in the audit log.
     pub async fn update(
         self: &Arc<Self>,
         name: &str,
-        req: MongoCluster,
+        mut req: MongoCluster,
+        caller: Option<&str>,
     ) -> Result<MongoCluster, PlaneError> {
         let record = self.record(name).await?;
         let runtime = self
             .runtime(name)
             .ok_or_else(|| PlaneError::NotFound(name.into()))?;
-        let plan = validate::validate_update(
+        let mut plan = validate::validate_update(
             &Existing {
                 mode: &record.mode,
                 admin_user: record.admin_user.as_deref(),
@@ -677,11 +679,19 @@ impl Plane {
             &req,
         )
         .map_err(bad_request)?;
-        if plan.admin_password.is_some() {
-            return Err(PlaneError::BadRequest {
-                code: "AdministratorPasswordChangeNotSupported".into(),
-                message: "Change the administrator's password with the updateUser command through the MongoDB API.".into(),
-            });
+        // The request's copy of the password goes now; the plan holds a zeroizing one.
+        if let Some(password) = req
+            .properties
+            .administrator
+            .as_mut()
+            .and_then(|a| a.password.take())
+        {
+            drop(Zeroizing::new(password));
+        }
+        // First, so that a refusal (the cluster is not Ready) leaves everything unchanged.
+        if let Some(password) = plan.admin_password.take() {
+            self.reset_admin_password(&record, &runtime, password, caller)
+                .await?;
         }
         // Identities named in the request are attached even if a later step fails (B10).
         let identities = self.resolve_identities(&plan.identities).await?;
@@ -724,6 +734,55 @@ impl Plane {
             .cluster(name),
         );
         Ok(self.view(&record, &runtime))
+    }
+
+    /// Resets the administrator's password through the node (the management API's PATCH
+    /// of `properties.administrator.password`), and audits it — who, never the password.
+    /// The control plane keeps no copy: `password` is zeroized when the node has it.
+    async fn reset_admin_password(
+        &self,
+        record: &ClusterRecord,
+        runtime: &Arc<Runtime>,
+        password: Zeroizing<String>,
+        caller: Option<&str>,
+    ) -> Result<(), PlaneError> {
+        let Some(user) = record.admin_user.as_deref() else {
+            return Err(PlaneError::BadRequest {
+                code: "AdministratorNotSet".into(),
+                message: "The cluster has no administrator recorded; its password can't be reset."
+                    .into(),
+            });
+        };
+        let outcome = runtime.reset_admin_password(user, password).await;
+        let (result, audit_outcome, detail) = match outcome {
+            Ok(()) => (
+                Ok(()),
+                audit::Outcome::Success,
+                format!("password of administrator {user} reset through the management API"),
+            ),
+            Err(e @ AdminPasswordRefused::NotReady(_)) => (
+                Err(PlaneError::Conflict(format!(
+                    "The administrator's password can be reset only while the cluster is Ready: {e}. Nothing was changed; try again when it is Ready."
+                ))),
+                audit::Outcome::Failure,
+                format!("password reset of administrator {user} refused: {e}"),
+            ),
+            Err(e @ AdminPasswordRefused::Node(_)) => (
+                Err(PlaneError::Internal(format!(
+                    "The administrator's password was not reset: {e}"
+                ))),
+                audit::Outcome::Failure,
+                format!("password reset of administrator {user} failed: {e}"),
+            ),
+        };
+        let mut event =
+            audit::AuditEvent::now(audit::EventKind::AdminPasswordReset, audit_outcome, detail)
+                .cluster(&record.name);
+        if let Some(caller) = caller {
+            event = event.principal(caller);
+        }
+        self.audit(event);
+        result
     }
 
     /// Moves a CMK cluster to another key and/or identity.

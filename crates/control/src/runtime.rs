@@ -56,6 +56,17 @@ impl Status {
     }
 }
 
+/// Why an administrator password reset was not applied. Never carries the password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminPasswordRefused {
+    /// The cluster is not serving (its state is given): nothing was changed.
+    #[error("the cluster is {0}")]
+    NotReady(String),
+    /// The node could not apply it.
+    #[error("the cluster node could not reset the password: {0}")]
+    Node(String),
+}
+
 /// Why a node is gone without being stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CrashCause {
@@ -556,6 +567,41 @@ impl Runtime {
         *self.restart_at.lock() = None;
         self.health.lock().next_restart = None;
         Ok(())
+    }
+
+    /// Hands the open node the administrator's new password (the management API's
+    /// reset). Only a Ready cluster whose node is open and healthy takes it; otherwise the
+    /// refusal says why, and nothing is queued (a later open must not apply a password the
+    /// caller was told was refused). The password is dropped (zeroized) on return.
+    pub async fn reset_admin_password(
+        &self,
+        user: &str,
+        password: Zeroizing<String>,
+    ) -> Result<(), AdminPasswordRefused> {
+        let _pass = self.pass.lock().await;
+        let status = self.status();
+        let restarting = self.health.lock().restarting;
+        if self.stopped.load(Ordering::SeqCst) || restarting || status != Status::Ready {
+            return Err(AdminPasswordRefused::NotReady(match status {
+                Status::Inaccessible { message, .. } => format!("Inaccessible ({message})"),
+                Status::Ready if restarting => "Starting".to_string(),
+                other => other.as_str().to_string(),
+            }));
+        }
+        if !*self.node_open.lock() {
+            return Err(AdminPasswordRefused::NotReady("Starting".into()));
+        }
+        let mut node = self.node.lock().await;
+        let Some(n) = node.as_mut().filter(|n| !n.has_exited()) else {
+            return Err(AdminPasswordRefused::NotReady("Starting".into()));
+        };
+        let admin = cluster::protocol::AdminPassword {
+            user: user.to_string(),
+            password,
+        };
+        n.reset_admin_password(admin)
+            .await
+            .map_err(|e| AdminPasswordRefused::Node(e.to_string()))
     }
 
     /// Stops the node (delete or shutdown); it is not restarted.

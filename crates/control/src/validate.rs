@@ -64,7 +64,8 @@ pub struct CreatePlan {
 #[derive(Debug, Clone, Default)]
 pub struct UpdatePlan {
     pub new_cmk: Option<CmkReference>,
-    pub admin_password: Option<String>,
+    /// The administrator's new password (a reset), zeroized when the plan goes.
+    pub admin_password: Option<zeroize::Zeroizing<String>>,
     /// Identities listed in the request; attached even if a later step fails, as the
     /// managed service does (B10).
     pub identities: Vec<String>,
@@ -372,7 +373,9 @@ pub fn validate_update(
             "The administrator user name is set at creation and can't be changed.",
         ));
     }
-    let admin_password = admin.and_then(|a| a.password.clone());
+    let admin_password = admin
+        .and_then(|a| a.password.clone())
+        .map(zeroize::Zeroizing::new);
     if let Some(password) = &admin_password {
         validate_password(password)?;
     }

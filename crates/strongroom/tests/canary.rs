@@ -1,7 +1,8 @@
 //! The plaintext canary across the whole system: a marker goes into document values,
 //! field names, an index and a sort large enough to spill; the key is revoked and
 //! restored; then every byte under every data directory — clusters, control plane, key
-//! vault, identity, audit log — is scanned. The marker must never appear.
+//! vault, identity, audit log — is scanned. The marker must never appear. It is also
+//! part of the administrator's new password, reset through the management API.
 
 mod common;
 
@@ -196,6 +197,29 @@ async fn no_plaintext_anywhere_after_a_cmk_scenario() {
             .unwrap(),
         3001
     );
+    // The administrator's password reset (issue 17) carries the marker: it must reach no
+    // log, no audit record and no file — only its SCRAM derivation is stored.
+    let new_password = format!("Reset!1{marker}");
+    let (status, body) = d
+        .control(
+            reqwest::Method::PATCH,
+            &d.cluster_url("canary"),
+            Some(serde_json::json!({"properties": {"administrator": {"password": new_password}}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body:#}");
+    let client = d
+        .mongo(
+            &d.get_cluster("canary").await,
+            "clusteradmin",
+            &new_password,
+        )
+        .await;
+    client
+        .database("admin")
+        .run_command(doc! {"ping": 1})
+        .await
+        .expect("login with the reset password");
 
     let (hits, scanned) = files_containing(d.dir.path(), marker.as_bytes());
     assert!(

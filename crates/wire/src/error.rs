@@ -58,6 +58,8 @@ pub enum Error {
     TlsRequired,
     #[error("creating the initial admin user: {0}")]
     AdminUser(String),
+    #[error("resetting the administrator's password: {0}")]
+    AdminPassword(String),
 }
 
 /// A MongoDB command error: `{ok: 0, errmsg, code, codeName, ...extra}`.

@@ -369,6 +369,27 @@ impl Server {
             .map_err(|e| Error::AdminUser(e.to_string()))
     }
 
+    /// Resets the administrator's password (the management API's PATCH of
+    /// `properties.administrator.password`): `admin.<user>` gets new SCRAM credentials.
+    /// Open connections keep their authentication; new logins need the new password.
+    /// Fails while the gate is Inaccessible.
+    pub async fn reset_admin_password(
+        &self,
+        user: &str,
+        password: &Zeroizing<String>,
+    ) -> Result<(), Error> {
+        self.shared.users.set_admin(user);
+        let db = self
+            .shared
+            .db()
+            .map_err(|e| Error::AdminPassword(e.errmsg))?;
+        crate::auth::users::reset_admin_password(db, user, password)
+            .await
+            .map_err(|e| Error::AdminPassword(e.to_string()))?;
+        self.shared.users.changed();
+        Ok(())
+    }
+
     /// Names the cluster's administrator (`admin.<user>`) without creating it (a restored
     /// cluster brings its administrator along): the MongoDB API may not drop or demote it.
     pub fn set_admin_user(&self, user: &str) {

@@ -5,7 +5,7 @@
 mod common;
 
 use bson::{Document, doc};
-use common::{ADMIN_PASSWORD, ADMIN_USER, TestServer, command_code};
+use common::{ADMIN_USER, TestServer, command_code};
 
 const PW: &str = "Passw0rd!user";
 
@@ -123,14 +123,21 @@ async fn the_cluster_administrator_cannot_be_dropped_or_demoted() {
         Some(13),
         "another user changing the admin's password"
     );
-    // The administrator may still change its own password.
-    run(
-        &admin,
-        "admin",
-        doc! {"updateUser": ADMIN_USER, "pwd": ADMIN_PASSWORD},
-    )
-    .await
-    .expect("own password");
+    // Not even the administrator itself: its password belongs to the management API.
+    let err = admin
+        .database("admin")
+        .run_command(doc! {"updateUser": ADMIN_USER, "pwd": "Taken0ver!"})
+        .await
+        .expect_err("the admin changing its own password");
+    let mongodb::error::ErrorKind::Command(c) = &*err.kind else {
+        panic!("not a command error: {err}");
+    };
+    assert_eq!(c.code, 13, "the admin changing its own password");
+    assert!(
+        c.message.contains("management API") && !c.message.contains("Taken0ver"),
+        "{}",
+        c.message
+    );
     // It is still there, still root, and still works.
     let info = run(&admin, "admin", doc! {"usersInfo": ADMIN_USER})
         .await

@@ -60,13 +60,18 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Point a CMK cluster at another key and/or identity (both are required).
+    /// Point a CMK cluster at another key and/or identity (both are required), and/or
+    /// reset the administrator's password (the cluster must be Ready).
     Update {
         name: String,
-        #[arg(long)]
-        key_url: String,
-        #[arg(long)]
-        identity: String,
+        #[arg(long, requires = "identity")]
+        key_url: Option<String>,
+        #[arg(long, requires = "key_url")]
+        identity: Option<String>,
+        /// The administrator's new password (same rules as at creation). Prefer the
+        /// environment variable: command lines are visible to other local users.
+        #[arg(long, env = "STRONGROOM_NEW_ADMIN_PASSWORD", hide_env_values = true)]
+        admin_password: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -245,10 +250,18 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             name,
             key_url,
             identity,
+            admin_password,
             common,
         } => {
+            let mut body = match (&key_url, &identity) {
+                (Some(k), Some(i)) => cmk_body(k, i),
+                _ if admin_password.is_some() => json!({"properties": {}}),
+                _ => bail!("nothing to update: give --key-url and --identity, or --admin-password"),
+            };
+            if let Some(password) = admin_password.map(zeroize::Zeroizing::new) {
+                body["properties"]["administrator"] = json!({"password": password.as_str()});
+            }
             let client = Client::connect(&common).await?;
-            let body = cmk_body(&key_url, &identity);
             client
                 .send(
                     client

@@ -216,3 +216,43 @@ pub async fn ensure_admin(db: Arc<Db>, user: &str, password: &Zeroizing<String>)
     .await
     .map_err(|e| CommandError::internal(format!("admin user task failed: {e}")))?
 }
+
+/// Gives `admin.<user>` new SCRAM-SHA-256 credentials derived from `password` (the
+/// management API's password reset), creating it with role `root` if it is missing. Its
+/// roles and user id stay; connections already authenticated as it stay authenticated, as
+/// in MongoDB, and new logins need the new password.
+pub async fn reset_admin_password(
+    db: Arc<Db>,
+    user: &str,
+    password: &Zeroizing<String>,
+) -> CmdResult<()> {
+    let user = user.to_string();
+    let password = password.clone();
+    tokio::task::spawn_blocking(move || {
+        let credentials = derive(&password)?;
+        drop(password);
+        match find_user(&db, USERS_DB, &user)? {
+            Some(mut record) => {
+                record.credentials = credentials;
+                replace_user(&db, &record)?;
+            }
+            None => {
+                let record = UserRecord {
+                    user: user.clone(),
+                    db: USERS_DB.to_string(),
+                    user_id: bson::Binary::from_uuid(bson::Uuid::new()),
+                    credentials,
+                    roles: vec![RoleGrant {
+                        role: "root".into(),
+                        db: USERS_DB.into(),
+                    }],
+                };
+                insert_user(&db, &record)?;
+            }
+        }
+        tracing::info!(user = %user, "administrator password reset");
+        Ok(())
+    })
+    .await
+    .map_err(|e| CommandError::internal(format!("admin password task failed: {e}")))?
+}

@@ -5,7 +5,8 @@
 //! roles but not `root` (a role on `admin`); a password change needs `changePassword` on
 //! the user's database. The cluster's administrator (see
 //! [`crate::auth::directory::Directory`]) cannot be dropped, lose a role, or get a new
-//! password from anyone but itself: these are refused with `Unauthorized` (13).
+//! password from anyone, itself included: these are refused with `Unauthorized` (13). Its
+//! password is reset through the management API ([`crate::Server::reset_admin_password`]).
 //! Every change to a user's roles or existence moves the users generation, so open
 //! connections see it at their next command.
 
@@ -123,8 +124,13 @@ pub(super) async fn update_user(ctx: &mut Ctx<'_>) -> CmdResult {
         if !own {
             require(ctx, Action::ChangePassword, &ctx.db)?;
         }
-        if !is_self {
-            protect_admin(ctx, &user, "have its password changed by another user")?;
+        // Nobody, the administrator included: its password is the management API's.
+        if ctx.shared.users.is_admin(&ctx.db, &user) {
+            return Err(CommandError::unauthorized(format!(
+                "not authorized on {} to execute command {{ updateUser: \"{}\", pwd: ... }}: the cluster administrator's password can't be changed through the MongoDB API; reset it through the management API (PATCH the mongoCluster with properties.administrator.password, or `strongroom cluster update <name> --admin-password`)",
+                ctx.db,
+                crate::server::truncate(&user, 64),
+            )));
         }
     }
     if let Some(roles) = &roles {
