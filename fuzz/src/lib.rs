@@ -44,35 +44,44 @@ pub fn sample_db() -> docdb::Db {
 }
 
 /// The in-process MongoDB server (plaintext, on loopback, nobody logged in) the wire
-/// target sends its bytes to. Started once per fuzzing process.
+/// target sends its bytes to. Started once per fuzzing process and kept in a static for
+/// the life of the process (reachable, so the leak checker does not count it).
 pub fn wire_server() -> std::net::SocketAddr {
-    static SERVER: OnceLock<std::net::SocketAddr> = OnceLock::new();
-    *SERVER.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ca = pki::DevCa::load_or_create(&dir.path().join("ca")).expect("ca");
-        let tls = wire::tls::server_config(&ca.issue_server(&["localhost"]).expect("cert"))
-            .expect("tls");
-        let mut config = wire::ServerConfig::new(
-            "127.0.0.1:0".parse().expect("addr"),
-            sample_db(),
-            tls,
-        );
-        config.tls = None;
-        config.insecure_plaintext = true;
-        config.idle_poll = std::time::Duration::ZERO;
-        let server = runtime
-            .block_on(wire::Server::start(config))
-            .expect("server");
-        let addr = server.local_addr();
-        // The server lives as long as the process: leak it and its runtime.
-        std::mem::forget(dir);
-        std::mem::forget(server);
-        std::mem::forget(runtime);
-        addr
-    })
+    struct Running {
+        addr: std::net::SocketAddr,
+        _server: wire::Server,
+        _runtime: tokio::runtime::Runtime,
+        _dir: tempfile::TempDir,
+    }
+    static SERVER: OnceLock<Running> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let ca = pki::DevCa::load_or_create(&dir.path().join("ca")).expect("ca");
+            let tls = wire::tls::server_config(&ca.issue_server(&["localhost"]).expect("cert"))
+                .expect("tls");
+            let mut config = wire::ServerConfig::new(
+                "127.0.0.1:0".parse().expect("addr"),
+                sample_db(),
+                tls,
+            );
+            config.tls = None;
+            config.insecure_plaintext = true;
+            config.idle_poll = std::time::Duration::ZERO;
+            let server = runtime
+                .block_on(wire::Server::start(config))
+                .expect("server");
+            Running {
+                addr: server.local_addr(),
+                _server: server,
+                _runtime: runtime,
+                _dir: dir,
+            }
+        })
+        .addr
 }
