@@ -1,6 +1,7 @@
 //! Hostile paths and nesting against a running server: a read-only user's 50,000-part
-//! projection, and a 1,000,000-level BSON body sent before authenticating, each get an
-//! error reply with MongoDB's code, and the server keeps answering on other connections.
+//! projection, a 1,500-level BSON body sent before authenticating and a 1,000,000-level
+//! one after, each get an error reply with MongoDB's code, and the server keeps
+//! answering on other connections.
 
 mod common;
 
@@ -126,16 +127,29 @@ fn deep_ping(levels: usize) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_million_level_bson_body_before_authentication_is_refused() {
+async fn deep_bson_bodies_are_refused_before_and_after_authentication() {
     let ts = TestServer::start().await;
-    let msg = deep_ping(1_000_000);
-    assert!(msg.len() < wire::message::MAX_MESSAGE_SIZE);
-    let mut c = RawClient::connect(&ts).await;
-    c.send(&msg).await;
-    // A well-formed frame that is too deep: an error reply with MongoDB's code for BSON
-    // nested too deeply, refused on the raw bytes before anything recursive ran.
-    let r = c.recv().await.expect("an error reply");
-    assert_eq!(r.get_i32("code").ok(), Some(OVERFLOW), "{r}");
+    // Before login a frame may hold 16 KiB (docs/wire.md, "Limits"): 1,500 levels fit,
+    // ten times the depth limit.
+    let shallow_enough_to_send = deep_ping(1_500);
+    assert!(shallow_enough_to_send.len() < 16 * 1024);
+    // After login a frame may hold 48 MB: a 1,000,000-level body fits.
+    let million = deep_ping(1_000_000);
+    assert!(million.len() < wire::message::MAX_MESSAGE_SIZE);
+    let mut anonymous = RawClient::connect(&ts).await;
+    let mut logged_in = RawClient::connect(&ts).await;
+    let r = common::authenticate(&mut logged_in, common::ADMIN_USER, common::ADMIN_PASSWORD).await;
+    assert_eq!(r.get_f64("ok").ok(), Some(1.0), "{r}");
+    for (c, msg) in [
+        (&mut anonymous, &shallow_enough_to_send),
+        (&mut logged_in, &million),
+    ] {
+        c.send(msg).await;
+        // A well-formed frame that is too deep: an error reply with MongoDB's code for
+        // BSON nested too deeply, refused on the raw bytes before anything recursive ran.
+        let r = c.recv().await.expect("an error reply");
+        assert_eq!(r.get_i32("code").ok(), Some(OVERFLOW), "{r}");
+    }
     assert!(pings(&ts).await);
     ts.stop().await;
 }

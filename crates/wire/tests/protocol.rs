@@ -353,13 +353,24 @@ async fn bad_input_never_takes_the_server_down() {
 
     // 9. A compressed message that lies about its size, and a bogus compressor id.
     let lie = compress(&op_msg(10, &ping_doc, &[], false), Compressor::Zstd).expect("compress");
+    // A size the message cannot inflate to (under the ratio cap): the decompressor finds
+    // the lie.
     let mut lie2 = lie.clone();
-    lie2[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&1_000_000i32.to_le_bytes());
+    lie2[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&4096i32.to_le_bytes());
     c.send(&lie2).await;
     assert_refused(
         &c.recv().await.expect("error reply"),
         PROTOCOL_ERROR,
         "lying uncompressed size",
+    );
+    // A size past the ratio cap is refused before anything is inflated (docs/wire.md,
+    // "Limits").
+    lie2[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&1_000_000i32.to_le_bytes());
+    c.send(&lie2).await;
+    assert_refused(
+        &c.recv().await.expect("error reply"),
+        (2, "BadValue"),
+        "uncompressed size past the ratio cap",
     );
     let mut bogus = lie.clone();
     bogus[HEADER_LEN + 8] = 42;
