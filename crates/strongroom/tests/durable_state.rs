@@ -51,23 +51,6 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-fn cli(d: &Deployment, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strongroom"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(d.dir.path())
-        .arg("-g")
-        .arg(RG)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 /// Record frames of an audit segment: (offset, length with prefix).
 fn frames(path: &Path) -> Vec<(usize, usize)> {
     let bytes = std::fs::read(path).unwrap();
