@@ -257,7 +257,12 @@ async fn point_in_time_restore_across_key_modes_and_revocation() {
     // Export: encrypted by default (nothing readable), decryptable with the key; or
     // plaintext on request. Both hold exactly the documents of the restore point.
     let marker = "EXPORT-MARKER-5150";
-    let c = collection(&d, &d.get_cluster("cmksrc").await).await;
+    // The key was disabled above, so the source went Inaccessible; it serves again only
+    // once a revalidation has seen the key enabled.
+    let (cmksrc, _) = d
+        .wait_status("cmksrc", "Ready", Duration::from_secs(30))
+        .await;
+    let c = collection(&d, &cmksrc).await;
     c.insert_one(doc! {"_id": 9_999i64, marker: marker})
         .await
         .unwrap();
