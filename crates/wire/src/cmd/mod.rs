@@ -99,6 +99,18 @@ pub(crate) enum Reply {
     Raw(RawDocumentBuf),
 }
 
+impl From<Document> for Reply {
+    fn from(d: Document) -> Reply {
+        Reply::Doc(d)
+    }
+}
+
+impl From<RawDocumentBuf> for Reply {
+    fn from(r: RawDocumentBuf) -> Reply {
+        Reply::Raw(r)
+    }
+}
+
 impl Reply {
     /// The reply as a `Document` (for the legacy `OP_REPLY` path, which only answers
     /// handshakes and so never sees a raw reply in practice).
@@ -408,7 +420,7 @@ async fn run(
         epoch,
         interrupt,
     };
-    let result = table::dispatch(command.handler, &mut ctx).await;
+    let result = (command.run)(&mut ctx).await;
     (result, ctx.body)
 }
 
