@@ -15,7 +15,10 @@ use std::pin::Pin;
 
 use bson::{Bson, Document};
 
-use super::{Ctx, Reply, admin, crud, cursors, ddl, hello, sasl, users};
+use super::{
+    Ctx, Reply, admin, aggregate, count, cursors, ddl, explain, find, find_and_modify, hello, sasl,
+    users, write,
+};
 use crate::auth::roles::Action::{self, *};
 use crate::error::CmdResult;
 
@@ -73,31 +76,31 @@ fn done<'a, T: Into<Reply>>(r: CmdResult<T>) -> Pending<'a> {
 
 /// Every command, the busiest first (lookup scans in order).
 pub(crate) const COMMANDS: &[Command] = &[
-    cmd(&["find"], Access::Db(&[Find]), |c| wait(crud::find(c))),
+    cmd(&["find"], Access::Db(&[Find]), |c| wait(find::find(c))),
     cmd(&["insert"], Access::Db(&[Insert]), |c| {
-        wait(crud::insert(c))
+        wait(write::insert(c))
     }),
     cmd(&["update"], Access::DbFor(update_actions), |c| {
-        wait(crud::update(c))
+        wait(write::update(c))
     }),
     cmd(&["delete"], Access::Db(&[Remove]), |c| {
-        wait(crud::delete(c))
+        wait(write::delete(c))
     }),
     // Only the cursor's owner may continue it (checked by the cursor registry).
     cmd(&["getMore"], Access::Authenticated, |c| {
         wait(cursors::get_more(c))
     }),
     cmd(&["aggregate"], Access::DbFor(aggregate_actions), |c| {
-        wait(crud::aggregate(c))
+        wait(aggregate::aggregate(c))
     }),
     cmd(
         &["findAndModify", "findandmodify"],
         Access::DbFor(find_and_modify_actions),
-        |c| wait(crud::find_and_modify(c)),
+        |c| wait(find_and_modify::find_and_modify(c)),
     ),
-    cmd(&["count"], Access::Db(&[Find]), |c| wait(crud::count(c))),
+    cmd(&["count"], Access::Db(&[Find]), |c| wait(count::count(c))),
     cmd(&["distinct"], Access::Db(&[Find]), |c| {
-        wait(crud::distinct(c))
+        wait(count::distinct(c))
     }),
     // A user may always kill its own cursors (MongoDB too); others' are refused by the
     // registry.
@@ -105,7 +108,7 @@ pub(crate) const COMMANDS: &[Command] = &[
         done(cursors::kill_cursors(c))
     }),
     cmd(&["explain"], Access::DbFor(explain_actions), |c| {
-        wait(crud::explain(c))
+        wait(explain::explain(c))
     }),
     cmd(&["create"], Access::Db(&[CreateCollection]), |c| {
         wait(ddl::create(c))
