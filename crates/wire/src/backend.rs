@@ -19,9 +19,7 @@ pub struct WriteOutcome {
 }
 
 fn errors(list: Vec<docdb::WriteError>) -> Vec<(usize, CommandError)> {
-    list.into_iter()
-        .map(|w| (w.index, w.error.into()))
-        .collect()
+    list.into_iter().map(|w| (w.index, w.error)).collect()
 }
 
 /// The first document matching `filter`.
@@ -43,16 +41,14 @@ pub fn find_all(db: &Db, d: &str, c: &str, filter: Document) -> CmdResult<Vec<Do
         filter,
         ..Default::default()
     };
-    db.find(d, c, opts)?
-        .map(|r| r.map_err(CommandError::from))
-        .collect()
+    db.find(d, c, opts)?.collect()
 }
 
 /// Inserts one document; its write error (e.g. duplicate key) becomes the error.
 pub fn insert_one(db: &Db, d: &str, c: &str, document: Document) -> CmdResult<()> {
     let r = db.insert(d, c, vec![document], true)?;
     match r.write_errors.into_iter().next() {
-        Some(w) => Err(w.error.into()),
+        Some(w) => Err(w.error),
         None => Ok(()),
     }
 }
@@ -75,7 +71,7 @@ pub fn replace_one(
     };
     let r = db.update(d, c, vec![op], true)?;
     match r.write_errors.into_iter().next() {
-        Some(w) => Err(w.error.into()),
+        Some(w) => Err(w.error),
         None => Ok(r.n),
     }
 }
@@ -89,7 +85,7 @@ pub fn delete_one(db: &Db, d: &str, c: &str, filter: Document) -> CmdResult<u64>
     };
     let r = db.delete(d, c, vec![op], true)?;
     match r.write_errors.into_iter().next() {
-        Some(w) => Err(w.error.into()),
+        Some(w) => Err(w.error),
         None => Ok(r.n),
     }
 }
@@ -156,12 +152,12 @@ pub async fn update_now(
 ) -> Option<CmdResult<WriteOutcome>> {
     let (r, commit) = match db.try_update_now(d, c, op)? {
         Ok(done) => done,
-        Err(e) => return Some(Err(e.into())),
+        Err(e) => return Some(Err(e)),
     };
     if alone && let Some(durable) = db.try_durable_now(commit) {
         return Some(match durable {
             Ok(()) => Ok(update_outcome(r)),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         });
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -173,7 +169,7 @@ pub async fn update_now(
     );
     Some(match rx.await {
         Ok(Ok(())) => Ok(update_outcome(r)),
-        Ok(Err(e)) => Err(e.into()),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(CommandError::internal(
             "the engine dropped a durability wait",
         )),
@@ -208,5 +204,5 @@ pub fn drop_collection(db: &Db, d: &str, c: &str) -> CmdResult<Option<usize>> {
 
 /// Does `document` match `filter`?
 pub fn matches(filter: &Document, document: &Document) -> CmdResult<bool> {
-    Ok(docdb::matcher::Matcher::new(filter)?.matches(document)?)
+    docdb::matcher::Matcher::new(filter)?.matches(document)
 }

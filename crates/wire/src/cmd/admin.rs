@@ -201,7 +201,7 @@ pub(super) fn get_parameter(ctx: &mut Ctx<'_>) -> CmdResult {
     }
     if out.is_empty() {
         return Err(CommandError::new(
-            (72, "InvalidOptions"),
+            code::INVALID_OPTIONS,
             "no option found to get",
         ));
     }

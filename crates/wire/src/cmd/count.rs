@@ -21,7 +21,7 @@ pub(super) async fn count(ctx: &mut Ctx<'_>) -> CmdResult {
     let db = ctx.db.clone();
     let interrupt = ctx.interrupt.clone();
     let n = ctx
-        .blocking(move |h| Ok(h.count_with(&db, &coll, &filter, skip as u64, limit, &interrupt)?))
+        .blocking(move |h| h.count_with(&db, &coll, &filter, skip as u64, limit, &interrupt))
         .await?;
     Ok(doc! {"n": n as i64})
 }
@@ -37,7 +37,7 @@ pub(super) async fn distinct(ctx: &mut Ctx<'_>) -> CmdResult {
     let db = ctx.db.clone();
     let interrupt = ctx.interrupt.clone();
     let values = ctx
-        .blocking(move |h| Ok(h.distinct_with(&db, &coll, &key, &filter, &interrupt)?))
+        .blocking(move |h| h.distinct_with(&db, &coll, &key, &filter, &interrupt))
         .await?;
     Ok(doc! {"values": values})
 }

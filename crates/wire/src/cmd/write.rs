@@ -66,15 +66,7 @@ fn write_reply(outcome: WriteOutcome, with_modified: bool) -> Document {
             outcome
                 .errors
                 .into_iter()
-                .map(|(index, e)| {
-                    let mut d = doc! {"index": index as i32, "code": e.code, "codeName": e.code_name, "errmsg": e.errmsg};
-                    if let Some(extra) = e.extra {
-                        for (k, v) in *extra {
-                            d.insert(k, v);
-                        }
-                    }
-                    Bson::Document(d)
-                })
+                .map(|(index, e)| Bson::Document(e.to_write_error(index)))
                 .collect::<Vec<_>>(),
         );
     }
