@@ -1,8 +1,11 @@
-//! The error type every docdb operation returns.
+//! The one MongoDB error: what every docdb operation returns and what the wire layer
+//! answers a command with (`wire::CommandError` is this type), with the one table of
+//! codes either produces.
 //!
 //! MongoDB clients branch on the numeric `code` (and sometimes on `codeName`), so each
-//! error carries exactly what the wire layer renders as `{ok: 0, errmsg, code, codeName}`
-//! plus optional extra fields (for example `keyPattern` / `keyValue` of a duplicate key).
+//! error carries exactly what a reply renders as `{ok: 0, errmsg, code, codeName}` plus
+//! optional extra fields (for example `keyPattern` / `keyValue` of a duplicate key).
+//! Storage failures become codes in one place, `engine::map_err`.
 
 use bson::{Bson, Document, doc};
 
@@ -19,7 +22,7 @@ macro_rules! codes {
     };
 }
 
-/// The codes docdb produces. Names follow MongoDB's `error_codes.yml`.
+/// Every code docdb and the wire layer produce. Names follow MongoDB's `error_codes.yml`.
 pub mod code {
     use super::ErrorCode;
     codes! {
@@ -27,13 +30,20 @@ pub mod code {
         BAD_VALUE = 2, "BadValue";
         NO_SUCH_KEY = 4, "NoSuchKey";
         FAILED_TO_PARSE = 9, "FailedToParse";
+        USER_NOT_FOUND = 11, "UserNotFound";
+        UNAUTHORIZED = 13, "Unauthorized";
         TYPE_MISMATCH = 14, "TypeMismatch";
         OVERFLOW = 15, "Overflow";
+        INVALID_LENGTH = 16, "InvalidLength";
+        PROTOCOL_ERROR = 17, "ProtocolError";
+        AUTHENTICATION_FAILED = 18, "AuthenticationFailed";
         ILLEGAL_OPERATION = 20, "IllegalOperation";
         NAMESPACE_NOT_FOUND = 26, "NamespaceNotFound";
         INDEX_NOT_FOUND = 27, "IndexNotFound";
         PATH_NOT_VIABLE = 28, "PathNotViable";
+        ROLE_NOT_FOUND = 31, "RoleNotFound";
         CONFLICTING_UPDATE_OPERATORS = 40, "ConflictingUpdateOperators";
+        CURSOR_NOT_FOUND = 43, "CursorNotFound";
         NAMESPACE_EXISTS = 48, "NamespaceExists";
         MAX_TIME_MS_EXPIRED = 50, "MaxTimeMSExpired";
         DOLLAR_PREFIXED_FIELD_NAME = 52, "DollarPrefixedFieldName";
@@ -49,12 +59,21 @@ pub mod code {
         INDEX_KEY_SPECS_CONFLICT = 86, "IndexKeySpecsConflict";
         OPERATION_FAILED = 96, "OperationFailed";
         WRITE_CONFLICT = 112, "WriteConflict";
+        CLIENT_METADATA_CANNOT_BE_MUTATED = 186, "ClientMetadataCannotBeMutated";
+        NOT_IMPLEMENTED = 238, "NotImplemented";
+        OPERATION_NOT_SUPPORTED_IN_TRANSACTION = 263, "OperationNotSupportedInTransaction";
         QUERY_EXCEEDED_MEMORY_LIMIT = 292, "QueryExceededMemoryLimitNoDiskUseAllowed";
+        MECHANISM_UNAVAILABLE = 334, "MechanismUnavailable";
+        UNSUPPORTED_OP_QUERY_COMMAND = 352, "UnsupportedOpQueryCommand";
         BSON_OBJECT_TOO_LARGE = 10334, "BSONObjectTooLarge";
         DUPLICATE_KEY = 11000, "DuplicateKey";
         INTERRUPTED_AT_SHUTDOWN = 11600, "InterruptedAtShutdown";
         INTERRUPTED = 11601, "Interrupted";
         OUT_OF_DISK_SPACE = 14031, "OutOfDiskSpace";
+        // Not a MongoDB code: the cluster's keys are unusable (CMK revoked, disabled,
+        // ...). Chosen outside MongoDB's ranges so no driver mistakes it for a retryable
+        // or topology-changing error; the message carries the reason.
+        CLUSTER_INACCESSIBLE = 50_000, "ClusterInaccessible";
     }
 
     /// Codes MongoDB reports without a symbolic name ("Location<code>").
@@ -113,6 +132,15 @@ impl Error {
 
     pub fn internal(msg: impl Into<String>) -> Self {
         Self::new(code::INTERNAL_ERROR, msg)
+    }
+
+    pub fn unauthorized(msg: impl Into<String>) -> Self {
+        Self::new(code::UNAUTHORIZED, msg)
+    }
+
+    /// SCRAM's one answer to every failed authentication, whatever failed.
+    pub fn auth_failed() -> Self {
+        Self::new(code::AUTHENTICATION_FAILED, "Authentication failed.")
     }
 
     pub fn location(code: i32, msg: impl Into<String>) -> Self {

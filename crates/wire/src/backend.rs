@@ -2,10 +2,10 @@
 //! arguments into `docdb::Db` calls and docdb results into what the replies need.
 //! Everything here runs on a blocking thread (see `cmd::Ctx::blocking`).
 
-use bson::{Bson, Document, doc};
+use bson::{Bson, Document};
 
 pub use docdb::Db;
-use docdb::{DeleteOp, FindAndModifyOptions, FindOptions, UpdateDoc, UpdateOp};
+use docdb::{DeleteOp, FindOptions, UpdateDoc, UpdateOp};
 
 use crate::error::{CmdResult, CommandError};
 
@@ -19,9 +19,7 @@ pub struct WriteOutcome {
 }
 
 fn errors(list: Vec<docdb::WriteError>) -> Vec<(usize, CommandError)> {
-    list.into_iter()
-        .map(|w| (w.index, w.error.into()))
-        .collect()
+    list.into_iter().map(|w| (w.index, w.error)).collect()
 }
 
 /// The first document matching `filter`.
@@ -43,16 +41,14 @@ pub fn find_all(db: &Db, d: &str, c: &str, filter: Document) -> CmdResult<Vec<Do
         filter,
         ..Default::default()
     };
-    db.find(d, c, opts)?
-        .map(|r| r.map_err(CommandError::from))
-        .collect()
+    db.find(d, c, opts)?.collect()
 }
 
 /// Inserts one document; its write error (e.g. duplicate key) becomes the error.
 pub fn insert_one(db: &Db, d: &str, c: &str, document: Document) -> CmdResult<()> {
     let r = db.insert(d, c, vec![document], true)?;
     match r.write_errors.into_iter().next() {
-        Some(w) => Err(w.error.into()),
+        Some(w) => Err(w.error),
         None => Ok(()),
     }
 }
@@ -75,7 +71,7 @@ pub fn replace_one(
     };
     let r = db.update(d, c, vec![op], true)?;
     match r.write_errors.into_iter().next() {
-        Some(w) => Err(w.error.into()),
+        Some(w) => Err(w.error),
         None => Ok(r.n),
     }
 }
@@ -89,7 +85,7 @@ pub fn delete_one(db: &Db, d: &str, c: &str, filter: Document) -> CmdResult<u64>
     };
     let r = db.delete(d, c, vec![op], true)?;
     match r.write_errors.into_iter().next() {
-        Some(w) => Err(w.error.into()),
+        Some(w) => Err(w.error),
         None => Ok(r.n),
     }
 }
@@ -156,12 +152,12 @@ pub async fn update_now(
 ) -> Option<CmdResult<WriteOutcome>> {
     let (r, commit) = match db.try_update_now(d, c, op)? {
         Ok(done) => done,
-        Err(e) => return Some(Err(e.into())),
+        Err(e) => return Some(Err(e)),
     };
     if alone && let Some(durable) = db.try_durable_now(commit) {
         return Some(match durable {
             Ok(()) => Ok(update_outcome(r)),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         });
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -173,7 +169,7 @@ pub async fn update_now(
     );
     Some(match rx.await {
         Ok(Ok(())) => Ok(update_outcome(r)),
-        Ok(Err(e)) => Err(e.into()),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(CommandError::internal(
             "the engine dropped a durability wait",
         )),
@@ -196,150 +192,6 @@ pub fn delete(
     })
 }
 
-/// Parses `findAndModify` and renders `{lastErrorObject, value}`.
-pub fn find_and_modify(
-    db: &Db,
-    d: &str,
-    c: &str,
-    body: &Document,
-    interrupt: &docdb::Interrupt,
-) -> CmdResult<Document> {
-    let update = match body.get("update") {
-        None | Some(Bson::Null) => None,
-        Some(v) => Some(UpdateDoc::from_bson(v)?),
-    };
-    let get_doc = |k: &str| -> CmdResult<Option<Document>> { crate::cmd::opt_doc(body, k) };
-    let get_bool =
-        |k: &str| -> CmdResult<bool> { Ok(crate::cmd::opt_bool(body, k)?.unwrap_or(false)) };
-    let array_filters = match body.get("arrayFilters") {
-        None | Some(Bson::Null) => Vec::new(),
-        Some(Bson::Array(a)) => a
-            .iter()
-            .map(|f| {
-                f.as_document().cloned().ok_or_else(|| {
-                    CommandError::type_mismatch("arrayFilters entries must be objects")
-                })
-            })
-            .collect::<CmdResult<_>>()?,
-        Some(_) => return Err(CommandError::type_mismatch("arrayFilters must be an array")),
-    };
-    let remove = get_bool("remove")?;
-    let opts = FindAndModifyOptions {
-        query: get_doc("query")?.unwrap_or_default(),
-        sort: get_doc("sort")?,
-        remove,
-        update,
-        new: get_bool("new")?,
-        upsert: get_bool("upsert")?,
-        fields: get_doc("fields")?,
-        array_filters,
-        interrupt: interrupt.clone(),
-    };
-    let r = db.find_and_modify(d, c, opts)?;
-    let mut last = doc! {"n": r.n as i32};
-    if !remove {
-        last.insert("updatedExisting", r.updated_existing);
-    }
-    if let Some(id) = r.upserted {
-        last.insert("upserted", id);
-    }
-    Ok(doc! {
-        "lastErrorObject": last,
-        "value": r.value.map(Bson::Document).unwrap_or(Bson::Null),
-    })
-}
-
-/// The query part of an explained command, as docdb's `explain_find` takes it.
-fn explained_query(inner: &Document) -> CmdResult<(String, FindOptions)> {
-    let name = inner.keys().next().cloned().unwrap_or_default();
-    let coll = match inner.get(&name) {
-        Some(Bson::String(s)) => s.clone(),
-        _ => return Err(CommandError::bad_value("explain needs a collection name")),
-    };
-    let d = |k: &str| crate::cmd::opt_doc(inner, k);
-    let first = |k: &str| -> CmdResult<Document> {
-        inner
-            .get_array(k)
-            .ok()
-            .and_then(|a| a.first())
-            .and_then(Bson::as_document)
-            .cloned()
-            .ok_or_else(|| CommandError::bad_value(format!("explain of {name} needs '{k}'")))
-    };
-    let opts = match name.as_str() {
-        "find" => FindOptions {
-            filter: d("filter")?.unwrap_or_default(),
-            sort: d("sort")?,
-            projection: d("projection")?,
-            skip: crate::cmd::opt_i64(inner, "skip")?.unwrap_or(0).max(0) as u64,
-            limit: crate::cmd::opt_i64(inner, "limit")?
-                .unwrap_or(0)
-                .unsigned_abs(),
-            hint: inner.get("hint").cloned(),
-            ..Default::default()
-        },
-        "count" | "distinct" => FindOptions {
-            filter: d("query")?.unwrap_or_default(),
-            hint: inner.get("hint").cloned(),
-            ..Default::default()
-        },
-        "findAndModify" | "findandmodify" => FindOptions {
-            filter: d("query")?.unwrap_or_default(),
-            sort: d("sort")?,
-            limit: 1,
-            ..Default::default()
-        },
-        "update" => FindOptions {
-            filter: crate::cmd::opt_doc(&first("updates")?, "q")?.unwrap_or_default(),
-            ..Default::default()
-        },
-        "delete" => FindOptions {
-            filter: crate::cmd::opt_doc(&first("deletes")?, "q")?.unwrap_or_default(),
-            ..Default::default()
-        },
-        "aggregate" => {
-            let filter = inner
-                .get_array("pipeline")
-                .ok()
-                .and_then(|p| p.first())
-                .and_then(Bson::as_document)
-                .and_then(|s| s.get_document("$match").ok())
-                .cloned()
-                .unwrap_or_default();
-            FindOptions {
-                filter,
-                hint: inner.get("hint").cloned(),
-                ..Default::default()
-            }
-        }
-        other => {
-            return Err(CommandError::bad_value(format!(
-                "explain is not supported for {other}"
-            )));
-        }
-    };
-    Ok((coll, opts))
-}
-
-/// `explain` of a find/count/distinct/update/delete/findAndModify/aggregate: the plan of
-/// its query part. With `queryPlanner` verbosity the execution statistics are left out
-/// (the query is not run for them either way beyond what docdb does to count).
-pub fn explain(db: &Db, d: &str, inner: &Document, verbosity: &str) -> CmdResult<Document> {
-    let (coll, opts) = explained_query(inner)?;
-    let mut out = db.explain_find(d, &coll, opts)?;
-    if verbosity == "queryPlanner" {
-        out.remove("executionStats");
-    }
-    let mut command = inner.clone();
-    command.insert("$db", d);
-    out.insert("command", command);
-    out.insert(
-        "serverInfo",
-        doc! {"host": "strongroom", "version": crate::cmd::VERSION},
-    );
-    Ok(out)
-}
-
 /// Drops a collection; `Some(number of indexes it had)` or `None` if it did not exist.
 pub fn drop_collection(db: &Db, d: &str, c: &str) -> CmdResult<Option<usize>> {
     let n = db.collection_info(d, c).map(|m| m.indexes.len() + 1);
@@ -352,5 +204,5 @@ pub fn drop_collection(db: &Db, d: &str, c: &str) -> CmdResult<Option<usize>> {
 
 /// Does `document` match `filter`?
 pub fn matches(filter: &Document, document: &Document) -> CmdResult<bool> {
-    Ok(docdb::matcher::Matcher::new(filter)?.matches(document)?)
+    docdb::matcher::Matcher::new(filter)?.matches(document)
 }

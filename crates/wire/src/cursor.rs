@@ -108,7 +108,6 @@ impl Cursor {
         let batch = self
             .interrupt
             .check()
-            .map_err(CommandError::from)
             .and_then(|()| self.next_batch_inner(limit));
         self.interrupt.pause();
         batch
@@ -280,7 +279,7 @@ impl Registry {
         }
         if cursor.owner.lsid.is_some() && owner.lsid.is_some() && cursor.owner.lsid != owner.lsid {
             return Err(CommandError::new(
-                (50738, "Location50738"),
+                code::location(50738),
                 format!(
                     "Cannot run getMore on cursor {id}, which was created in a different session"
                 ),

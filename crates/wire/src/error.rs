@@ -1,7 +1,8 @@
 //! Errors of the wire layer: protocol (bad bytes from a client), server (start-up,
-//! sockets, TLS) and command (what goes back to a client as `{ok: 0, ...}`).
+//! sockets, TLS) and command (what goes back to a client as `{ok: 0, ...}`, which is
+//! docdb's MongoDB error: one type and one code table for both crates).
 
-use bson::{Document, doc};
+use bson::Document;
 
 /// A message that cannot be decoded. The connection answers it with an error reply when
 /// the frame boundaries are still trustworthy, and closes otherwise.
@@ -62,120 +63,18 @@ pub enum Error {
     AdminPassword(String),
 }
 
-/// A MongoDB command error: `{ok: 0, errmsg, code, codeName, ...extra}`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CommandError {
-    pub code: i32,
-    pub code_name: String,
-    pub errmsg: String,
-    /// Extra reply fields (`keyPattern`, `keyValue`, ...); boxed to keep results small.
-    pub extra: Option<Box<Document>>,
-}
-
-/// The error codes the wire layer itself produces (names from MongoDB's error_codes.yml).
-pub mod code {
-    pub const BAD_VALUE: (i32, &str) = (2, "BadValue");
-    pub const FAILED_TO_PARSE: (i32, &str) = (9, "FailedToParse");
-    pub const UNAUTHORIZED: (i32, &str) = (13, "Unauthorized");
-    pub const TYPE_MISMATCH: (i32, &str) = (14, "TypeMismatch");
-    pub const AUTHENTICATION_FAILED: (i32, &str) = (18, "AuthenticationFailed");
-    pub const ILLEGAL_OPERATION: (i32, &str) = (20, "IllegalOperation");
-    pub const NO_SUCH_KEY: (i32, &str) = (4, "NoSuchKey");
-    pub const INVALID_LENGTH: (i32, &str) = (16, "InvalidLength");
-    pub const COMMAND_NOT_FOUND: (i32, &str) = (59, "CommandNotFound");
-    pub const INVALID_NAMESPACE: (i32, &str) = (73, "InvalidNamespace");
-    pub const PROTOCOL_ERROR: (i32, &str) = (17, "ProtocolError");
-    pub const CURSOR_NOT_FOUND: (i32, &str) = (43, "CursorNotFound");
-    pub const USER_NOT_FOUND: (i32, &str) = (11, "UserNotFound");
-    pub const MECHANISM_UNAVAILABLE: (i32, &str) = (334, "MechanismUnavailable");
-    pub const ROLE_NOT_FOUND: (i32, &str) = (31, "RoleNotFound");
-    pub const NOT_IMPLEMENTED: (i32, &str) = (238, "NotImplemented");
-    pub const INTERNAL_ERROR: (i32, &str) = (1, "InternalError");
-    pub const OPERATION_NOT_SUPPORTED_IN_TRANSACTION: (i32, &str) =
-        (263, "OperationNotSupportedInTransaction");
-    /// Not a MongoDB code: the cluster's keys are unusable (CMK revoked, disabled, ...).
-    /// Chosen outside MongoDB's ranges so no driver mistakes it for a retryable or
-    /// topology-changing error; the message carries the reason.
-    pub const CLUSTER_INACCESSIBLE: (i32, &str) = (50_000, "ClusterInaccessible");
-    /// Retryable: the storage engine is being reopened under the command.
-    pub const INTERRUPTED_AT_SHUTDOWN: (i32, &str) = (11_600, "InterruptedAtShutdown");
-}
-
-impl CommandError {
-    pub fn new(code: (i32, &str), errmsg: impl Into<String>) -> CommandError {
-        CommandError {
-            code: code.0,
-            code_name: code.1.to_string(),
-            errmsg: errmsg.into(),
-            extra: None,
-        }
-    }
-
-    pub fn bad_value(msg: impl Into<String>) -> CommandError {
-        CommandError::new(code::BAD_VALUE, msg)
-    }
-
-    pub fn failed_to_parse(msg: impl Into<String>) -> CommandError {
-        CommandError::new(code::FAILED_TO_PARSE, msg)
-    }
-
-    pub fn type_mismatch(msg: impl Into<String>) -> CommandError {
-        CommandError::new(code::TYPE_MISMATCH, msg)
-    }
-
-    pub fn internal(msg: impl Into<String>) -> CommandError {
-        CommandError::new(code::INTERNAL_ERROR, msg)
-    }
-
-    pub fn unauthorized(msg: impl Into<String>) -> CommandError {
-        CommandError::new(code::UNAUTHORIZED, msg)
-    }
-
-    pub fn auth_failed() -> CommandError {
-        CommandError::new(code::AUTHENTICATION_FAILED, "Authentication failed.")
-    }
-
-    /// The reply document.
-    pub fn to_document(&self) -> Document {
-        let mut d = doc! {
-            "ok": 0.0,
-            "errmsg": self.errmsg.clone(),
-            "code": self.code,
-            "codeName": self.code_name.clone(),
-        };
-        if let Some(extra) = &self.extra {
-            for (k, v) in extra.iter() {
-                d.insert(k.clone(), v.clone());
-            }
-        }
-        d
-    }
-}
-
-impl std::fmt::Display for CommandError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({} {})", self.errmsg, self.code, self.code_name)
-    }
-}
-
-impl std::error::Error for CommandError {}
-
-impl From<docdb::Error> for CommandError {
-    fn from(e: docdb::Error) -> CommandError {
-        CommandError {
-            code: e.code,
-            code_name: e.code_name,
-            errmsg: e.errmsg,
-            extra: e.info.map(|d| Box::new(Document::clone(&d))),
-        }
-    }
-}
+/// A command's failure, answered as `{ok: 0, errmsg, code, codeName, ...}`: docdb's
+/// MongoDB error, so a docdb failure reaches the client unchanged and both layers draw
+/// their codes from one table ([`code`]).
+pub use docdb::Error as CommandError;
+/// The one table of MongoDB codes (docdb's).
+pub use docdb::error::code;
 
 impl From<ProtocolError> for CommandError {
     fn from(e: ProtocolError) -> CommandError {
         let code = match e {
-            ProtocolError::DocumentTooLarge(_) => (10334, "BSONObjectTooLarge"),
-            ProtocolError::TooDeep(_) => (15, "Overflow"),
+            ProtocolError::DocumentTooLarge(_) => code::BSON_OBJECT_TOO_LARGE,
+            ProtocolError::TooDeep(_) => code::OVERFLOW,
             ProtocolError::ChecksumMismatch => code::PROTOCOL_ERROR,
             // MongoDB answers decompressed-size problems with BadValue, and oversized
             // write batches with InvalidLength.

@@ -741,7 +741,7 @@ async fn handle_frame(
                 }
                 _ => cmd::Reply::Doc(
                     CommandError::new(
-                        (40571, "Location40571"),
+                        crate::error::code::location(40571),
                         "OP_MSG requests require a $db argument",
                     )
                     .to_document(),
@@ -783,7 +783,7 @@ fn encode_or_error(
         Ok(bytes) => Outcome::Reply(bytes),
         Err(e) => {
             let err = CommandError::new(
-                (10334, "BSONObjectTooLarge"),
+                crate::error::code::BSON_OBJECT_TOO_LARGE,
                 format!("reply could not be sent: {e}"),
             );
             match fallback(&err.to_document()) {
@@ -803,7 +803,7 @@ async fn legacy_query(
 ) -> Document {
     let Some(db) = query.full_collection_name.strip_suffix(".$cmd") else {
         return CommandError::new(
-            (352, "UnsupportedOpQueryCommand"),
+            crate::error::code::UNSUPPORTED_OP_QUERY_COMMAND,
             "OP_QUERY is no longer supported for queries; use OP_MSG",
         )
         .to_document();
@@ -816,7 +816,7 @@ async fn legacy_query(
     let name = body.keys().next().cloned().unwrap_or_default();
     if !matches!(name.as_str(), "hello" | "isMaster" | "ismaster") {
         return CommandError::new(
-            (352, "UnsupportedOpQueryCommand"),
+            crate::error::code::UNSUPPORTED_OP_QUERY_COMMAND,
             format!(
                 "Unsupported OP_QUERY command: {}. The client driver may require an upgrade.",
                 truncate(&name, 64)

@@ -152,7 +152,7 @@ pub fn find_user(db: &Db, auth_db: &str, user: &str) -> CmdResult<Option<UserRec
 pub fn insert_user(db: &Db, record: &UserRecord) -> CmdResult<()> {
     match backend::insert_one(db, USERS_DB, USERS_COLLECTION, record.to_document()) {
         Err(e) if e.code == 11000 => Err(CommandError::new(
-            (51003, "Location51003"),
+            code::location(51003),
             format!("User \"{}@{}\" already exists", record.user, record.db),
         )),
         other => other,

@@ -1,4 +1,4 @@
-//! Server and connection introspection: `buildInfo`, `whatsmyuri`, `connectionStatus`,
+//! Server and connection introspection: `buildInfo`, `ping`, `getnonce`, `whatsmyuri`, `connectionStatus`,
 //! `endSessions`, `serverStatus`, `getCmdLineOpts`, `getParameter`, `hostInfo`.
 
 use std::sync::atomic::Ordering;
@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use bson::{Bson, Document, doc};
 
 use super::{Ctx, hello};
-use crate::error::{CmdResult, CommandError};
+use crate::error::{CmdResult, CommandError, code};
 use crate::message::{MAX_BSON_OBJECT_SIZE, MAX_MESSAGE_SIZE, MAX_NESTING_DEPTH};
 
 /// The MongoDB version whose behaviour this server follows.
@@ -30,6 +30,18 @@ pub(super) fn build_info(_ctx: &mut Ctx<'_>) -> CmdResult {
         "buildEnvironment": {"target_arch": std::env::consts::ARCH, "target_os": std::env::consts::OS},
         "sysInfo": "deprecated",
     })
+}
+
+pub(super) fn ping(_ctx: &mut Ctx<'_>) -> CmdResult {
+    Ok(Document::new())
+}
+
+/// MONGODB-CR's nonce: that mechanism is gone; drivers that still ask are told so.
+pub(super) fn getnonce(_ctx: &mut Ctx<'_>) -> CmdResult {
+    Err(CommandError::new(
+        code::NOT_IMPLEMENTED,
+        "getnonce is not supported; use SCRAM-SHA-256",
+    ))
 }
 
 pub(super) fn whatsmyuri(ctx: &mut Ctx<'_>) -> CmdResult {
@@ -189,7 +201,7 @@ pub(super) fn get_parameter(ctx: &mut Ctx<'_>) -> CmdResult {
     }
     if out.is_empty() {
         return Err(CommandError::new(
-            (72, "InvalidOptions"),
+            code::INVALID_OPTIONS,
             "no option found to get",
         ));
     }

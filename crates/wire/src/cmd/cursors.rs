@@ -246,7 +246,7 @@ where
         match self.0.next() {
             None => Ok(None),
             Some(Ok(d)) => Ok(Some(d)),
-            Some(Err(e)) => Err(e.into()),
+            Some(Err(e)) => Err(e),
         }
     }
 }
@@ -269,7 +269,7 @@ impl CursorSource for RawStream {
         match self.0.next() {
             None => Ok(None),
             Some(Ok(d)) => Ok(Some(d)),
-            Some(Err(e)) => Err(e.into()),
+            Some(Err(e)) => Err(e),
         }
     }
 }

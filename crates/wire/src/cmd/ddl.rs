@@ -52,7 +52,7 @@ pub(super) async fn create(ctx: &mut Ctx<'_>) -> CmdResult {
         options.insert(k.clone(), v.clone());
     }
     let db = ctx.db.clone();
-    ctx.blocking(move |h| Ok(h.create_collection(&db, &coll, options)?))
+    ctx.blocking(move |h| h.create_collection(&db, &coll, options))
         .await?;
     Ok(Document::new())
 }
@@ -79,7 +79,7 @@ pub(super) async fn drop_database(ctx: &mut Ctx<'_>) -> CmdResult {
         ));
     }
     let db = ctx.db.clone();
-    ctx.blocking(move |h| Ok(h.drop_database(&db)?)).await?;
+    ctx.blocking(move |h| h.drop_database(&db)).await?;
     Ok(doc! {"dropped": ctx.db.clone()})
 }
 
@@ -140,10 +140,8 @@ pub(super) async fn rename_collection(ctx: &mut Ctx<'_>) -> CmdResult {
             ));
         }
     }
-    ctx.blocking(move |h| {
-        Ok(h.rename_collection(&from_db, &from_coll, &to_db, &to_coll, drop_target)?)
-    })
-    .await?;
+    ctx.blocking(move |h| h.rename_collection(&from_db, &from_coll, &to_db, &to_coll, drop_target))
+        .await?;
     Ok(Document::new())
 }
 
@@ -156,7 +154,7 @@ pub(super) async fn list_collections(ctx: &mut Ctx<'_>) -> CmdResult {
     };
     let db = ctx.db.clone();
     let mut entries = ctx
-        .blocking(move |h| Ok(h.list_collections(&db, Some(&filter))?))
+        .blocking(move |h| h.list_collections(&db, Some(&filter)))
         .await?;
     if name_only {
         entries = entries
@@ -188,7 +186,7 @@ pub(super) async fn list_databases(ctx: &mut Ctx<'_>) -> CmdResult {
     let everything = user
         .as_ref()
         .is_some_and(|u| allowed(&u.roles, Action::ListDatabases, Target::Cluster));
-    let mut dbs = ctx.blocking(|h| Ok(h.list_databases()?)).await?;
+    let mut dbs = ctx.blocking(|h| h.list_databases()).await?;
     if !everything {
         dbs.retain(|d| {
             user.as_ref()
@@ -238,7 +236,7 @@ pub(super) async fn create_indexes(ctx: &mut Ctx<'_>) -> CmdResult {
     };
     let db = ctx.db.clone();
     let r = ctx
-        .blocking(move |h| Ok(h.create_indexes(&db, &coll, &specs)?))
+        .blocking(move |h| h.create_indexes(&db, &coll, &specs))
         .await?;
     let mut reply = doc! {
         "numIndexesBefore": r.num_indexes_before as i32,
@@ -259,7 +257,7 @@ pub(super) async fn list_indexes(ctx: &mut Ctx<'_>) -> CmdResult {
     };
     let db = ctx.db.clone();
     let c = coll.clone();
-    let specs = ctx.blocking(move |h| Ok(h.list_indexes(&db, &c)?)).await?;
+    let specs = ctx.blocking(move |h| h.list_indexes(&db, &c)).await?;
     let ns = format!("{}.{coll}", ctx.db);
     let open =
         move |_: &Db| -> CmdResult<Box<dyn CursorSource>> { Ok(Box::new(Buffered(specs.into()))) };
@@ -277,7 +275,7 @@ pub(super) async fn drop_indexes(ctx: &mut Ctx<'_>) -> CmdResult {
     })?;
     let db = ctx.db.clone();
     let before = ctx
-        .blocking(move |h| Ok(h.drop_indexes(&db, &coll, &which)?))
+        .blocking(move |h| h.drop_indexes(&db, &coll, &which))
         .await?;
     Ok(doc! {"nIndexesWas": before as i32})
 }

@@ -25,7 +25,7 @@ pub(super) async fn hello(ctx: &mut Ctx<'_>) -> CmdResult {
     if let Some(Bson::Document(_)) = ctx.body.get("client") {
         if ctx.client.handshake_done {
             return Err(CommandError::new(
-                (186, "ClientMetadataCannotBeMutated"),
+                crate::error::code::CLIENT_METADATA_CANNOT_BE_MUTATED,
                 "The client metadata document may only be sent in the first hello",
             ));
         }

@@ -13,16 +13,25 @@
 //! Logs carry command names, databases, durations and error codes, never bodies.
 
 mod admin;
-mod crud;
+mod aggregate;
+mod args;
+mod count;
 mod cursors;
 mod ddl;
+mod explain;
+mod find;
+mod find_and_modify;
 mod hello;
 mod max_time;
+mod redact;
 mod sasl;
 mod table;
 mod users;
+mod write;
 
 pub(crate) use admin::VERSION;
+pub(crate) use args::{opt_bool, opt_doc, opt_i64};
+pub use redact::redacted_shape;
 pub use table::command_names;
 
 use std::sync::Arc;
@@ -99,6 +108,18 @@ pub(crate) enum Reply {
     Raw(RawDocumentBuf),
 }
 
+impl From<Document> for Reply {
+    fn from(d: Document) -> Reply {
+        Reply::Doc(d)
+    }
+}
+
+impl From<RawDocumentBuf> for Reply {
+    fn from(r: RawDocumentBuf) -> Reply {
+        Reply::Raw(r)
+    }
+}
+
 impl Reply {
     /// The reply as a `Document` (for the legacy `OP_REPLY` path, which only answers
     /// handshakes and so never sees a raw reply in practice).
@@ -153,217 +174,6 @@ pub(crate) async fn execute(
     }
 }
 
-/// A command's shape for logs, with no user data left in it: every value becomes
-/// `"###"`, and every field name that is not an operator (`$gt`) or one of MongoDB's own
-/// command parameter names (`filter`, `sort`, `updates`, …) becomes `#1`, `#2`, … — a
-/// collection's field names are user data too (MongoDB's `redactClientLogData` keeps
-/// them; Strongroom does not).
-pub fn redacted_shape(d: &Document) -> Document {
-    fn key(k: &str, i: usize) -> String {
-        if COMMAND_PARAMETERS.contains(&k) || OPERATORS.contains(&k) {
-            k.to_string()
-        } else if k.starts_with('$') {
-            format!("$#{}", i + 1)
-        } else {
-            format!("#{}", i + 1)
-        }
-    }
-    fn redact(v: &Bson, depth: usize) -> Bson {
-        match v {
-            Bson::Document(d) if depth < 8 => Bson::Document(
-                d.iter()
-                    .enumerate()
-                    .map(|(i, (k, v))| (key(k, i), redact(v, depth + 1)))
-                    .collect(),
-            ),
-            Bson::Array(a) if depth < 8 => {
-                Bson::Array(a.iter().take(4).map(|v| redact(v, depth + 1)).collect())
-            }
-            _ => Bson::String("###".into()),
-        }
-    }
-    d.iter()
-        .enumerate()
-        .map(|(i, (k, v))| (key(k, i), redact(v, 0)))
-        .collect()
-}
-
-/// Operators and stage names (query, update, aggregation, and the driver's own `$db`
-/// and friends): safe to show. Anything else starting with `$` is the client's text.
-const OPERATORS: &[&str] = &[
-    "$db",
-    "$readPreference",
-    "$clusterTime",
-    "$eq",
-    "$ne",
-    "$gt",
-    "$gte",
-    "$lt",
-    "$lte",
-    "$in",
-    "$nin",
-    "$and",
-    "$or",
-    "$nor",
-    "$not",
-    "$exists",
-    "$type",
-    "$regex",
-    "$options",
-    "$size",
-    "$all",
-    "$elemMatch",
-    "$mod",
-    "$expr",
-    "$text",
-    "$where",
-    "$comment",
-    "$set",
-    "$unset",
-    "$inc",
-    "$mul",
-    "$min",
-    "$max",
-    "$rename",
-    "$setOnInsert",
-    "$currentDate",
-    "$push",
-    "$each",
-    "$slice",
-    "$sort",
-    "$position",
-    "$addToSet",
-    "$pull",
-    "$pullAll",
-    "$pop",
-    "$match",
-    "$project",
-    "$addFields",
-    "$group",
-    "$limit",
-    "$skip",
-    "$count",
-    "$unwind",
-    "$sum",
-    "$avg",
-    "$first",
-    "$last",
-    "$lookup",
-    "$facet",
-    "$replaceRoot",
-    "$sample",
-    "$out",
-    "$merge",
-    "$add",
-    "$subtract",
-    "$multiply",
-    "$divide",
-    "$cond",
-    "$ifNull",
-    "$concat",
-    "$toString",
-    "$literal",
-    "$meta",
-    "$natural",
-];
-
-/// Parameter names of the commands this server implements: safe to show in logs.
-const COMMAND_PARAMETERS: &[&str] = &[
-    "find",
-    "filter",
-    "sort",
-    "projection",
-    "limit",
-    "skip",
-    "batchSize",
-    "singleBatch",
-    "hint",
-    "comment",
-    "maxTimeMS",
-    "readConcern",
-    "writeConcern",
-    "lsid",
-    "txnNumber",
-    "aggregate",
-    "pipeline",
-    "cursor",
-    "insert",
-    "documents",
-    "ordered",
-    "update",
-    "updates",
-    "delete",
-    "deletes",
-    "findAndModify",
-    "findandmodify",
-    "query",
-    "new",
-    "upsert",
-    "remove",
-    "fields",
-    "arrayFilters",
-    "count",
-    "distinct",
-    "key",
-    "createIndexes",
-    "indexes",
-    "getMore",
-    "collection",
-    "collation",
-    "let",
-    "bypassDocumentValidation",
-    "q",
-    "u",
-    "multi",
-    "allowDiskUse",
-    "explain",
-    "verbosity",
-    "listCollections",
-    "listIndexes",
-    "drop",
-    "dropIndexes",
-    "dropDatabase",
-    "nameOnly",
-    "authorizedCollections",
-    "create",
-    "renameCollection",
-    "to",
-    "dropTarget",
-    "killCursors",
-    "cursors",
-    "name",
-    "unique",
-    "sparse",
-    "partialFilterExpression",
-    "expireAfterSeconds",
-    "hello",
-    "isMaster",
-    "ismaster",
-    "ping",
-    "buildInfo",
-    "saslStart",
-    "saslContinue",
-    "mechanism",
-    "payload",
-    "conversationId",
-    "createUser",
-    "updateUser",
-    "dropUser",
-    "usersInfo",
-    "roles",
-    "pwd",
-    "endSessions",
-    "listDatabases",
-    "serverStatus",
-    "connectionStatus",
-    "whatsmyuri",
-    "getParameter",
-    "returnKey",
-    "showRecordId",
-    "tailable",
-    "noCursorTimeout",
-];
-
 /// Multi-document transactions need a replica set; this server is a standalone, and
 /// says so exactly as MongoDB does.
 fn refuse_transactions(body: &Document) -> CmdResult<()> {
@@ -408,7 +218,7 @@ async fn run(
         epoch,
         interrupt,
     };
-    let result = table::dispatch(command.handler, &mut ctx).await;
+    let result = (command.run)(&mut ctx).await;
     (result, ctx.body)
 }
 
@@ -577,66 +387,4 @@ fn protect_system_namespaces(
         truncate(coll, 64),
         truncate(coll, 64)
     )))
-}
-
-/// Reads an optional non-negative integer argument (any numeric BSON type).
-pub(crate) fn opt_i64(body: &Document, key: &str) -> CmdResult<Option<i64>> {
-    match body.get(key) {
-        None | Some(Bson::Null) => Ok(None),
-        Some(Bson::Int32(i)) => Ok(Some(*i as i64)),
-        Some(Bson::Int64(i)) => Ok(Some(*i)),
-        Some(Bson::Double(f)) if f.fract() == 0.0 => Ok(Some(*f as i64)),
-        Some(other) => Err(CommandError::type_mismatch(format!(
-            "Field '{key}' should be an integer, but found: {}",
-            docdb::error::type_name(other)
-        ))),
-    }
-}
-
-/// Reads an optional document argument.
-pub(crate) fn opt_doc(body: &Document, key: &str) -> CmdResult<Option<Document>> {
-    match body.get(key) {
-        None | Some(Bson::Null) => Ok(None),
-        Some(Bson::Document(d)) => Ok(Some(d.clone())),
-        Some(other) => Err(CommandError::type_mismatch(format!(
-            "BSON field '{key}' is the wrong type '{}', expected type 'object'",
-            docdb::error::type_name(other)
-        ))),
-    }
-}
-
-/// Reads an optional boolean argument (numbers count as booleans, as in MongoDB).
-pub(crate) fn opt_bool(body: &Document, key: &str) -> CmdResult<Option<bool>> {
-    match body.get(key) {
-        None | Some(Bson::Null) => Ok(None),
-        Some(Bson::Boolean(b)) => Ok(Some(*b)),
-        Some(Bson::Int32(i)) => Ok(Some(*i != 0)),
-        Some(Bson::Int64(i)) => Ok(Some(*i != 0)),
-        Some(Bson::Double(f)) => Ok(Some(*f != 0.0)),
-        Some(other) => Err(CommandError::type_mismatch(format!(
-            "BSON field '{key}' is the wrong type '{}', expected type 'bool'",
-            docdb::error::type_name(other)
-        ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bson::doc;
-
-    #[test]
-    fn redaction_keeps_shape_and_drops_every_value() {
-        let body = doc! {"find": "secret_coll", "filter": {"ssn": "123-45-6789", "age": {"$gt": 40}}, "docs": [1, 2, 3, 4, 5, 6]};
-        let shape = redacted_shape(&body);
-        let text = shape.to_string();
-        assert!(
-            !text.contains("123-45-6789") && !text.contains("secret_coll") && !text.contains("40")
-        );
-        assert_eq!(
-            shape,
-            doc! {"find": "###", "filter": {"#1": "###", "#2": {"$gt": "###"}}, "#3": ["###", "###", "###", "###"]}
-        );
-        assert!(!text.contains("ssn"), "field names are user data: {text}");
-    }
 }

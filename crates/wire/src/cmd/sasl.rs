@@ -109,13 +109,13 @@ pub(super) async fn sasl_continue(ctx: &mut Ctx<'_>) -> CmdResult {
     let payload = payload_bytes(&ctx.body)?;
     let Some(mut state) = ctx.client.sasl.take() else {
         return Err(CommandError::new(
-            (17, "ProtocolError"),
+            code::PROTOCOL_ERROR,
             "No SASL session state found",
         ));
     };
     if state.conversation_id != conversation_id || state.db != ctx.db {
         return Err(CommandError::new(
-            (17, "ProtocolError"),
+            code::PROTOCOL_ERROR,
             "Requested conversation id does not match the one in progress",
         ));
     }

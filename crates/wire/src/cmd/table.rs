@@ -3,16 +3,24 @@
 //! access check and dispatch all read this table, so they cannot disagree; a name that
 //! is not here is `CommandNotFound`.
 //!
+//! Adding a command is its handler (`async fn(&mut Ctx) -> CmdResult<impl Into<Reply>>`)
+//! in the `cmd/` file of its family and one line in [`COMMANDS`], as in mini-redis.
+//!
 //! Privileges are MongoDB's: an [`Action`] on the command's database or on the cluster.
 //! Commands whose privileges depend on their arguments derive them from the body
 //! ([`Access::DbFor`]); the user-management commands, `renameCollection` and
 //! `listDatabases` check the databases they name in their handlers.
 
+use std::pin::Pin;
+
 use bson::{Bson, Document};
 
-use super::{Ctx, Reply, admin, crud, cursors, ddl, hello, sasl, users};
+use super::{
+    Ctx, Reply, admin, aggregate, count, cursors, ddl, explain, find, find_and_modify, hello, sasl,
+    users, write,
+};
 use crate::auth::roles::Action::{self, *};
-use crate::error::{CmdResult, CommandError, code};
+use crate::error::CmdResult;
 
 /// What a command needs before it may run.
 #[derive(Debug, Clone, Copy)]
@@ -30,204 +38,167 @@ pub(crate) enum Access {
     Cluster(Action),
 }
 
-/// Which handler runs a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Handler {
-    Find,
-    Insert,
-    Update,
-    Delete,
-    GetMore,
-    Aggregate,
-    FindAndModify,
-    Count,
-    Distinct,
-    KillCursors,
-    Explain,
-    Create,
-    Drop,
-    DropDatabase,
-    RenameCollection,
-    ListCollections,
-    ListDatabases,
-    CreateIndexes,
-    ListIndexes,
-    DropIndexes,
-    Hello,
-    BuildInfo,
-    Ping,
-    GetNonce,
-    WhatsMyUri,
-    ConnectionStatus,
-    EndSessions,
-    SaslStart,
-    SaslContinue,
-    Logout,
-    ServerStatus,
-    GetCmdLineOpts,
-    GetParameter,
-    HostInfo,
-    CreateUser,
-    UpdateUser,
-    DropUser,
-    UsersInfo,
-    GrantRolesToUser,
-    RevokeRolesFromUser,
-}
+/// A command's execution: parses its body from the [`Ctx`] and runs it. A plain function
+/// pointer, so every entry of [`COMMANDS`] is one line that names a handler the compiler
+/// checks exists; the boxed future is one allocation per command, small next to decoding
+/// its body.
+pub(crate) type Run = for<'a, 'c> fn(&'a mut Ctx<'c>) -> Pending<'a>;
 
-/// One implemented command.
+/// A running command.
+pub(crate) type Pending<'a> = Pin<Box<dyn Future<Output = CmdResult<Reply>> + Send + 'a>>;
+
+/// One implemented command: its names, the privilege it needs and the function that runs
+/// it. Nothing else lists commands, so these cannot drift apart.
 pub(crate) struct Command {
     /// The name and its aliases, as clients send them.
     pub names: &'static [&'static str],
     pub access: Access,
-    pub handler: Handler,
+    pub run: Run,
 }
 
-const fn cmd(names: &'static [&'static str], access: Access, handler: Handler) -> Command {
-    Command {
-        names,
-        access,
-        handler,
-    }
+const fn cmd(names: &'static [&'static str], access: Access, run: Run) -> Command {
+    Command { names, access, run }
+}
+
+/// An `async` handler's future as a [`Pending`] command.
+fn wait<'a, T, F>(f: F) -> Pending<'a>
+where
+    F: Future<Output = CmdResult<T>> + Send + 'a,
+    T: Into<Reply>,
+{
+    Box::pin(async move { f.await.map(Into::into) })
+}
+
+/// A synchronous handler's result as a [`Pending`] command.
+fn done<'a, T: Into<Reply>>(r: CmdResult<T>) -> Pending<'a> {
+    Box::pin(std::future::ready(r.map(Into::into)))
 }
 
 /// Every command, the busiest first (lookup scans in order).
 pub(crate) const COMMANDS: &[Command] = &[
-    cmd(&["find"], Access::Db(&[Find]), Handler::Find),
-    cmd(&["insert"], Access::Db(&[Insert]), Handler::Insert),
-    cmd(&["update"], Access::DbFor(update_actions), Handler::Update),
-    cmd(&["delete"], Access::Db(&[Remove]), Handler::Delete),
+    cmd(&["find"], Access::Db(&[Find]), |c| wait(find::find(c))),
+    cmd(&["insert"], Access::Db(&[Insert]), |c| {
+        wait(write::insert(c))
+    }),
+    cmd(&["update"], Access::DbFor(update_actions), |c| {
+        wait(write::update(c))
+    }),
+    cmd(&["delete"], Access::Db(&[Remove]), |c| {
+        wait(write::delete(c))
+    }),
     // Only the cursor's owner may continue it (checked by the cursor registry).
-    cmd(&["getMore"], Access::Authenticated, Handler::GetMore),
-    cmd(
-        &["aggregate"],
-        Access::DbFor(aggregate_actions),
-        Handler::Aggregate,
-    ),
+    cmd(&["getMore"], Access::Authenticated, |c| {
+        wait(cursors::get_more(c))
+    }),
+    cmd(&["aggregate"], Access::DbFor(aggregate_actions), |c| {
+        wait(aggregate::aggregate(c))
+    }),
     cmd(
         &["findAndModify", "findandmodify"],
         Access::DbFor(find_and_modify_actions),
-        Handler::FindAndModify,
+        |c| wait(find_and_modify::find_and_modify(c)),
     ),
-    cmd(&["count"], Access::Db(&[Find]), Handler::Count),
-    cmd(&["distinct"], Access::Db(&[Find]), Handler::Distinct),
+    cmd(&["count"], Access::Db(&[Find]), |c| wait(count::count(c))),
+    cmd(&["distinct"], Access::Db(&[Find]), |c| {
+        wait(count::distinct(c))
+    }),
     // A user may always kill its own cursors (MongoDB too); others' are refused by the
     // registry.
-    cmd(
-        &["killCursors"],
-        Access::Authenticated,
-        Handler::KillCursors,
-    ),
-    cmd(
-        &["explain"],
-        Access::DbFor(explain_actions),
-        Handler::Explain,
-    ),
-    cmd(
-        &["create"],
-        Access::Db(&[CreateCollection]),
-        Handler::Create,
-    ),
-    cmd(&["drop"], Access::Db(&[DropCollection]), Handler::Drop),
-    cmd(
-        &["dropDatabase"],
-        Access::Db(&[DropDatabase]),
-        Handler::DropDatabase,
-    ),
+    cmd(&["killCursors"], Access::Authenticated, |c| {
+        done(cursors::kill_cursors(c))
+    }),
+    cmd(&["explain"], Access::DbFor(explain_actions), |c| {
+        wait(explain::explain(c))
+    }),
+    cmd(&["create"], Access::Db(&[CreateCollection]), |c| {
+        wait(ddl::create(c))
+    }),
+    cmd(&["drop"], Access::Db(&[DropCollection]), |c| {
+        wait(ddl::drop(c))
+    }),
+    cmd(&["dropDatabase"], Access::Db(&[DropDatabase]), |c| {
+        wait(ddl::drop_database(c))
+    }),
     // Runs on admin; the handler checks the source and target databases.
-    cmd(
-        &["renameCollection"],
-        Access::Authenticated,
-        Handler::RenameCollection,
-    ),
-    cmd(
-        &["listCollections"],
-        Access::Db(&[ListCollections]),
-        Handler::ListCollections,
-    ),
+    cmd(&["renameCollection"], Access::Authenticated, |c| {
+        wait(ddl::rename_collection(c))
+    }),
+    cmd(&["listCollections"], Access::Db(&[ListCollections]), |c| {
+        wait(ddl::list_collections(c))
+    }),
     // Without the cluster's listDatabases, a user sees the databases it has a privilege
     // on (MongoDB's authorizedDatabases).
-    cmd(
-        &["listDatabases"],
-        Access::Authenticated,
-        Handler::ListDatabases,
-    ),
-    cmd(
-        &["createIndexes"],
-        Access::Db(&[CreateIndex]),
-        Handler::CreateIndexes,
-    ),
-    cmd(
-        &["listIndexes"],
-        Access::Db(&[ListIndexes]),
-        Handler::ListIndexes,
-    ),
+    cmd(&["listDatabases"], Access::Authenticated, |c| {
+        wait(ddl::list_databases(c))
+    }),
+    cmd(&["createIndexes"], Access::Db(&[CreateIndex]), |c| {
+        wait(ddl::create_indexes(c))
+    }),
+    cmd(&["listIndexes"], Access::Db(&[ListIndexes]), |c| {
+        wait(ddl::list_indexes(c))
+    }),
     cmd(
         &["dropIndexes", "deleteIndexes"],
         Access::Db(&[DropIndex]),
-        Handler::DropIndexes,
+        |c| wait(ddl::drop_indexes(c)),
     ),
-    cmd(
-        &["hello", "isMaster", "ismaster"],
-        Access::Open,
-        Handler::Hello,
-    ),
-    cmd(
-        &["buildInfo", "buildinfo"],
-        Access::Open,
-        Handler::BuildInfo,
-    ),
-    cmd(&["ping"], Access::Open, Handler::Ping),
-    cmd(&["getnonce"], Access::Open, Handler::GetNonce),
-    cmd(&["whatsmyuri"], Access::Open, Handler::WhatsMyUri),
-    cmd(
-        &["connectionStatus"],
-        Access::Open,
-        Handler::ConnectionStatus,
-    ),
-    cmd(&["endSessions"], Access::Open, Handler::EndSessions),
-    cmd(&["saslStart"], Access::Open, Handler::SaslStart),
-    cmd(&["saslContinue"], Access::Open, Handler::SaslContinue),
-    cmd(&["logout"], Access::Open, Handler::Logout),
-    cmd(
-        &["serverStatus"],
-        Access::Cluster(ServerStatus),
-        Handler::ServerStatus,
-    ),
-    cmd(
-        &["getCmdLineOpts"],
-        Access::Cluster(GetCmdLineOpts),
-        Handler::GetCmdLineOpts,
-    ),
-    cmd(
-        &["getParameter"],
-        Access::Cluster(GetParameter),
-        Handler::GetParameter,
-    ),
-    cmd(&["hostInfo"], Access::Cluster(HostInfo), Handler::HostInfo),
+    cmd(&["hello", "isMaster", "ismaster"], Access::Open, |c| {
+        wait(hello::hello(c))
+    }),
+    cmd(&["buildInfo", "buildinfo"], Access::Open, |c| {
+        done(admin::build_info(c))
+    }),
+    cmd(&["ping"], Access::Open, |c| done(admin::ping(c))),
+    cmd(&["getnonce"], Access::Open, |c| done(admin::getnonce(c))),
+    cmd(&["whatsmyuri"], Access::Open, |c| {
+        done(admin::whatsmyuri(c))
+    }),
+    cmd(&["connectionStatus"], Access::Open, |c| {
+        done(admin::connection_status(c))
+    }),
+    cmd(&["endSessions"], Access::Open, |c| {
+        done(admin::end_sessions(c))
+    }),
+    cmd(&["saslStart"], Access::Open, |c| wait(sasl::sasl_start(c))),
+    cmd(&["saslContinue"], Access::Open, |c| {
+        wait(sasl::sasl_continue(c))
+    }),
+    cmd(&["logout"], Access::Open, |c| done(sasl::logout(c))),
+    cmd(&["serverStatus"], Access::Cluster(ServerStatus), |c| {
+        done(admin::server_status(c))
+    }),
+    cmd(&["getCmdLineOpts"], Access::Cluster(GetCmdLineOpts), |c| {
+        done(admin::get_cmd_line_opts(c))
+    }),
+    cmd(&["getParameter"], Access::Cluster(GetParameter), |c| {
+        done(admin::get_parameter(c))
+    }),
+    cmd(&["hostInfo"], Access::Cluster(HostInfo), |c| {
+        done(admin::host_info(c))
+    }),
     // The handler also needs grantRole on every role's database.
-    cmd(
-        &["createUser"],
-        Access::Db(&[CreateUser]),
-        Handler::CreateUser,
-    ),
+    cmd(&["createUser"], Access::Db(&[CreateUser]), |c| {
+        wait(users::create_user(c))
+    }),
     // changePassword (or changeOwnPassword on oneself), grantRole/revokeRole on the
     // roles' databases: checked by the handler.
-    cmd(&["updateUser"], Access::Authenticated, Handler::UpdateUser),
-    cmd(&["dropUser"], Access::Db(&[DropUser]), Handler::DropUser),
+    cmd(&["updateUser"], Access::Authenticated, |c| {
+        wait(users::update_user(c))
+    }),
+    cmd(&["dropUser"], Access::Db(&[DropUser]), |c| {
+        wait(users::drop_user(c))
+    }),
     // viewUser on the users' databases, or oneself: checked by the handler.
-    cmd(&["usersInfo"], Access::Authenticated, Handler::UsersInfo),
+    cmd(&["usersInfo"], Access::Authenticated, |c| {
+        wait(users::users_info(c))
+    }),
     // grantRole / revokeRole on every role's database: checked by the handler.
-    cmd(
-        &["grantRolesToUser"],
-        Access::Authenticated,
-        Handler::GrantRolesToUser,
-    ),
-    cmd(
-        &["revokeRolesFromUser"],
-        Access::Authenticated,
-        Handler::RevokeRolesFromUser,
-    ),
+    cmd(&["grantRolesToUser"], Access::Authenticated, |c| {
+        wait(users::grant_roles_to_user(c))
+    }),
+    cmd(&["revokeRolesFromUser"], Access::Authenticated, |c| {
+        wait(users::revoke_roles_from_user(c))
+    }),
 ];
 
 /// The entry for a command name; `None` for unknown commands.
@@ -238,57 +209,6 @@ pub(crate) fn lookup(name: &str) -> Option<&'static Command> {
 /// Every command name (aliases included) the server implements.
 pub fn command_names() -> impl Iterator<Item = &'static str> {
     COMMANDS.iter().flat_map(|c| c.names.iter().copied())
-}
-
-/// Runs the handler of an entry.
-pub(super) async fn dispatch(handler: Handler, ctx: &mut Ctx<'_>) -> CmdResult<Reply> {
-    let doc = match handler {
-        // Query replies are assembled from stored BSON without re-encoding it.
-        Handler::Find => return crud::find(ctx).await,
-        Handler::Aggregate => return crud::aggregate(ctx).await,
-        Handler::GetMore => return cursors::get_more(ctx).await.map(Reply::Raw),
-        Handler::Insert => crud::insert(ctx).await,
-        Handler::Update => crud::update(ctx).await,
-        Handler::Delete => crud::delete(ctx).await,
-        Handler::FindAndModify => crud::find_and_modify(ctx).await,
-        Handler::Count => crud::count(ctx).await,
-        Handler::Distinct => crud::distinct(ctx).await,
-        Handler::KillCursors => cursors::kill_cursors(ctx),
-        Handler::Explain => crud::explain(ctx).await,
-        Handler::Create => ddl::create(ctx).await,
-        Handler::Drop => ddl::drop(ctx).await,
-        Handler::DropDatabase => ddl::drop_database(ctx).await,
-        Handler::RenameCollection => ddl::rename_collection(ctx).await,
-        Handler::ListCollections => ddl::list_collections(ctx).await,
-        Handler::ListDatabases => ddl::list_databases(ctx).await,
-        Handler::CreateIndexes => ddl::create_indexes(ctx).await,
-        Handler::ListIndexes => ddl::list_indexes(ctx).await,
-        Handler::DropIndexes => ddl::drop_indexes(ctx).await,
-        Handler::Hello => hello::hello(ctx).await,
-        Handler::BuildInfo => admin::build_info(ctx),
-        Handler::Ping => Ok(Document::new()),
-        Handler::GetNonce => Err(CommandError::new(
-            code::NOT_IMPLEMENTED,
-            "getnonce is not supported; use SCRAM-SHA-256",
-        )),
-        Handler::WhatsMyUri => admin::whatsmyuri(ctx),
-        Handler::ConnectionStatus => admin::connection_status(ctx),
-        Handler::EndSessions => admin::end_sessions(ctx),
-        Handler::SaslStart => sasl::sasl_start(ctx).await,
-        Handler::SaslContinue => sasl::sasl_continue(ctx).await,
-        Handler::Logout => sasl::logout(ctx),
-        Handler::ServerStatus => admin::server_status(ctx),
-        Handler::GetCmdLineOpts => admin::get_cmd_line_opts(ctx),
-        Handler::GetParameter => admin::get_parameter(ctx),
-        Handler::HostInfo => admin::host_info(ctx),
-        Handler::CreateUser => users::create_user(ctx).await,
-        Handler::UpdateUser => users::update_user(ctx).await,
-        Handler::DropUser => users::drop_user(ctx).await,
-        Handler::UsersInfo => users::users_info(ctx).await,
-        Handler::GrantRolesToUser => users::grant_roles_to_user(ctx).await,
-        Handler::RevokeRolesFromUser => users::revoke_roles_from_user(ctx).await,
-    };
-    doc.map(Reply::Doc)
 }
 
 /// `$out` replaces its target (insert + remove), `$merge` inserts and updates.
