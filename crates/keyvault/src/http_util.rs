@@ -1,5 +1,5 @@
 //! HTTP plumbing shared by both planes: the handler each listener serves through
-//! [`httpd`], body/JSON helpers, and TLS client setup.
+//! [`platform`], body/JSON helpers, and TLS client setup.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use httpd::Peer;
+use platform::Peer;
 
 use crate::api_error::ApiError;
 
@@ -17,7 +17,7 @@ use crate::api_error::ApiError;
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 pub type Body = Full<Bytes>;
-/// A request body as the accept loop ([`httpd`]) hands it over.
+/// A request body as the accept loop ([`platform`]) hands it over.
 pub type ReqBody = axum::body::Body;
 
 /// A request handler for one listener.

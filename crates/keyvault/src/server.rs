@@ -70,7 +70,7 @@ impl Ctx {
             ctx: self.clone(),
             vault: v.name(),
         });
-        let server = httpd::Server::serve(listener, self.cfg.tls.clone(), router(handler))?;
+        let server = platform::Server::serve(listener, self.cfg.tls.clone(), router(handler))?;
         let port = server.local_addr().port();
         // A concurrent start (two dev controls racing) may have bound one meanwhile.
         let replaced = v.listener.lock().replace(server);
@@ -94,7 +94,7 @@ impl Ctx {
 pub struct Server {
     ctx: Arc<Ctx>,
     mgmt_addr: SocketAddr,
-    mgmt: httpd::Server,
+    mgmt: platform::Server,
     scheduler: JoinHandle<()>,
 }
 
@@ -163,7 +163,7 @@ impl Server {
         let mgmt_addr = listener.local_addr()?;
         *ctx.mgmt_url.write() = format!("https://{}:{}", cfg.data_host, mgmt_addr.port());
         let handler = Arc::new(MgmtHandler { ctx: ctx.clone() });
-        let mgmt = httpd::Server::serve(listener, cfg.tls.clone(), router(handler))?;
+        let mgmt = platform::Server::serve(listener, cfg.tls.clone(), router(handler))?;
         let scheduler = tokio::spawn(crate::rotation::run(ctx.clone()));
         tracing::info!(%mgmt_addr, "key vault service started");
         Ok(Server {
