@@ -33,6 +33,7 @@ use crate::jwk::{JsonWebKey, KeyTransferBlob, b64u, b64u_decode};
 use crate::model::{
     DeletedInfo, KeyRecord, KeyVersion, LifetimeAction, RotationPolicy, VaultRecord,
 };
+use crate::root_key::RootKeyExt;
 use crate::server::Ctx;
 use crate::state::VaultEntry;
 

@@ -15,9 +15,9 @@ use crate::data_plane::DataHandler;
 use crate::error::Error;
 use crate::http_util::router;
 use crate::mgmt::MgmtHandler;
-use crate::seal::RootKey;
 use crate::state::{State, VaultEntry};
 use crate::store::Store;
+use sealed::MasterKey;
 
 /// Shared service context.
 pub struct Ctx {
@@ -25,7 +25,7 @@ pub struct Ctx {
     pub state: State,
     pub verifier: Arc<dyn TokenVerifier>,
     pub audit: AuditLog,
-    pub root: RootKey,
+    pub root: MasterKey,
     scheduler: Notify,
     mgmt_url: parking_lot::RwLock<String>,
 }
@@ -119,7 +119,7 @@ impl Server {
         verifier: Arc<dyn TokenVerifier>,
     ) -> Result<Server, Error> {
         std::fs::create_dir_all(&cfg.data_dir)?;
-        let root = RootKey::load_or_create(&cfg.data_dir)?;
+        let root = MasterKey::load_or_create(&cfg.data_dir.join(crate::root_key::ROOT_KEY_FILE))?;
         let (store, report) = Store::open(&cfg.data_dir, &root)?;
         if report.truncated_bytes > 0 {
             tracing::warn!(?report, "recovered vault state after an interrupted write");
