@@ -105,20 +105,20 @@ impl IntoResponse for PlaneError {
             PlaneError::NotFound(name) => arm::response(
                 StatusCode::NOT_FOUND,
                 "ResourceNotFound",
-                &format!("The mongoCluster '{name}' was not found."),
+                format!("The mongoCluster '{name}' was not found."),
             ),
             PlaneError::Conflict(m) => arm::response(StatusCode::CONFLICT, "Conflict", m),
             PlaneError::Kek(e) => arm::response(
                 StatusCode::BAD_REQUEST,
                 "KeyEncryptionKeyError",
-                &e.to_string(),
+                e.to_string(),
             ),
             PlaneError::Internal(_) | PlaneError::Sealed(_) => {
                 tracing::error!(error = %self, "management operation failed");
                 arm::response(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "InternalServerError",
-                    &self.to_string(),
+                    self.to_string(),
                 )
             }
         }
@@ -167,7 +167,7 @@ async fn authenticate(State(api): State<Api>, mut req: Request, next: Next) -> R
         return arm::response(
             StatusCode::FORBIDDEN,
             "AuthorizationFailed",
-            &format!(
+            format!(
                 "The client '{}' with object id '{}' does not have authorization to manage mongoClusters.",
                 claims.appid, claims.oid
             ),
