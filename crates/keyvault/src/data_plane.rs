@@ -23,7 +23,7 @@ use crate::auth::AuthError;
 use crate::authz::{self, Denied, KeyPerm};
 use crate::crypto::{self, EncAlg, LoadedKey, SigAlg};
 use crate::duration::{checked_after, checked_before, parse_iso8601, representable};
-use httpd::Peer;
+use platform::Peer;
 
 use crate::http_util::{
     Body, Handler, ReqBody, bearer, empty_response, error_response, json_response, parse_query,
@@ -33,6 +33,7 @@ use crate::jwk::{JsonWebKey, KeyTransferBlob, b64u, b64u_decode};
 use crate::model::{
     DeletedInfo, KeyRecord, KeyVersion, LifetimeAction, RotationPolicy, VaultRecord,
 };
+use crate::root_key::RootKeyExt;
 use crate::server::Ctx;
 use crate::state::VaultEntry;
 

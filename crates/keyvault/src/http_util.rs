@@ -1,15 +1,14 @@
 //! HTTP plumbing shared by both planes: the handler each listener serves through
-//! [`httpd`], body/JSON helpers, and TLS client setup.
+//! [`platform`] and body/JSON helpers. (The HTTPS client is `platform::https_client`.)
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use httpd::Peer;
+use platform::Peer;
 
 use crate::api_error::ApiError;
 
@@ -17,7 +16,7 @@ use crate::api_error::ApiError;
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 pub type Body = Full<Bytes>;
-/// A request body as the accept loop ([`httpd`]) hands it over.
+/// A request body as the accept loop ([`platform`]) hands it over.
 pub type ReqBody = axum::body::Body;
 
 /// A request handler for one listener.
@@ -110,54 +109,4 @@ pub fn bearer(req_headers: &http::HeaderMap) -> Option<&str> {
     }
     let t = token.trim();
     if t.is_empty() { None } else { Some(t) }
-}
-
-/// A rustls client config trusting `ca_pem`, optionally presenting a client certificate.
-pub fn rustls_client_config(
-    ca_pem: &str,
-    client_identity: Option<(&str, &str)>,
-) -> Result<rustls::ClientConfig, crate::Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        let cert = cert.map_err(|e| crate::Error::Config(format!("bad CA PEM: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| crate::Error::Config(format!("bad CA certificate: {e}")))?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| crate::Error::Config(e.to_string()))?
-    .with_root_certificates(roots);
-    let cfg = match client_identity {
-        None => builder.with_no_client_auth(),
-        Some((cert_pem, key_pem)) => {
-            let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| crate::Error::Config(format!("bad client cert PEM: {e}")))?;
-            let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-                .map_err(|e| crate::Error::Config(format!("bad client key PEM: {e}")))?
-                .ok_or_else(|| crate::Error::Config("no private key in PEM".into()))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| crate::Error::Config(e.to_string()))?
-        }
-    };
-    Ok(cfg)
-}
-
-/// A reqwest client trusting `ca_pem` (aws-lc-rs rustls), optionally with a client cert.
-pub fn reqwest_client(
-    ca_pem: &str,
-    client_identity: Option<(&str, &str)>,
-) -> Result<reqwest::Client, crate::Error> {
-    let tls = rustls_client_config(ca_pem, client_identity)?;
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| crate::Error::Config(format!("http client: {e}")))
 }

@@ -21,7 +21,7 @@ use crate::audit::{AuditEvent, now_rfc3339};
 use crate::auth::Claims;
 use crate::authz::{POLICY_KEY_PERMISSIONS, role_data_actions};
 use crate::data_plane::cidr_contains;
-use httpd::Peer;
+use platform::Peer;
 
 use crate::http_util::{Body, Handler, ReqBody, bearer, error_response, json_response, read_body};
 use crate::model::{AccessPolicy, DeletedInfo, NetworkAcls, RoleAssignment, VaultRecord};

@@ -15,9 +15,9 @@ use crate::data_plane::DataHandler;
 use crate::error::Error;
 use crate::http_util::router;
 use crate::mgmt::MgmtHandler;
-use crate::seal::RootKey;
 use crate::state::{State, VaultEntry};
 use crate::store::Store;
+use sealed::MasterKey;
 
 /// Shared service context.
 pub struct Ctx {
@@ -25,7 +25,7 @@ pub struct Ctx {
     pub state: State,
     pub verifier: Arc<dyn TokenVerifier>,
     pub audit: AuditLog,
-    pub root: RootKey,
+    pub root: MasterKey,
     scheduler: Notify,
     mgmt_url: parking_lot::RwLock<String>,
 }
@@ -70,7 +70,7 @@ impl Ctx {
             ctx: self.clone(),
             vault: v.name(),
         });
-        let server = httpd::Server::serve(listener, self.cfg.tls.clone(), router(handler))?;
+        let server = platform::Server::serve(listener, self.cfg.tls.clone(), router(handler))?;
         let port = server.local_addr().port();
         // A concurrent start (two dev controls racing) may have bound one meanwhile.
         let replaced = v.listener.lock().replace(server);
@@ -94,7 +94,7 @@ impl Ctx {
 pub struct Server {
     ctx: Arc<Ctx>,
     mgmt_addr: SocketAddr,
-    mgmt: httpd::Server,
+    mgmt: platform::Server,
     scheduler: JoinHandle<()>,
 }
 
@@ -119,7 +119,7 @@ impl Server {
         verifier: Arc<dyn TokenVerifier>,
     ) -> Result<Server, Error> {
         std::fs::create_dir_all(&cfg.data_dir)?;
-        let root = RootKey::load_or_create(&cfg.data_dir)?;
+        let root = MasterKey::load_or_create(&cfg.data_dir.join(crate::root_key::ROOT_KEY_FILE))?;
         let (store, report) = Store::open(&cfg.data_dir, &root)?;
         if report.truncated_bytes > 0 {
             tracing::warn!(?report, "recovered vault state after an interrupted write");
@@ -163,7 +163,7 @@ impl Server {
         let mgmt_addr = listener.local_addr()?;
         *ctx.mgmt_url.write() = format!("https://{}:{}", cfg.data_host, mgmt_addr.port());
         let handler = Arc::new(MgmtHandler { ctx: ctx.clone() });
-        let mgmt = httpd::Server::serve(listener, cfg.tls.clone(), router(handler))?;
+        let mgmt = platform::Server::serve(listener, cfg.tls.clone(), router(handler))?;
         let scheduler = tokio::spawn(crate::rotation::run(ctx.clone()));
         tracing::info!(%mgmt_addr, "key vault service started");
         Ok(Server {
