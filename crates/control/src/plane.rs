@@ -1011,9 +1011,9 @@ impl Plane {
                     }),
                 }),
                 backup: runtime.backup_report().map(|b| BackupProperties {
-                    earliest_restore_time: b.earliest_micros.map(backup::rfc3339),
+                    earliest_restore_time: b.earliest_micros.map(crate::backups::rfc3339),
                     latest_restore_time: (b.restorable_until_micros > 0)
-                        .then(|| backup::rfc3339(b.restorable_until_micros)),
+                        .then(|| crate::backups::rfc3339(b.restorable_until_micros)),
                     last_error: b.error.clone(),
                 }),
                 node_health: Some(node_health_view(&runtime.node_health())),
