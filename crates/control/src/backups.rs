@@ -51,18 +51,6 @@ fn parse_point_in_time(text: &str) -> Result<u64, PlaneError> {
     })
 }
 
-/// Formats Unix microseconds as RFC 3339 (as the backup crate does in its reports).
-pub(crate) fn rfc3339(micros: u64) -> String {
-    let nanos = i128::from(micros) * 1000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("{micros}µs"))
-}
-
 /// A failed job as the API reports it; `what` names the job for errors of the process
 /// itself (it could not start, it died).
 fn job_error(source: &str, what: &str, e: NodeError) -> PlaneError {
@@ -439,7 +427,7 @@ impl Plane {
         let manifest = ExportManifest {
             format: 1,
             cluster: name.to_string(),
-            point_in_time: rfc3339(at),
+            point_in_time: crate::plane::micros_rfc3339(at),
             encrypted: wrapped_key.is_some(),
             wrapped_key,
             collections: summary.collections,

@@ -109,19 +109,11 @@ fn run(
         JobSpec::Describe {
             location,
             min_generation,
-        } => {
-            let keys = backup_keys(&mut keys)?;
-            let store = backup::DirStore::open(&location)?;
-            json(&backup::describe(&store, &keys, min_generation)?)
-        }
+        } => report(&mut keys, &location, min_generation, backup::describe),
         JobSpec::Verify {
             location,
             min_generation,
-        } => {
-            let keys = backup_keys(&mut keys)?;
-            let store = backup::DirStore::open(&location)?;
-            json(&backup::verify(&store, &keys, min_generation)?)
-        }
+        } => report(&mut keys, &location, min_generation, backup::verify),
         JobSpec::Restore {
             location,
             min_generation,
@@ -180,6 +172,18 @@ fn run(
             )?)
         }
     }
+}
+
+/// Reads a backup location with its root DEK and answers with `read`'s report.
+fn report<T: serde::Serialize>(
+    keys: &mut JobKeys,
+    location: &Path,
+    min_generation: u64,
+    read: fn(&dyn backup::Store, &backup::BackupKeys, u64) -> backup::Result<T>,
+) -> Result<String, JobError> {
+    let keys = backup_keys(keys)?;
+    let store = backup::DirStore::open(location)?;
+    json(&read(&store, &keys, min_generation)?)
 }
 
 /// The export reads a restored copy (under a throwaway root key), never the live
