@@ -259,14 +259,22 @@ impl NodeProcess {
     }
 
     /// Asks the node to stop, and kills it if it does not within a few seconds.
-    pub async fn shutdown(mut self) {
-        let _ = write_command(&mut self.stdin, &Command::Shutdown).await;
-        let mut exit = self.exit.clone();
+    pub async fn shutdown(self) {
+        let NodeProcess {
+            mut stdin,
+            mut exit,
+            mut kill,
+            ..
+        } = self;
+        let _ = write_command(&mut stdin, &Command::Shutdown).await;
+        // End of input as well: the node's runtime cannot finish (so the process cannot
+        // exit) while its blocking read of stdin still waits for the next frame.
+        drop(stdin);
         if tokio::time::timeout(Duration::from_secs(10), exit.wait_for(Option::is_some))
             .await
             .is_err()
         {
-            if let Some(kill) = self.kill.take() {
+            if let Some(kill) = kill.take() {
                 let _ = kill.send(());
             }
             let _ = exit.wait_for(Option::is_some).await;
