@@ -3,9 +3,12 @@
 //!
 //! A frame is `u32 little-endian length` (of what follows) `u8 tag` `payload`. The root
 //! DEK travels as 32 raw bytes inside an `Open` frame, read straight into a zeroizing
-//! buffer; it never becomes text.
+//! buffer; it never becomes text. A `Job` frame carries the keys of a one-shot job the
+//! same way: a byte saying which keys follow, the keys (32 raw bytes each), then the job
+//! as JSON.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -19,6 +22,12 @@ const TAG_OPEN: u8 = 1;
 const TAG_LOCK: u8 = 2;
 const TAG_SHUTDOWN: u8 = 3;
 const TAG_RESET_ADMIN_PASSWORD: u8 = 4;
+const TAG_JOB: u8 = 5;
+
+/// Which keys a `Job` frame carries (bits of its first payload byte), in this order.
+const JOB_KEY_BACKUP: u8 = 1;
+const JOB_KEY_TARGET: u8 = 2;
+const JOB_KEY_EXPORT: u8 = 4;
 
 /// What the node needs before it can listen.
 #[derive(Clone, Serialize, Deserialize)]
@@ -102,6 +111,82 @@ pub struct AdminPassword {
     pub password: Zeroizing<String>,
 }
 
+/// A one-shot job over a cluster's data, run by a process of its own (`strongroom node
+/// --job`) that exits after reporting [`Event::JobDone`] or [`Event::JobFailed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "job", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum JobSpec {
+    /// What a backup location holds (reads its sealed catalog). Keys: `backup`.
+    Describe {
+        location: PathBuf,
+        min_generation: u64,
+    },
+    /// Authenticates every byte of a backup location. Keys: `backup`.
+    Verify {
+        location: PathBuf,
+        min_generation: u64,
+    },
+    /// Restores the backup at `location` as of an instant into `target_dir`, re-sealed
+    /// under the target's root DEK, reporting [`Event::JobProgress`]. Keys: `backup`,
+    /// `target`.
+    Restore {
+        location: PathBuf,
+        min_generation: u64,
+        point_in_time_micros: u64,
+        target_dir: PathBuf,
+    },
+    /// Exports a cluster as of an instant (a restored copy in `scratch_dir`, under a
+    /// throwaway key, removed afterwards) into `output_dir`, encrypted under the `export`
+    /// key when there is one. Keys: `backup`, `export` (optional).
+    Export {
+        location: PathBuf,
+        min_generation: u64,
+        point_in_time_micros: u64,
+        scratch_dir: PathBuf,
+        output_dir: PathBuf,
+    },
+    /// Turns an encrypted export back into a plain dump. Keys: `export`.
+    DecryptExport {
+        input_dir: PathBuf,
+        output_dir: PathBuf,
+    },
+}
+
+/// The keys a job needs, each 32 raw bytes in a zeroizing buffer.
+#[derive(Default)]
+pub struct JobKeys {
+    /// The root DEK of the cluster whose backups the job reads.
+    pub backup: Option<Zeroizing<[u8; 32]>>,
+    /// The root DEK of the cluster a restore writes.
+    pub target: Option<Zeroizing<[u8; 32]>>,
+    /// An export's key.
+    pub export: Option<Zeroizing<[u8; 32]>>,
+}
+
+impl JobKeys {
+    fn slots(&self) -> [(u8, Option<&Zeroizing<[u8; 32]>>); 3] {
+        [
+            (JOB_KEY_BACKUP, self.backup.as_ref()),
+            (JOB_KEY_TARGET, self.target.as_ref()),
+            (JOB_KEY_EXPORT, self.export.as_ref()),
+        ]
+    }
+}
+
+/// How a job failed, so the control plane can answer with the right error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum JobFailure {
+    /// The instant is outside the restorable window.
+    OutOfRange,
+    /// There is no backup (yet).
+    Empty,
+    /// The backup (or export) failed authentication, or its catalog was rolled back.
+    Damaged,
+    /// Anything else (an I/O error, a bad request).
+    Other,
+}
+
 /// A command from the supervisor.
 pub enum Command {
     Init(Init),
@@ -116,6 +201,11 @@ pub enum Command {
     /// Give the (open) cluster's administrator a new password; answered by
     /// [`Event::AdminPasswordReset`] or [`Event::Failed`].
     ResetAdminPassword(AdminPassword),
+    /// Run one job and exit (the first and only command a job process gets).
+    Job {
+        spec: JobSpec,
+        keys: JobKeys,
+    },
 }
 
 impl std::fmt::Debug for Command {
@@ -129,6 +219,11 @@ impl std::fmt::Debug for Command {
                 .debug_struct("ResetAdminPassword")
                 .field("user", &a.user)
                 .field("password", &"<redacted>")
+                .finish(),
+            Command::Job { spec, .. } => f
+                .debug_struct("Job")
+                .field("spec", spec)
+                .field("keys", &"<redacted>")
                 .finish(),
         }
     }
@@ -182,6 +277,20 @@ pub async fn write_command<W: AsyncWrite + Unpin>(
             );
             frame.extend_from_slice(&json);
         }
+        Command::Job { spec, keys } => {
+            frame.push(TAG_JOB);
+            let slots = keys.slots();
+            frame.push(
+                slots
+                    .iter()
+                    .filter(|(_, k)| k.is_some())
+                    .fold(0, |bits, (bit, _)| bits | bit),
+            );
+            for key in slots.iter().filter_map(|(_, k)| *k) {
+                frame.extend_from_slice(key.as_ref());
+            }
+            frame.extend_from_slice(&serde_json::to_vec(spec).map_err(|e| malformed("job", e))?);
+        }
     }
     let len = u32::try_from(frame.len()).map_err(|_| ProtocolError::TooLarge(u32::MAX))?;
     out.write_all(&len.to_le_bytes()).await?;
@@ -232,9 +341,35 @@ pub async fn read_command<R: AsyncRead + Unpin>(
             serde_json::from_slice(payload)
                 .map_err(|_| malformed("reset admin password", "not a {user, password} object"))?,
         ),
+        TAG_JOB => read_job(payload)?,
         other => return Err(malformed("frame", format!("unknown tag {other}"))),
     };
     Ok(Some(command))
+}
+
+fn read_job(payload: &[u8]) -> Result<Command, ProtocolError> {
+    let (&bits, mut rest) = payload
+        .split_first()
+        .ok_or_else(|| malformed("job", "empty"))?;
+    let mut keys = JobKeys::default();
+    for (bit, slot) in [
+        (JOB_KEY_BACKUP, &mut keys.backup),
+        (JOB_KEY_TARGET, &mut keys.target),
+        (JOB_KEY_EXPORT, &mut keys.export),
+    ] {
+        if bits & bit == 0 {
+            continue;
+        }
+        if rest.len() < 32 {
+            return Err(malformed("job", "shorter than its keys"));
+        }
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(&rest[..32]);
+        *slot = Some(key);
+        rest = &rest[32..];
+    }
+    let spec = serde_json::from_slice(rest).map_err(|e| malformed("job", e))?;
+    Ok(Command::Job { spec, keys })
 }
 
 /// An event from the node, one JSON object per line on its stdout.
@@ -262,6 +397,21 @@ pub enum Event {
     ReadOnly { cause: String, reason: String },
     /// Unsolicited: the engine was reopened after a storage failure; writes work again.
     Writable,
+    /// A job's progress: a restore's phase (`Snapshot`, `Wal`, …) and bytes, or an
+    /// export's documents so far (`phase` `Exporting`, `total` 0).
+    JobProgress {
+        phase: String,
+        done: u64,
+        total: u64,
+    },
+    /// A job's result: its summary or report, as JSON text (the `backup` crate's shape,
+    /// which the control plane passes on unchanged).
+    JobDone { result: String },
+    /// A job failed; `message` is the error's text.
+    JobFailed {
+        failure: JobFailure,
+        message: String,
+    },
 }
 
 impl Event {
@@ -360,6 +510,74 @@ mod tests {
             Some(Command::Shutdown)
         ));
         assert!(read_command(&mut b).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn job_frames_carry_their_keys_as_bytes() {
+        let spec = JobSpec::Restore {
+            location: "/b/orders".into(),
+            min_generation: 7,
+            point_in_time_micros: 1_700_000_000_000_000,
+            target_dir: "/d/copy".into(),
+        };
+        let key: [u8; 32] = std::array::from_fn(|i| 0xA0 + i as u8);
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let job = Command::Job {
+            spec: spec.clone(),
+            keys: JobKeys {
+                backup: Some(Zeroizing::new([1u8; 32])),
+                target: Some(Zeroizing::new(key)),
+                export: None,
+            },
+        };
+        let text = format!("{job:?}");
+        for r in &key_renderings(&key) {
+            assert!(
+                !text.contains(r.as_str()),
+                "key rendered as {r:?} in {text}"
+            );
+        }
+        write_command(&mut a, &job).await.unwrap();
+        write_command(
+            &mut a,
+            &Command::Job {
+                spec: JobSpec::DecryptExport {
+                    input_dir: "/in".into(),
+                    output_dir: "/out".into(),
+                },
+                keys: JobKeys {
+                    export: Some(Zeroizing::new([3u8; 32])),
+                    ..JobKeys::default()
+                },
+            },
+        )
+        .await
+        .unwrap();
+        drop(a);
+        match read_command(&mut b).await.unwrap() {
+            Some(Command::Job { spec: got, keys }) => {
+                assert_eq!(got, spec);
+                assert_eq!(keys.backup.as_deref(), Some(&[1u8; 32]));
+                assert_eq!(keys.target.as_deref(), Some(&key));
+                assert!(keys.export.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        match read_command(&mut b).await.unwrap() {
+            Some(Command::Job { spec, keys }) => {
+                assert!(matches!(spec, JobSpec::DecryptExport { .. }), "{spec:?}");
+                assert!(keys.backup.is_none() && keys.target.is_none());
+                assert_eq!(keys.export.as_deref(), Some(&[3u8; 32]));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A frame that announces a key it does not carry is refused.
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&[3, 0, 0, 0, TAG_JOB, JOB_KEY_BACKUP, 0])
+            .await
+            .unwrap();
+        drop(a);
+        assert!(read_command(&mut b).await.is_err());
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! The supervisor's handle on one node process.
+//! The supervisor's handle on one node process, and [`run_job`] for one-shot jobs.
 //!
 //! A watcher task owns the child and waits on it, so the supervisor learns that a node
 //! exited the moment it does (through [`NodeProcess::exit_watch`]) instead of finding out
@@ -12,11 +12,13 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{ChildStdin, Command as Process};
+use tokio::process::{Child, ChildStdin, Command as Process};
 use tokio::sync::{mpsc, oneshot, watch};
 use zeroize::Zeroizing;
 
-use crate::protocol::{Command, Event, Init, OpenParams, ProtocolError, write_command};
+use crate::protocol::{
+    Command, Event, Init, JobFailure, JobKeys, JobSpec, OpenParams, ProtocolError, write_command,
+};
 
 /// How long a node may take to answer a command (opening an engine replays its WAL).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -39,6 +41,12 @@ pub enum NodeError {
     Failed(String),
     #[error("the node answered {0:?} out of turn")]
     Unexpected(Event),
+    /// A job reported failure; `message` is its error's text.
+    #[error("{message}")]
+    JobFailed {
+        failure: JobFailure,
+        message: String,
+    },
 }
 
 /// How a node process ended.
@@ -125,22 +133,7 @@ impl NodeProcess {
         init: Init,
         notices: mpsc::UnboundedSender<Event>,
     ) -> Result<NodeProcess, NodeError> {
-        let mut child = Process::new(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            // A group of its own: a terminal's Ctrl-C reaches the supervisor only, which
-            // stops its nodes cleanly (a last backup cycle) instead of them dying of
-            // SIGINT and being taken for crashes. A node never outlives the supervisor:
-            // it stops when its stdin closes.
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| NodeError::Spawn {
-                program: program.display().to_string(),
-                source,
-            })?;
+        let mut child = start(program, args)?;
         let stdin = child.stdin.take().ok_or(NodeError::Exited)?;
         let stdout = child.stdout.take().ok_or(NodeError::Exited)?;
         let pid = child.id();
@@ -266,14 +259,22 @@ impl NodeProcess {
     }
 
     /// Asks the node to stop, and kills it if it does not within a few seconds.
-    pub async fn shutdown(mut self) {
-        let _ = write_command(&mut self.stdin, &Command::Shutdown).await;
-        let mut exit = self.exit.clone();
+    pub async fn shutdown(self) {
+        let NodeProcess {
+            mut stdin,
+            mut exit,
+            mut kill,
+            ..
+        } = self;
+        let _ = write_command(&mut stdin, &Command::Shutdown).await;
+        // End of input as well: the node's runtime cannot finish (so the process cannot
+        // exit) while its blocking read of stdin still waits for the next frame.
+        drop(stdin);
         if tokio::time::timeout(Duration::from_secs(10), exit.wait_for(Option::is_some))
             .await
             .is_err()
         {
-            if let Some(kill) = self.kill.take() {
+            if let Some(kill) = kill.take() {
                 let _ = kill.send(());
             }
             let _ = exit.wait_for(Option::is_some).await;
@@ -287,6 +288,73 @@ impl NodeProcess {
             Err(_) => Err(NodeError::Timeout(ANSWER_TIMEOUT)),
         }
     }
+}
+
+/// Starts `program args…` with piped stdin and stdout.
+fn start(program: &Path, args: &[OsString]) -> Result<Child, NodeError> {
+    Process::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        // A group of its own: a terminal's Ctrl-C reaches the supervisor only, which
+        // stops its nodes cleanly (a last backup cycle) instead of them dying of
+        // SIGINT and being taken for crashes. A node never outlives the supervisor:
+        // it stops when its stdin closes.
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| NodeError::Spawn {
+            program: program.display().to_string(),
+            source,
+        })
+}
+
+/// Runs one job in a process of its own (`program args…`, i.e. `strongroom node --job`):
+/// hands it `spec` and `keys`, passes each [`Event::JobProgress`] to `progress` (phase,
+/// done, total) and returns the job's result (JSON text). The keys are dropped (zeroized)
+/// once written; the process exits after its answer and is killed if this future is
+/// dropped first.
+pub async fn run_job(
+    program: &Path,
+    args: &[OsString],
+    spec: JobSpec,
+    keys: JobKeys,
+    progress: &mut (dyn FnMut(&str, u64, u64) + Send),
+) -> Result<String, NodeError> {
+    let mut child = start(program, args)?;
+    let mut stdin = child.stdin.take().ok_or(NodeError::Exited)?;
+    let stdout = child.stdout.take().ok_or(NodeError::Exited)?;
+    let command = Command::Job { spec, keys };
+    let written = write_command(&mut stdin, &command).await;
+    drop(command);
+    written?;
+    let mut lines = BufReader::new(stdout).lines();
+    let answer = loop {
+        let Some(line) = lines.next_line().await.map_err(ProtocolError::from)? else {
+            break Err(NodeError::Exited);
+        };
+        match serde_json::from_str::<Event>(&line) {
+            Ok(Event::JobProgress { phase, done, total }) => progress(&phase, done, total),
+            Ok(Event::JobDone { result }) => break Ok(result),
+            Ok(Event::JobFailed { failure, message }) => {
+                break Err(NodeError::JobFailed { failure, message });
+            }
+            Ok(Event::Failed { message }) => break Err(NodeError::Failed(message)),
+            Ok(other) => break Err(NodeError::Unexpected(other)),
+            Err(_) => tracing::warn!("job printed a line that is not an event"),
+        }
+    };
+    // Its stdin closing tells the job to exit; it has nothing left to do.
+    drop(stdin);
+    if tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    answer
 }
 
 #[cfg(test)]

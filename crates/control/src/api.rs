@@ -229,14 +229,14 @@ async fn revalidate(
 async fn backups(
     State(api): State<Api>,
     Path((_, _, name)): Segments,
-) -> Result<Json<backup::BackupInfo>, PlaneError> {
+) -> Result<Json<Box<serde_json::value::RawValue>>, PlaneError> {
     Ok(Json(api.plane.backup_info(&name).await?))
 }
 
 async fn verify_backups(
     State(api): State<Api>,
     Path((_, _, name)): Segments,
-) -> Result<Json<backup::VerifyReport>, PlaneError> {
+) -> Result<Json<Box<serde_json::value::RawValue>>, PlaneError> {
     Ok(Json(api.plane.verify_backup(&name).await?))
 }
 

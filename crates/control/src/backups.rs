@@ -1,16 +1,25 @@
 //! Backups from the control plane's side: unlocking a cluster's backups with its KEK,
-//! point-in-time restore into a new cluster, and the `backups` / `backups/verify`
-//! actions.
+//! point-in-time restore into a new cluster, the `backups` / `backups/verify` actions,
+//! and exports.
 //!
 //! A backup location holds the source cluster's root DEK wrapped by the source's KEK, so
 //! everything here starts by asking the source's key vault — with the source's identity —
 //! to unwrap it, after the same key checks a revalidation makes. A revoked, disabled or
 //! expired key therefore locks the backups exactly as it locks the cluster.
+//!
+//! The control plane never opens a backup or an engine itself: every action that reads
+//! or writes a cluster's data runs as a one-shot job process (`strongroom node --job`,
+//! [`cluster::supervisor::run_job`]), handed the keys it needs as raw bytes. Here the
+//! keys are only unwrapped, handed over and dropped (zeroized).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use cluster::protocol::{JobFailure, JobKeys, JobSpec};
+use cluster::supervisor::NodeError;
 use envelope::{KeyRequirements, RootDek, WrappedKeyStore};
+use serde_json::value::RawValue;
+use zeroize::Zeroizing;
 
 use crate::PlaneError;
 use crate::plane::{Plane, RestoreStatus};
@@ -23,7 +32,8 @@ pub(crate) struct RestoreSource {
     pub location: PathBuf,
     pub min_generation: u64,
     pub point_in_time_micros: u64,
-    pub keys: backup::BackupKeys,
+    /// The source's root DEK, for the restore job.
+    pub dek: RootDek,
 }
 
 fn parse_point_in_time(text: &str) -> Result<u64, PlaneError> {
@@ -41,25 +51,69 @@ fn parse_point_in_time(text: &str) -> Result<u64, PlaneError> {
     })
 }
 
-fn backup_error(source: &str, e: backup::Error) -> PlaneError {
-    let code = match &e {
-        backup::Error::OutOfRange(_) => "PointInTimeOutOfRange",
-        backup::Error::Empty => "NoBackupAvailable",
-        backup::Error::Tampered { .. }
-        | backup::Error::CatalogTampered { .. }
-        | backup::Error::RolledBack { .. } => "BackupDamaged",
-        backup::Error::Storage(storage::Error::Corruption { .. }) => "BackupDamaged",
-        _ => {
-            return PlaneError::Internal(format!("the backups of '{source}': {e}"));
+/// A failed job as the API reports it; `what` names the job for errors of the process
+/// itself (it could not start, it died).
+fn job_error(source: &str, what: &str, e: NodeError) -> PlaneError {
+    let (failure, message) = match e {
+        NodeError::JobFailed { failure, message } => (failure, message),
+        other => return PlaneError::Internal(format!("{what} job: {other}")),
+    };
+    let code = match failure {
+        JobFailure::OutOfRange => "PointInTimeOutOfRange",
+        JobFailure::Empty => "NoBackupAvailable",
+        JobFailure::Damaged => "BackupDamaged",
+        JobFailure::Other => {
+            return PlaneError::Internal(format!("the backups of '{source}': {message}"));
         }
     };
     PlaneError::BadRequest {
         code: code.into(),
-        message: format!("The backups of '{source}' cannot be used: {e}"),
+        message: format!("The backups of '{source}' cannot be used: {message}"),
     }
 }
 
+/// A job's raw 32-byte copy of a key, for its `Job` frame.
+fn job_key(dek: &RootDek) -> Zeroizing<[u8; 32]> {
+    Zeroizing::new(*dek.as_bytes())
+}
+
+/// The parts of a job's JSON result the control plane reads.
+fn job_result<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, PlaneError> {
+    serde_json::from_str(text).map_err(|e| PlaneError::Internal(format!("{what} job: {e}")))
+}
+
+/// What a restore job reports (`backup::RestoreSummary`, the fields logged here).
+#[derive(serde::Deserialize)]
+struct RestoreDone {
+    tables: usize,
+    wal_records: u64,
+    table_bytes: u64,
+    wal_bytes: u64,
+    elapsed_ms: u64,
+}
+
+/// What an export job reports (`backup::ExportSummary`, the fields the manifest keeps).
+#[derive(serde::Deserialize)]
+struct ExportDone {
+    collections: usize,
+    documents: u64,
+    bytes: u64,
+}
+
 impl Plane {
+    /// Runs one job in a process of its own (`strongroom node --job`).
+    async fn job(
+        &self,
+        spec: JobSpec,
+        keys: JobKeys,
+        progress: &mut (dyn FnMut(&str, u64, u64) + Send),
+    ) -> Result<String, NodeError> {
+        let node = &self.config().node;
+        let mut args = node.args.clone();
+        args.push("--job".into());
+        cluster::supervisor::run_job(&node.program, &args, spec, keys, progress).await
+    }
+
     /// The source cluster a `sourceResourceId` names (by its ARM id, or its name).
     async fn source_record(&self, source_resource_id: &str) -> Result<ClusterRecord, PlaneError> {
         let name = source_resource_id
@@ -91,7 +145,7 @@ impl Plane {
     pub(crate) async fn unlock_backups(
         &self,
         record: &ClusterRecord,
-    ) -> Result<(PathBuf, backup::BackupKeys), PlaneError> {
+    ) -> Result<(PathBuf, RootDek), PlaneError> {
         let location = self
             .backup_location(record)
             .ok_or_else(|| PlaneError::BadRequest {
@@ -133,9 +187,7 @@ impl Plane {
                 found.ok_or_else(|| locked(first, &current.kid))?
             }
         };
-        let keys = backup::BackupKeys::from_root_dek(dek.as_bytes())
-            .map_err(|e| PlaneError::Internal(e.to_string()))?;
-        Ok((location, keys))
+        Ok((location, dek))
     }
 
     pub(crate) async fn prepare_restore(
@@ -146,14 +198,14 @@ impl Plane {
         let point_in_time_micros = parse_point_in_time(point_in_time_utc)?;
         let record = self.source_record(source_resource_id).await?;
         let min_generation = self.min_generation(&record);
-        let (location, keys) = self.unlock_backups(&record).await?;
+        let (location, dek) = self.unlock_backups(&record).await?;
         Ok(RestoreSource {
             source: record.name.clone(),
             source_admin: record.admin_user.clone(),
             location,
             min_generation,
             point_in_time_micros,
-            keys,
+            dek,
         })
     }
 
@@ -167,8 +219,8 @@ impl Plane {
         reported.max(record.backup_generation)
     }
 
-    /// Restores `source` into `target_dir` under the new cluster's root DEK, showing
-    /// progress at `…/restoreStatus` and in the log.
+    /// Restores `source` into `target_dir` under the new cluster's root DEK (a restore
+    /// job), showing progress at `…/restoreStatus` and in the log.
     pub(crate) async fn run_restore(
         self: &Arc<Self>,
         target: &str,
@@ -176,50 +228,45 @@ impl Plane {
         target_dir: &Path,
         target_dek: &RootDek,
     ) -> Result<(), PlaneError> {
-        let target_root = storage::RootKey::from_slice(target_dek.as_bytes())
-            .map_err(|e| PlaneError::Internal(e.to_string()))?;
-        let plane = self.clone();
-        let name = target.to_string();
-        let dir = target_dir.to_path_buf();
-        let source_name = source.source.clone();
-        let summary = tokio::task::spawn_blocking(move || {
-            let store = backup::DirStore::open(&source.location)?;
-            let mut last_logged = 0u32;
-            let mut progress = |p: backup::RestoreProgress| {
-                let percent = (p.done_bytes * 100)
-                    .checked_div(p.total_bytes)
-                    .map_or(100, |v| v as u32);
-                plane.restores.lock().insert(
-                    name.clone(),
-                    RestoreStatus {
-                        phase: format!("{:?}", p.phase),
-                        done_bytes: p.done_bytes,
-                        total_bytes: p.total_bytes,
-                        percent,
-                    },
-                );
-                if percent >= last_logged + 10 || percent == 100 {
-                    last_logged = percent;
-                    tracing::info!(cluster = %name, percent, phase = ?p.phase, "restoring");
-                }
-            };
-            backup::restore(
-                &store,
-                &source.keys,
-                source.min_generation,
-                source.point_in_time_micros,
-                &dir,
-                target_root,
-                storage::Options::default(),
-                &mut progress,
-            )
-        })
-        .await
-        .map_err(|e| PlaneError::Internal(format!("restore task: {e}")))?
-        .map_err(|e| backup_error(&source_name, e))?;
+        let keys = JobKeys {
+            backup: Some(job_key(&source.dek)),
+            target: Some(job_key(target_dek)),
+            export: None,
+        };
+        drop(source.dek);
+        let spec = JobSpec::Restore {
+            location: source.location,
+            min_generation: source.min_generation,
+            point_in_time_micros: source.point_in_time_micros,
+            target_dir: target_dir.to_path_buf(),
+        };
+        let mut last_logged = 0u32;
+        let mut progress = |phase: &str, done_bytes: u64, total_bytes: u64| {
+            let percent = (done_bytes * 100)
+                .checked_div(total_bytes)
+                .map_or(100, |v| v as u32);
+            self.restores.lock().insert(
+                target.to_string(),
+                RestoreStatus {
+                    phase: phase.to_string(),
+                    done_bytes,
+                    total_bytes,
+                    percent,
+                },
+            );
+            if percent >= last_logged + 10 || percent == 100 {
+                last_logged = percent;
+                tracing::info!(cluster = %target, percent, phase, "restoring");
+            }
+        };
+        let result = self
+            .job(spec, keys, &mut progress)
+            .await
+            .map_err(|e| job_error(&source.source, "restore", e))?;
+        let summary: RestoreDone = job_result("restore", &result)?;
         tracing::info!(
             cluster = %target,
-            source = %source_name,
+            source = %source.source,
             tables = summary.tables,
             wal_records = summary.wal_records,
             bytes = summary.table_bytes + summary.wal_bytes,
@@ -233,33 +280,48 @@ impl Plane {
         self.restores.lock().get(name).cloned()
     }
 
-    /// `backups`: what the cluster's backup holds (reads the sealed catalog).
-    pub async fn backup_info(&self, name: &str) -> Result<backup::BackupInfo, PlaneError> {
+    /// `backups`: what the cluster's backup holds (a job reads the sealed catalog;
+    /// its report is passed on as it wrote it).
+    pub async fn backup_info(&self, name: &str) -> Result<Box<RawValue>, PlaneError> {
         let record = self.record(name).await?;
         let min_generation = self.min_generation(&record);
-        let (location, keys) = self.unlock_backups(&record).await?;
-        tokio::task::spawn_blocking(move || {
-            let store = backup::DirStore::open(&location)?;
-            backup::describe(&store, &keys, min_generation)
-        })
-        .await
-        .map_err(|e| PlaneError::Internal(format!("backup task: {e}")))?
-        .map_err(|e| backup_error(name, e))
+        let (location, dek) = self.unlock_backups(&record).await?;
+        let spec = JobSpec::Describe {
+            location,
+            min_generation,
+        };
+        self.backup_report_job(name, spec, dek).await
     }
 
-    /// `backups/verify`: authenticates every byte of the cluster's backup.
-    pub async fn verify_backup(&self, name: &str) -> Result<backup::VerifyReport, PlaneError> {
+    /// `backups/verify`: authenticates every byte of the cluster's backup (a job).
+    pub async fn verify_backup(&self, name: &str) -> Result<Box<RawValue>, PlaneError> {
         let record = self.record(name).await?;
         let min_generation = self.min_generation(&record);
-        let (location, keys) = self.unlock_backups(&record).await?;
-        let report = tokio::task::spawn_blocking(move || {
-            let store = backup::DirStore::open(&location)?;
-            backup::verify(&store, &keys, min_generation)
-        })
-        .await
-        .map_err(|e| PlaneError::Internal(format!("backup task: {e}")))?
-        .map_err(|e| backup_error(name, e))?;
-        Ok(report)
+        let (location, dek) = self.unlock_backups(&record).await?;
+        let spec = JobSpec::Verify {
+            location,
+            min_generation,
+        };
+        self.backup_report_job(name, spec, dek).await
+    }
+
+    /// Runs a job that reads a backup with its root DEK and answers with a report.
+    async fn backup_report_job(
+        &self,
+        name: &str,
+        spec: JobSpec,
+        dek: RootDek,
+    ) -> Result<Box<RawValue>, PlaneError> {
+        let keys = JobKeys {
+            backup: Some(job_key(&dek)),
+            ..JobKeys::default()
+        };
+        drop(dek);
+        let report = self
+            .job(spec, keys, &mut |_, _, _| {})
+            .await
+            .map_err(|e| job_error(name, "backup", e))?;
+        RawValue::from_string(report).map_err(|e| PlaneError::Internal(format!("backup job: {e}")))
     }
 }
 
@@ -313,7 +375,7 @@ impl Plane {
     ) -> Result<ExportManifest, PlaneError> {
         let record = self.record(name).await?;
         let min_generation = self.min_generation(&record);
-        let (location, keys) = self.unlock_backups(&record).await?;
+        let (location, dek) = self.unlock_backups(&record).await?;
         let at = match &req.point_in_time_utc {
             Some(t) => parse_point_in_time(t)?,
             None => self
@@ -326,62 +388,46 @@ impl Plane {
                     message: format!("Cluster '{name}' has no restorable backup yet."),
                 })?,
         };
-        let wrapped_key_and_key = if req.plaintext {
-            None
+        let (wrapped_key, export_key) = if req.plaintext {
+            (None, None)
         } else {
             let envelope = self.envelope_for(&record)?;
             let state = envelope.kek().key_state().await?;
             KeyRequirements::default().check(&state)?;
             let key = RootDek::generate()?;
             let wrapped = envelope.kek().wrap(&state.kid, &key).await?;
-            Some((wrapped, backup::ExportKey::from_bytes(key.as_bytes())))
+            (Some(wrapped), Some(job_key(&key)))
         };
-        let scratch = self
-            .config()
-            .data_dir
-            .join("exports")
-            .join(uuid::Uuid::new_v4().simple().to_string());
-        let scratch_key = RootDek::generate()?;
-        let scratch_root = storage::RootKey::from_slice(scratch_key.as_bytes())
-            .map_err(|e| PlaneError::Internal(e.to_string()))?;
-        drop(scratch_key);
-        let out = req.output_directory.clone();
-        let cluster = name.to_string();
-        let (wrapped_key, export_key) = match wrapped_key_and_key {
-            Some((w, k)) => (Some(w), Some(k)),
-            None => (None, None),
+        let keys = JobKeys {
+            backup: Some(job_key(&dek)),
+            target: None,
+            export: export_key,
         };
-        let summary = tokio::task::spawn_blocking(move || {
-            // The export reads a restored copy (under a throwaway root key), never the
-            // live cluster: it sees exactly the requested instant.
-            let store = backup::DirStore::open(&location)?;
-            let result = (|| {
-                backup::restore(
-                    &store,
-                    &keys,
-                    min_generation,
-                    at,
-                    &scratch,
-                    scratch_root.clone(),
-                    storage::Options::default(),
-                    &mut |_| {},
-                )?;
-                let engine =
-                    storage::Engine::open(&scratch, scratch_root, storage::Options::default())?;
-                backup::export(engine, &out, export_key.as_ref(), &mut |docs| {
-                    tracing::info!(cluster = %cluster, documents = docs, "exporting");
-                })
-            })();
-            let _ = std::fs::remove_dir_all(&scratch);
-            result
-        })
-        .await
-        .map_err(|e| PlaneError::Internal(format!("export task: {e}")))?
-        .map_err(|e| backup_error(name, e))?;
+        drop(dek);
+        let spec = JobSpec::Export {
+            location,
+            min_generation,
+            point_in_time_micros: at,
+            // The job restores a copy as of `at` here (under a throwaway key of its own)
+            // and removes it when done.
+            scratch_dir: self
+                .config()
+                .data_dir
+                .join("exports")
+                .join(uuid::Uuid::new_v4().simple().to_string()),
+            output_dir: req.output_directory.clone(),
+        };
+        let result = self
+            .job(spec, keys, &mut |_, documents, _| {
+                tracing::info!(cluster = %name, documents, "exporting");
+            })
+            .await
+            .map_err(|e| job_error(name, "export", e))?;
+        let summary: ExportDone = job_result("export", &result)?;
         let manifest = ExportManifest {
             format: 1,
             cluster: name.to_string(),
-            point_in_time: backup::rfc3339(at),
+            point_in_time: crate::plane::micros_rfc3339(at),
             encrypted: wrapped_key.is_some(),
             wrapped_key,
             collections: summary.collections,
@@ -446,15 +492,20 @@ impl Plane {
                     e.reason()
                 ),
             })?;
-        let export_key = backup::ExportKey::from_bytes(key.as_bytes());
+        let keys = JobKeys {
+            export: Some(job_key(&key)),
+            ..JobKeys::default()
+        };
         drop(key);
-        let (input, output) = (req.input_directory.clone(), req.output_directory.clone());
-        let bytes = tokio::task::spawn_blocking(move || {
-            backup::decrypt_export(&input, &export_key, &output)
-        })
-        .await
-        .map_err(|e| PlaneError::Internal(format!("decrypt task: {e}")))?
-        .map_err(|e| backup_error(name, e))?;
+        let spec = JobSpec::DecryptExport {
+            input_dir: req.input_directory.clone(),
+            output_dir: req.output_directory.clone(),
+        };
+        let result = self
+            .job(spec, keys, &mut |_, _, _| {})
+            .await
+            .map_err(|e| job_error(name, "decrypt", e))?;
+        let bytes: u64 = job_result("decrypt", &result)?;
         Ok(serde_json::json!({ "outputDirectory": req.output_directory, "bytes": bytes }))
     }
 }

@@ -1013,9 +1013,9 @@ impl Plane {
                     }),
                 }),
                 backup: runtime.backup_report().map(|b| BackupProperties {
-                    earliest_restore_time: b.earliest_micros.map(backup::rfc3339),
+                    earliest_restore_time: b.earliest_micros.map(micros_rfc3339),
                     latest_restore_time: (b.restorable_until_micros > 0)
-                        .then(|| backup::rfc3339(b.restorable_until_micros)),
+                        .then(|| micros_rfc3339(b.restorable_until_micros)),
                     last_error: b.error.clone(),
                 }),
                 node_health: Some(node_health_view(&runtime.node_health())),
@@ -1039,6 +1039,15 @@ impl Plane {
 fn rfc3339(t: time::OffsetDateTime) -> Option<String> {
     t.format(&time::format_description::well_known::Rfc3339)
         .ok()
+}
+
+/// Unix microseconds (how nodes and jobs report instants) in RFC 3339, as the backup
+/// crate writes them in its reports.
+pub(crate) fn micros_rfc3339(micros: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .ok()
+        .and_then(rfc3339)
+        .unwrap_or_else(|| format!("{micros}µs"))
 }
 
 /// The API view of a runtime's node health.

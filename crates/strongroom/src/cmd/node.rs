@@ -1,12 +1,17 @@
-//! `strongroom node`: one cluster node, driven by the control plane over stdin.
+//! `strongroom node`: one cluster node, driven by the control plane over stdin; with
+//! `--job`, one job over a cluster's data (restore, export, verify), then exit.
 
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The cluster's data directory (the storage engine's files).
+    #[arg(long, required_unless_present = "job")]
+    pub data_dir: Option<PathBuf>,
+    /// Run the one job the control plane sends on stdin (a restore, an export, a backup
+    /// verification; the keys it needs come with it) instead of serving a cluster.
     #[arg(long)]
-    pub data_dir: PathBuf,
+    pub job: bool,
     /// Bytes a blocking sort may hold in memory before spilling to encrypted temp files.
     #[arg(long)]
     pub sort_memory_limit: Option<usize>,
@@ -30,8 +35,12 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    cluster::node::run(cluster::node::NodeOptions {
-        data_dir: args.data_dir,
+    if args.job {
+        node::run_job().await?;
+        return Ok(());
+    }
+    node::run(node::NodeOptions {
+        data_dir: args.data_dir.unwrap_or_default(),
         sort_memory_limit: args.sort_memory_limit,
         temp_disk_quota: args.temp_disk_quota,
         slow_op_threshold: args.slow_op_threshold,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::protocol::{BackupReport, BackupSettings, Event};
+use cluster::protocol::{BackupReport, BackupSettings, Event};
 
 enum Stop {
     Now,

@@ -8,13 +8,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
 use crate::backups::BackupThread;
-use crate::protocol::{BackupSettings, Command, Event, Init, OpenParams, read_command};
+use crate::events;
 use crate::recovery::{Recovery, Reopener, Step};
+use cluster::protocol::{BackupSettings, Command, Event, Init, OpenParams, read_command};
 
 /// How often the node looks at its engine for a storage failure (an atomic load) and,
 /// while recovering from one, at the free space.
@@ -23,33 +23,17 @@ const STORAGE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_mi
 #[derive(Debug, thiserror::Error)]
 pub enum NodeRunError {
     #[error(transparent)]
-    Protocol(#[from] crate::protocol::ProtocolError),
+    Protocol(#[from] cluster::protocol::ProtocolError),
     #[error("the first command must be Init")]
     NoInit,
+    #[error("the first command of a job process must be Job")]
+    NoJob,
     #[error("TLS: {0}")]
     Tls(String),
     #[error("cannot listen: {0}")]
     Listen(String),
     #[error("stdout: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Everything the node writes to stdout goes through one task, so answers and notices
-/// (sent from the backup thread) never interleave mid-line.
-fn spawn_writer() -> (
-    mpsc::UnboundedSender<Event>,
-    tokio::task::JoinHandle<std::io::Result<()>>,
-) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
-    let task = tokio::spawn(async move {
-        let mut out = tokio::io::stdout();
-        while let Some(event) = rx.recv().await {
-            out.write_all(event.to_line().as_bytes()).await?;
-            out.flush().await?;
-        }
-        Ok(())
-    });
-    (tx, task)
 }
 
 /// How a node runs its database.
@@ -81,7 +65,7 @@ struct Opened {
 /// Runs a node over this process's stdin/stdout until `Shutdown` or end of input.
 pub async fn run(options: NodeOptions) -> Result<(), NodeRunError> {
     let mut input = tokio::io::stdin();
-    let (events, writer) = spawn_writer();
+    let (events, writer) = events::spawn_writer();
     let emit = |event: Event| {
         let _ = events.send(event);
     };
@@ -93,7 +77,7 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeRunError> {
         let Some(events) = audit_events.upgrade() else {
             return;
         };
-        let _ = events.send(Event::Audit(crate::protocol::AuditNotice {
+        let _ = events.send(Event::Audit(cluster::protocol::AuditNotice {
             kind: e.kind.as_str().to_string(),
             principal: e.principal,
             remote: e.remote.map(|r| r.to_string()),
@@ -111,9 +95,7 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeRunError> {
             emit(Event::Failed {
                 message: e.to_string(),
             });
-            drop(events);
-            // Bounded: a stuck stdout must not keep an orphaned node alive.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+            events::close(events, writer).await;
             return Err(e);
         }
     };
@@ -185,6 +167,9 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeRunError> {
             Some(Command::Init(_)) => emit(Event::Failed {
                 message: "already initialised".into(),
             }),
+            Some(Command::Job { .. }) => emit(Event::Failed {
+                message: "a serving node runs no jobs (they run in a process of their own)".into(),
+            }),
             Some(Command::Shutdown) | None => break,
         }
     }
@@ -194,9 +179,7 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeRunError> {
         stop_backups(old, true).await;
     }
     server.shutdown().await;
-    drop(events);
-    // Bounded: a stuck stdout must not keep an orphaned node alive.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+    events::close(events, writer).await;
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! A real full disk: a size-limited tmpfs holds the database of a real wire server (TLS,
-//! SCRAM, the `mongodb` driver), with the node's storage recovery ([`cluster::recovery`])
+//! SCRAM, the `mongodb` driver), with the node's storage recovery ([`node::Recovery`])
 //! running as it does in the node. Inserts fill the file system until a write fails with
 //! `OutOfDiskSpace` (14031); reads still work and `serverStatus` says why writes stop;
 //! deleting a ballast file placed there first frees space, and writes must work again
@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bson::{Document, doc};
-use cluster::recovery::{Recovery, Reopener, Step};
 use futures::TryStreamExt;
 use mongodb::error::{ErrorKind, WriteFailure};
+use node::{Recovery, Reopener, Step};
 use zeroize::Zeroizing;
 
 const USER: &str = "root";
@@ -122,7 +122,7 @@ async fn a_full_file_system_refuses_writes_with_out_of_disk_space_until_space_is
     config.admin_user = Some((USER.into(), Zeroizing::new(PASSWORD.into())));
     let server = Arc::new(wire::Server::start(config).await.expect("start"));
 
-    // The node's recovery loop, as `cluster::node` runs it.
+    // The node's recovery loop, as the node runs it.
     let steps: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen = {
         let steps = steps.clone();
