@@ -291,10 +291,13 @@ async fn routes_answer_as_the_golden_file_records() {
                 names.insert(
                     id.to_string(),
                     format!(
-                        "{} {} {}",
+                        "{} {} {} vault={} caller={} trusted={}",
                         v["operationName"].as_str().unwrap_or("?"),
                         v["result"].as_str().unwrap_or("?"),
-                        v["keyId"].as_str().unwrap_or("-").replace(&base, "{base}")
+                        v["keyId"].as_str().unwrap_or("-").replace(&base, "{base}"),
+                        v["vault"].as_str().unwrap_or("-"),
+                        mask_uuids(v["callerOid"].as_str().unwrap_or("-")),
+                        v["trustedService"],
                     ),
                 );
             }
