@@ -236,3 +236,9 @@ impl From<crate::error::Error> for ApiError {
         ApiError::internal()
     }
 }
+
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        crate::http_util::error_response(&self)
+    }
+}
