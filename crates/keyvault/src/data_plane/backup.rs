@@ -17,6 +17,7 @@ use crate::model::KeyRecord;
 
 const BACKUP_MAGIC: &[u8] = b"StrongroomKeyVaultKeyBackupV1";
 
+/// `POST /keys/{name}/backup`.
 pub(super) async fn backup(call: Call) -> Result<Response<Body>, ApiError> {
     let call = &call;
     let name = call.name.as_str();
@@ -40,6 +41,7 @@ pub(super) async fn backup(call: Call) -> Result<Response<Body>, ApiError> {
     ))
 }
 
+/// `POST /keys/restore` (409 when the name exists or is soft-deleted).
 pub(super) async fn restore(call: Call) -> Result<Response<Body>, ApiError> {
     let call = &call;
     let body = &call.body[..];

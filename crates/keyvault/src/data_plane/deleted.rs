@@ -10,6 +10,7 @@ use crate::api_error::ApiError;
 use crate::http_util::{Body, empty_response, json_response};
 use crate::model::DeletedInfo;
 
+/// `DELETE /keys/{name}`: soft delete.
 pub(super) async fn delete(call: Call) -> Result<Response<Body>, ApiError> {
     let call = &call;
     let name = call.name.as_str();
@@ -34,6 +35,7 @@ pub(super) async fn delete(call: Call) -> Result<Response<Body>, ApiError> {
     Ok(json_response(StatusCode::OK, &deleted_bundle(call, &rec)?))
 }
 
+/// `GET /deletedkeys/{name}`.
 pub(super) async fn get(call: Call) -> Result<Response<Body>, ApiError> {
     let (call, name) = (&call, call.name.as_str());
     let rec = {
@@ -46,6 +48,7 @@ pub(super) async fn get(call: Call) -> Result<Response<Body>, ApiError> {
     Ok(json_response(StatusCode::OK, &deleted_bundle(call, &rec)?))
 }
 
+/// `POST /deletedkeys/{name}/recover`.
 pub(super) async fn recover(call: Call) -> Result<Response<Body>, ApiError> {
     let call = &call;
     let name = call.name.as_str();
@@ -68,6 +71,7 @@ pub(super) async fn recover(call: Call) -> Result<Response<Body>, ApiError> {
     key_bundle_response(call, &rec, None)
 }
 
+/// `DELETE /deletedkeys/{name}` (204; 403 under purge protection).
 pub(super) async fn purge(call: Call) -> Result<Response<Body>, ApiError> {
     let call = &call;
     let name = call.name.as_str();

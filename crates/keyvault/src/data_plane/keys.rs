@@ -20,6 +20,7 @@ use crate::model::{KeyRecord, KeyVersion};
 use crate::server::Ctx;
 use crate::state::VaultEntry;
 
+/// `POST /keys/{name}/create`: a new RSA key, or a new version of it.
 pub(super) async fn create(call: Call) -> Result<Response<Body>, ApiError> {
     let call = &call;
     let name = call.name.as_str();
@@ -82,6 +83,7 @@ pub(super) async fn create(call: Call) -> Result<Response<Body>, ApiError> {
     key_bundle_response(call, &rec, None)
 }
 
+/// `PUT /keys/{name}`: import a JWK (components, or a BYOK blob in `key_hsm`).
 pub(super) async fn import(call: Call) -> Result<Response<Body>, ApiError> {
     let call = &call;
     let name = call.name.as_str();
@@ -152,6 +154,7 @@ pub(super) async fn import(call: Call) -> Result<Response<Body>, ApiError> {
     key_bundle_response(call, &rec, None)
 }
 
+/// `GET /keys/{name}[/{version}]` (a disabled version is 403).
 pub(super) async fn get(call: Call) -> Result<Response<Body>, ApiError> {
     let (call, name, version) = (&call, call.name.as_str(), call.version.as_deref());
     let keys = call.vault.keys.read();
@@ -171,6 +174,7 @@ pub(super) async fn get(call: Call) -> Result<Response<Body>, ApiError> {
     ))
 }
 
+/// `PATCH /keys/{name}[/{version}]`: attributes, `key_ops`, tags (works on a disabled version, so it can be re-enabled).
 pub(super) async fn update(call: Call) -> Result<Response<Body>, ApiError> {
     let call = &call;
     let name = call.name.as_str();

@@ -11,6 +11,7 @@ use crate::http_util::{Body, json_response, query_get};
 use crate::jwk::{b64u, b64u_decode};
 use crate::model::KeyRecord;
 
+/// `GET /keys`: the latest version of each live key.
 pub(super) async fn keys(call: Call) -> Result<Response<Body>, ApiError> {
     let call = &call;
     let query = &call.query[..];
@@ -32,6 +33,7 @@ pub(super) async fn keys(call: Call) -> Result<Response<Body>, ApiError> {
     Ok(page(call, "/keys", items, max, skip))
 }
 
+/// `GET /keys/{name}/versions`.
 pub(super) async fn versions(call: Call) -> Result<Response<Body>, ApiError> {
     let call = &call;
     let name = call.name.as_str();
@@ -60,6 +62,7 @@ pub(super) async fn versions(call: Call) -> Result<Response<Body>, ApiError> {
     ))
 }
 
+/// `GET /deletedkeys`.
 pub(super) async fn deleted(call: Call) -> Result<Response<Body>, ApiError> {
     let call = &call;
     let query = &call.query[..];

@@ -17,6 +17,7 @@ use crate::model::KeyRecord;
 use crate::server::Ctx;
 use crate::state::VaultEntry;
 
+/// `POST /keys/{name}/rotate`.
 pub(super) async fn rotate(call: Call) -> Result<Response<Body>, ApiError> {
     let call = &call;
     let name = call.name.as_str();
@@ -73,6 +74,7 @@ pub fn rotate_now(
     add_version(ctx, vault, name, version)
 }
 
+/// `GET /keys/{name}/rotationpolicy` (the default policy when none was set).
 pub(super) async fn get_policy(call: Call) -> Result<Response<Body>, ApiError> {
     let (call, name) = (&call, call.name.as_str());
     let keys = call.vault.keys.read();
@@ -81,6 +83,7 @@ pub(super) async fn get_policy(call: Call) -> Result<Response<Body>, ApiError> {
     Ok(json_response(StatusCode::OK, &policy_json(call, rec)))
 }
 
+/// `PUT /keys/{name}/rotationpolicy`.
 pub(super) async fn set_policy(call: Call) -> Result<Response<Body>, ApiError> {
     let call = &call;
     let name = call.name.as_str();

@@ -97,8 +97,14 @@ fn routes() -> Router<Arc<Ctx>> {
                 .put(op("VaultAccessPolicy", access_policies::put)),
         )
         .route(&format!("{VAULT}/{{*rest}}"), any(vault_not_found))
-        .route("/dev", any(dev::control))
-        .route("/dev/{*rest}", any(dev::control));
+        .route("/dev", any(dev::unknown))
+        .route("/dev/{*rest}", any(dev::unknown))
+        .route("/dev/clock", any(dev::clock))
+        .route("/dev/scheduler/run", any(dev::scheduler_run))
+        .route("/dev/vaults/{name}/clock", any(dev::vault_clock))
+        .route("/dev/vaults/{name}/unreachable", any(dev::vault_unreachable))
+        .route("/dev/vaults/{name}/firewall", any(dev::vault_firewall))
+        .route("/dev/vaults/{name}/{other}", any(dev::vault_unknown));
     use role_assignments as ra;
     for scope in ["", "/keys/{key}"] {
         let base = format!("{VAULT}{scope}/{ROLES}");
@@ -139,13 +145,13 @@ async fn route_not_found() -> ApiError {
 /// A vault path whose method the vault routes don't take: the vault is named in the
 /// audit line, then 405.
 async fn vault_wrong_method(m: Mgmt) -> ApiError {
-    m.set_vault(m.vault_path().2);
+    m.vault_path();
     ApiError::method_not_allowed()
 }
 
 /// Anything else under a vault path: the vault is named in the audit line, then 404.
 async fn vault_not_found(m: Mgmt) -> ApiError {
-    m.set_vault(m.vault_path().2);
+    m.vault_path();
     ApiError::not_found_route()
 }
 
@@ -198,12 +204,6 @@ impl FromRequestParts<Arc<Ctx>> for Mgmt {
         };
         if let Some(Operation(name)) = parts.extensions.get::<Operation>().copied() {
             m.set_operation(name);
-            if parts.uri.path().starts_with("/subscriptions/")
-                && m.segs.get(2).eq_ignore_ascii_case("resourcegroups")
-                && m.segs.len() > 7
-            {
-                m.set_vault(m.segs.get(7));
-            }
         }
         Ok(m)
     }
@@ -218,9 +218,12 @@ impl Mgmt {
         self.audit.lock().vault = Some(name.to_string());
     }
 
-    /// (subscription, resource group, vault name) of a `.../vaults/{name}...` path.
+    /// (subscription, resource group, vault name) of a `.../vaults/{name}...` path; the
+    /// vault is named in the audit line.
     fn vault_path(&self) -> (&str, &str, &str) {
-        (self.segs.get(1), self.segs.get(3), self.segs.get(7))
+        let name = self.segs.get(7);
+        self.set_vault(name);
+        (self.segs.get(1), self.segs.get(3), name)
     }
 
     /// The body as JSON (`{}` when empty).

@@ -30,7 +30,6 @@ impl Mgmt {
     /// path is key-scoped.
     fn target(&self) -> Result<Target, ApiError> {
         let (sub, rg, name) = self.vault_path();
-        self.set_vault(name);
         let vault = self.vault_in(sub, rg, name)?;
         let key_scope = self
             .segs
