@@ -15,14 +15,17 @@
 use std::sync::Arc;
 
 use axum::extract::{Extension, Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::model::{ErrorDetail, ErrorResponse, MongoCluster};
+use platform::ArmJson;
+use platform::arm::{self, ArmError};
+
+use crate::model::MongoCluster;
 use crate::{Plane, PlaneError};
 
 /// Audiences accepted on management tokens.
@@ -85,7 +88,7 @@ pub fn router(
         .route("/healthz", get(|| async { "ok" }))
         .merge(protected)
         .fallback(|| async {
-            arm_error(
+            arm::response(
                 StatusCode::NOT_FOUND,
                 "NotFound",
                 "No such resource or operation.",
@@ -93,36 +96,26 @@ pub fn router(
         })
 }
 
-fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = ErrorResponse {
-        error: ErrorDetail {
-            code: code.to_string(),
-            message: message.to_string(),
-        },
-    };
-    (status, Json(body)).into_response()
-}
-
 impl IntoResponse for PlaneError {
     fn into_response(self) -> Response {
         match &self {
             PlaneError::BadRequest { code, message } => {
-                arm_error(StatusCode::BAD_REQUEST, code, message)
+                arm::response(StatusCode::BAD_REQUEST, code, message)
             }
-            PlaneError::NotFound(name) => arm_error(
+            PlaneError::NotFound(name) => arm::response(
                 StatusCode::NOT_FOUND,
                 "ResourceNotFound",
                 &format!("The mongoCluster '{name}' was not found."),
             ),
-            PlaneError::Conflict(m) => arm_error(StatusCode::CONFLICT, "Conflict", m),
-            PlaneError::Kek(e) => arm_error(
+            PlaneError::Conflict(m) => arm::response(StatusCode::CONFLICT, "Conflict", m),
+            PlaneError::Kek(e) => arm::response(
                 StatusCode::BAD_REQUEST,
                 "KeyEncryptionKeyError",
                 &e.to_string(),
             ),
             PlaneError::Internal(_) | PlaneError::Sealed(_) => {
                 tracing::error!(error = %self, "management operation failed");
-                arm_error(
+                arm::response(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "InternalServerError",
                     &self.to_string(),
@@ -139,18 +132,16 @@ struct Caller(String);
 /// Bearer token → verified claims → the caller must be a control-plane administrator.
 async fn authenticate(State(api): State<Api>, mut req: Request, next: Next) -> Response {
     let challenge = || {
-        let mut resp = arm_error(
+        ArmError::new(
             StatusCode::UNAUTHORIZED,
             "AuthenticationFailed",
             "Authentication failed. The 'Authorization' header is missing or its bearer token is not valid.",
-        );
-        if let Ok(v) = HeaderValue::from_str(&format!(
+        )
+        .with_challenge(format!(
             "Bearer authorization_uri=\"{}\", error=\"invalid_token\"",
             api.authority
-        )) {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
-        resp
+        ))
+        .into_response()
     };
     let Some(token) = req
         .headers()
@@ -173,7 +164,7 @@ async fn authenticate(State(api): State<Api>, mut req: Request, next: Next) -> R
         .iter()
         .any(|a| a.eq_ignore_ascii_case(&claims.oid))
     {
-        return arm_error(
+        return arm::response(
             StatusCode::FORBIDDEN,
             "AuthorizationFailed",
             &format!(
@@ -199,12 +190,8 @@ async fn put(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
     Path((sub, rg, name)): Segments,
-    body: Result<Json<MongoCluster>, axum::extract::rejection::JsonRejection>,
+    ArmJson(req): ArmJson<MongoCluster>,
 ) -> Result<Response, PlaneError> {
-    let Json(req) = body.map_err(|e| PlaneError::BadRequest {
-        code: "InvalidRequestContent".into(),
-        message: format!("The request content was invalid and could not be deserialized: {e}"),
-    })?;
     if api.plane.runtime(&name).is_some() {
         return Ok(Json(api.plane.update(&name, req, Some(&caller.0)).await?).into_response());
     }
@@ -216,12 +203,8 @@ async fn patch(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
     Path((_, _, name)): Segments,
-    body: Result<Json<MongoCluster>, axum::extract::rejection::JsonRejection>,
+    ArmJson(req): ArmJson<MongoCluster>,
 ) -> Result<Json<MongoCluster>, PlaneError> {
-    let Json(req) = body.map_err(|e| PlaneError::BadRequest {
-        code: "InvalidRequestContent".into(),
-        message: format!("The request content was invalid and could not be deserialized: {e}"),
-    })?;
     Ok(Json(api.plane.update(&name, req, Some(&caller.0)).await?))
 }
 
@@ -257,36 +240,20 @@ async fn verify_backups(
     Ok(Json(api.plane.verify_backup(&name).await?))
 }
 
-fn json_body<T>(
-    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
-) -> Result<T, PlaneError> {
-    body.map(|Json(v)| v).map_err(|e| PlaneError::BadRequest {
-        code: "InvalidRequestContent".into(),
-        message: format!("The request content was invalid and could not be deserialized: {e}"),
-    })
-}
-
 async fn export_backup(
     State(api): State<Api>,
     Path((_, _, name)): Segments,
-    body: Result<Json<crate::backups::ExportRequest>, axum::extract::rejection::JsonRejection>,
+    ArmJson(body): ArmJson<crate::backups::ExportRequest>,
 ) -> Result<Json<crate::backups::ExportManifest>, PlaneError> {
-    Ok(Json(
-        api.plane.export_backup(&name, json_body(body)?).await?,
-    ))
+    Ok(Json(api.plane.export_backup(&name, body).await?))
 }
 
 async fn decrypt_export(
     State(api): State<Api>,
     Path((_, _, name)): Segments,
-    body: Result<
-        Json<crate::backups::DecryptExportRequest>,
-        axum::extract::rejection::JsonRejection,
-    >,
+    ArmJson(body): ArmJson<crate::backups::DecryptExportRequest>,
 ) -> Result<Json<serde_json::Value>, PlaneError> {
-    Ok(Json(
-        api.plane.decrypt_export(&name, json_body(body)?).await?,
-    ))
+    Ok(Json(api.plane.decrypt_export(&name, body).await?))
 }
 
 async fn restore_status(

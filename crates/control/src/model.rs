@@ -217,15 +217,3 @@ pub struct NodeCrash {
     pub exit_code: Option<i32>,
     pub message: String,
 }
-
-/// An ARM error body: `{"error": {"code", "message"}}`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ErrorResponse {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ErrorDetail {
-    pub code: String,
-    pub message: String,
-}

@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use cluster::protocol::{BackupSettings, OpenParams};
 use cluster::supervisor::NodeExit;
-use envelope::token::IdentitySelector;
-use envelope::{
-    AzureKeyVault, Envelope, KekError, KeyUrl, ManagedIdentityTokens, Reason, WrappedKeyStore,
-};
+use envelope::{AzureKeyVault, Envelope, KekError, KeyUrl, Reason, WrappedKeyStore};
 use parking_lot::RwLock;
+use platform::token::{IdentitySelector, ManagedIdentityTokens};
 use zeroize::Zeroizing;
 
 use crate::PlaneError;
@@ -174,8 +172,12 @@ impl Plane {
             None => None,
         };
         let state = registry.load()?;
-        let vault_http =
-            envelope::kek::http_client(&cfg.ca_pem, Some(&cfg.trusted_service), cfg.vault_timeout)?;
+        let vault_http = platform::https_client(
+            &cfg.ca_pem,
+            Some(&cfg.trusted_service),
+            platform::ClientOptions::timeout(cfg.vault_timeout),
+        )
+        .map_err(|e| PlaneError::Internal(format!("vault HTTP client: {e}")))?;
         let identity_admin =
             identity::client::AdminClient::new(&cfg.identity_url, &cfg.ca_pem, &cfg.admin)
                 .map_err(|e| PlaneError::Internal(format!("identity admin client: {e}")))?;

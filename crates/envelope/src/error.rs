@@ -117,3 +117,14 @@ impl KekError {
         }
     }
 }
+
+impl From<platform::TokenError> for KekError {
+    fn from(e: platform::TokenError) -> KekError {
+        match e {
+            platform::TokenError::IdentityDeleted { identity, message } => {
+                KekError::IdentityDeleted { identity, message }
+            }
+            platform::TokenError::Endpoint(detail) => KekError::Token(detail),
+        }
+    }
+}

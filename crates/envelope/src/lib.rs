@@ -15,6 +15,9 @@
 //!   Azure Key Vault REST client ([`AzureKeyVault`]) is the one implementation, used for
 //!   CMK with the customer's identity and for SMK with the service's identity.
 //!
+//! Bearer tokens (`platform::token`) and the HTTPS client (`platform::https_client`)
+//! come from the `platform` crate every service shares.
+//!
 //! [`Envelope`] ties them together into the two operations the control plane needs:
 //! `create` (validate the key, wrap a fresh DEK) and `revalidate` (check the key's state
 //! as the service sees it, unwrap, and re-wrap onto a newer version when the key URL is
@@ -24,14 +27,10 @@ mod dek;
 mod envelope;
 mod error;
 pub mod kek;
-pub mod token;
 mod wrapped;
 
 pub use dek::RootDek;
 pub use envelope::{Envelope, KeyRequirements, Revalidation};
 pub use error::{KekError, Reason};
 pub use kek::{AzureKeyVault, KekProvider, KeyState, KeyUrl};
-pub use token::{
-    AccessToken, ClientSecretTokens, IdentitySelector, ManagedIdentityTokens, TokenSource,
-};
 pub use wrapped::{WrappedDek, WrappedKeyStore};

@@ -7,10 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use envelope::{AzureKeyVault, ClientSecretTokens, Envelope, KeyUrl, Reason, WrappedKeyStore};
+use envelope::{AzureKeyVault, Envelope, KeyUrl, Reason, WrappedKeyStore};
 use keyvault::client::{
     ClientError, CreateKeyOptions, KeyVaultClient, TokenProvider, UpdateKeyOptions, VaultSpec,
 };
+use platform::token::ClientSecretTokens;
 
 const SUB: &str = "00000000-0000-0000-0000-0000000000ee";
 /// Built-in role "Key Vault Crypto Service Encryption User" (get, wrapKey, unwrapKey).
@@ -38,7 +39,7 @@ impl TokenProvider for AdminTokens {
             &scope,
         )
         .await
-        .map(|t| t.token)
+        .map(|t| t.token.to_string())
         .map_err(|e| ClientError::Token(e.to_string()))
     }
 }
@@ -99,7 +100,8 @@ async fn every_pass_is_authorised_on_a_pooled_connection() {
     let vault_server = keyvault::Server::start(kv_cfg).await.unwrap();
     let mgmt = vault_server.mgmt_url();
 
-    let admin_http = identity::client::http_client_for_ca(&ca_pem).unwrap();
+    let admin_http =
+        platform::https_client(&ca_pem, None, platform::ClientOptions::default()).unwrap();
     let admin_kv = KeyVaultClient::new(
         &ca_pem,
         Arc::new(AdminTokens {
@@ -135,7 +137,12 @@ async fn every_pass_is_authorised_on_a_pooled_connection() {
         .unwrap();
 
     // The control plane's shape: one HTTP client, one token source per identity.
-    let http = envelope::kek::http_client(&ca_pem, None, Duration::from_secs(10)).unwrap();
+    let http = platform::https_client(
+        &ca_pem,
+        None,
+        platform::ClientOptions::timeout(Duration::from_secs(10)),
+    )
+    .unwrap();
     let tokens = Arc::new(ClientSecretTokens::new(
         http.clone(),
         id_base.clone(),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use identity::IdentitySelector;
-use identity::client::{AdminClient, client_credentials_token, http_client_for_ca, msi_token};
+use identity::client::{AdminClient, client_credentials_token, msi_token};
 use identity::crypto::signing::{SigningKey, jwk_public_point};
 use identity::token::{self, Claims, Expectations};
 
@@ -82,7 +82,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     let base = server.base_url();
     let creds = server.bootstrap()?.admin.ok_or("not fresh")?;
-    let http = http_client_for_ca(ca.ca_pem())?;
+    let http = platform::https_client(ca.ca_pem(), None, platform::ClientOptions::default())?;
     let admin = AdminClient::new(&base, ca.ca_pem(), &creds)?;
     let mi = admin
         .create_managed_identity("s", "rg", "bench", "local")

@@ -1,9 +1,11 @@
-//! Rust clients for the identity service: token requests (client credentials, managed
-//! identity) and [`AdminClient`] for the admin API. Used by tests and the control plane.
-
-use std::sync::Arc;
+//! Rust clients for the identity service: one-shot token requests (client credentials,
+//! managed identity) that report the service's exact answer, and [`AdminClient`] for
+//! the admin API. Used by tests, the CLI and the control plane. The HTTPS client and
+//! the token types are [`platform`]'s; the cached token sources services call vaults
+//! with are `platform::token`'s.
 
 use parking_lot::Mutex;
+use platform::AccessToken;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -14,39 +16,6 @@ use crate::service::{Credentials, IdentitySelector};
 
 /// Audience the admin client requests for the admin API.
 pub const ADMIN_AUDIENCE: &str = "api://strongroom-identity";
-
-/// A reqwest client that trusts exactly what `tls` trusts.
-pub fn http_client(tls: Arc<rustls::ClientConfig>) -> Result<reqwest::Client, Error> {
-    reqwest::Client::builder()
-        .tls_backend_preconfigured((*tls).clone())
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .map_err(|e| Error::Tls(e.to_string()))
-}
-
-/// A reqwest client trusting only the dev CA in `ca_pem`.
-pub fn http_client_for_ca(ca_pem: &str) -> Result<reqwest::Client, Error> {
-    http_client(pki::client_config(ca_pem).map_err(|e| Error::Tls(e.to_string()))?)
-}
-
-/// A successful token response (either endpoint), normalized.
-#[derive(Clone)]
-pub struct AccessToken {
-    pub token: String,
-    /// Unix seconds.
-    pub expires_on: i64,
-    /// Managed-identity responses: the identity's client id.
-    pub client_id: Option<String>,
-}
-
-impl std::fmt::Debug for AccessToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessToken")
-            .field("expires_on", &self.expires_on)
-            .field("client_id", &self.client_id)
-            .finish_non_exhaustive()
-    }
-}
 
 async fn read_json<T: DeserializeOwned>(url: &str, resp: reqwest::Response) -> Result<T, Error> {
     let status = resp.status();
@@ -102,7 +71,7 @@ pub async fn client_credentials_token(
         .map_err(|e| http_err(&url, e))?;
     let r: Resp = read_json(&url, resp).await?;
     Ok(AccessToken {
-        token: r.access_token,
+        token: Zeroizing::new(r.access_token),
         expires_on: crate::token::unix_now() + r.expires_in,
         client_id: None,
     })
@@ -127,11 +96,8 @@ pub async fn msi_token(
         ("api-version", "2019-08-01".to_string()),
         ("resource", resource.to_string()),
     ];
-    match selector {
-        IdentitySelector::ClientId(v) => query.push(("client_id", v.clone())),
-        IdentitySelector::ObjectId(v) => query.push(("object_id", v.clone())),
-        IdentitySelector::ResourceId(v) => query.push(("mi_res_id", v.clone())),
-        IdentitySelector::Only => {}
+    if let Some((name, value)) = selector.query_pair() {
+        query.push((name, value.to_string()));
     }
     let resp = http
         .get(&url)
@@ -142,7 +108,7 @@ pub async fn msi_token(
         .map_err(|e| http_err(&url, e))?;
     let r: Resp = read_json(&url, resp).await?;
     Ok(AccessToken {
-        token: r.access_token,
+        token: Zeroizing::new(r.access_token),
         expires_on: r.expires_on.parse().map_err(|_| Error::Http {
             url: url.clone(),
             reason: "expires_on is not an integer".into(),
@@ -201,7 +167,8 @@ impl std::fmt::Debug for AdminClient {
 impl AdminClient {
     pub fn new(base_url: &str, ca_pem: &str, creds: &Credentials) -> Result<AdminClient, Error> {
         Ok(AdminClient::with_http(
-            http_client_for_ca(ca_pem)?,
+            platform::https_client(ca_pem, None, platform::ClientOptions::default())
+                .map_err(|e| Error::Tls(e.to_string()))?,
             base_url,
             creds,
         ))
@@ -243,7 +210,7 @@ impl AdminClient {
         .await
     }
 
-    async fn bearer(&self) -> Result<String, Error> {
+    async fn bearer(&self) -> Result<Zeroizing<String>, Error> {
         if let Some(t) = self.token.lock().as_ref()
             && t.expires_on - crate::token::unix_now() > 300
         {
@@ -265,7 +232,7 @@ impl AdminClient {
         let mut req = self
             .http
             .request(method, &url)
-            .bearer_auth(self.bearer().await?);
+            .bearer_auth(self.bearer().await?.as_str());
         if let Some(b) = body {
             req = req.json(&b);
         }

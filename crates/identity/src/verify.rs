@@ -66,7 +66,8 @@ impl Verifier {
         audiences: Vec<String>,
     ) -> Result<Verifier, Error> {
         Ok(Verifier {
-            http: crate::client::http_client(tls)?,
+            http: platform::https_client_with(tls, platform::ClientOptions::default())
+                .map_err(|e| Error::Tls(e.to_string()))?,
             base_url: base_url.trim_end_matches('/').to_string(),
             audiences,
             liveness_ttl: MAX_LIVENESS_TTL,

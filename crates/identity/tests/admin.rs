@@ -34,6 +34,7 @@ async fn token(h: &Harness, c: &Credentials, scope: &str) -> String {
     .await
     .unwrap()
     .token
+    .to_string()
 }
 
 #[tokio::test]

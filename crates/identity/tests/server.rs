@@ -26,7 +26,8 @@ async fn shutdown_closes_idle_keep_alive_connections_promptly_and_stops_listenin
         .await
         .expect("shutdown must not wait for idle connections");
     assert!(started.elapsed() < Duration::from_secs(4));
-    let fresh = identity::client::http_client_for_ca(&h.tls.ca_pem).unwrap();
+    let fresh =
+        platform::https_client(&h.tls.ca_pem, None, platform::ClientOptions::default()).unwrap();
     assert!(
         fresh
             .get(format!("{base}/.well-known/jwks.json"))
@@ -152,7 +153,9 @@ async fn http2_is_negotiated_via_alpn() {
     let h = Harness::start().await;
     let mut cfg = (*pki::client_config(&h.tls.ca_pem).unwrap()).clone();
     cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let client = identity::client::http_client(std::sync::Arc::new(cfg)).unwrap();
+    let client =
+        platform::https_client_with(std::sync::Arc::new(cfg), platform::ClientOptions::default())
+            .unwrap();
     let c = &h.admin_creds;
     let t = client_credentials_token(
         &client,

@@ -178,9 +178,10 @@ fn main() {
         );
         cfg.admin_object_ids = vec![admin.object_id.clone()];
         let kv = keyvault::Server::start(cfg).await.expect("kv");
-        let http = identity::client::http_client_for_ca(ca.ca_pem()).expect("http");
-        let mgmt_tok = identity::client::client_credentials_token(&http, &id.base_url(), &admin.tenant_id, &admin.client_id, &admin.client_secret, "https://management.azure.com/.default").await.expect("token").token;
-        let vault_tok = identity::client::client_credentials_token(&http, &id.base_url(), &admin.tenant_id, &admin.client_id, &admin.client_secret, "https://vault.azure.net/.default").await.expect("token").token;
+        let http = platform::https_client(ca.ca_pem(), None, platform::ClientOptions::default())
+            .expect("http");
+        let mgmt_tok = identity::client::client_credentials_token(&http, &id.base_url(), &admin.tenant_id, &admin.client_id, &admin.client_secret, "https://management.azure.com/.default").await.expect("token").token.to_string();
+        let vault_tok = identity::client::client_credentials_token(&http, &id.base_url(), &admin.tenant_id, &admin.client_id, &admin.client_secret, "https://vault.azure.net/.default").await.expect("token").token.to_string();
         let tokens = Arc::new(keyvault::client::StaticToken(mgmt_tok));
         let c = keyvault::client::KeyVaultClient::new(ca.ca_pem(), tokens).expect("client");
         let mut spec = keyvault::client::VaultSpec::new(&admin.tenant_id);

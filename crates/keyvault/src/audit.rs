@@ -31,6 +31,19 @@ pub struct AuditEvent {
     pub trusted_service: bool,
 }
 
+impl AuditEvent {
+    /// Completes the line with the answer's status and how long the request took.
+    pub fn finish(&mut self, status: http::StatusCode, started: Instant) {
+        self.http_status = status.as_u16();
+        self.result = if status.is_success() {
+            "Success".into()
+        } else {
+            format!("Failure:{}", status.as_u16())
+        };
+        self.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    }
+}
+
 enum Msg {
     Line(String),
     Flush(mpsc::Sender<()>),

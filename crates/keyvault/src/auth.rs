@@ -122,7 +122,8 @@ impl IdentityVerifier {
         Ok(IdentityVerifier {
             inner,
             identity_url: identity_url.trim_end_matches('/').to_string(),
-            http: crate::http_util::reqwest_client(ca_pem, None)?,
+            http: platform::https_client(ca_pem, None, Default::default())
+                .map_err(|e| crate::Error::Config(format!("http client: {e}")))?,
             tokens: Mutex::new(HashMap::new()),
             principals: Mutex::new(HashMap::new()),
             max_cached_tokens: 10_000,

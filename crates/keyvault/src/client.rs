@@ -468,10 +468,14 @@ const MGMT_API_VERSION: &str = "2025-05-01";
 const VAULT_RESOURCE: &str = "https://vault.azure.net";
 const MGMT_RESOURCE: &str = "https://management.azure.com/";
 
+fn config_error(e: platform::ClientError) -> crate::Error {
+    crate::Error::Config(format!("http client: {e}"))
+}
+
 /// A plain HTTPS client (aws-lc-rs rustls, keep-alive) trusting `ca_pem`, for callers that
 /// speak the REST API directly (benchmarks, tools).
 pub fn http_client(ca_pem: &str) -> Result<reqwest::Client, crate::Error> {
-    crate::http_util::reqwest_client(ca_pem, None)
+    platform::https_client(ca_pem, None, Default::default()).map_err(config_error)
 }
 
 /// Client for one caller identity.
@@ -491,7 +495,7 @@ impl KeyVaultClient {
     /// A client trusting `ca_pem`.
     pub fn new(ca_pem: &str, tokens: Arc<dyn TokenProvider>) -> Result<Self, crate::Error> {
         Ok(KeyVaultClient {
-            http: crate::http_util::reqwest_client(ca_pem, None)?,
+            http: platform::https_client(ca_pem, None, Default::default()).map_err(config_error)?,
             tokens,
         })
     }
@@ -504,7 +508,15 @@ impl KeyVaultClient {
         tokens: Arc<dyn TokenProvider>,
     ) -> Result<Self, crate::Error> {
         Ok(KeyVaultClient {
-            http: crate::http_util::reqwest_client(ca_pem, Some((cert_pem, key_pem)))?,
+            http: platform::https_client(
+                ca_pem,
+                Some(&pki::CertifiedKey {
+                    cert_pem: cert_pem.to_string(),
+                    key_pem: zeroize::Zeroizing::new(key_pem.to_string()),
+                }),
+                Default::default(),
+            )
+            .map_err(config_error)?,
             tokens,
         })
     }

@@ -24,4 +24,7 @@ pub enum Error {
     Config(String),
     #[error("serialization error: {0}")]
     Json(#[from] serde_json::Error),
+    /// The root key file (`root.key`) or a seal under it.
+    #[error(transparent)]
+    Sealed(#[from] sealed::Error),
 }

@@ -1,9 +1,8 @@
 //! HTTP plumbing shared by both planes: bounded body reads, JSON/empty responses, error
-//! rendering, query and bearer parsing, the path canonicalization both routers route on,
-//! and TLS client setup.
+//! rendering, query and bearer parsing, and the path canonicalization both routers route
+//! on. (The HTTPS client is `platform::https_client`.)
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
@@ -14,7 +13,7 @@ use crate::api_error::ApiError;
 /// Largest request body accepted (JSON requests are tiny; backups are the largest).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
-/// A response body (axum's; the listeners are axum routers served by [`httpd`]).
+/// A response body (axum's; the listeners are axum routers served by [`platform`]).
 pub type Body = axum::body::Body;
 
 /// Reads the whole body, bounded by [`MAX_BODY`].
@@ -50,9 +49,11 @@ pub fn empty_response(status: StatusCode) -> Response<Body> {
     resp
 }
 
-/// Renders an [`ApiError`] (with its `WWW-Authenticate` challenge, if any).
+/// Renders an [`ApiError`] — the ARM error body of `platform::arm`, with the vault's
+/// JSON headers and its `WWW-Authenticate` challenge, if any.
 pub fn error_response(e: &ApiError) -> Response<Body> {
-    let mut resp = json_response(e.status, &e.body());
+    let body = serde_json::to_value(e.body()).unwrap_or_default();
+    let mut resp = json_response(e.status, &body);
     if let Some(ch) = &e.challenge
         && let Ok(v) = HeaderValue::from_str(ch)
     {
@@ -89,56 +90,6 @@ pub fn bearer(req_headers: &http::HeaderMap) -> Option<&str> {
     }
     let t = token.trim();
     if t.is_empty() { None } else { Some(t) }
-}
-
-/// A rustls client config trusting `ca_pem`, optionally presenting a client certificate.
-pub fn rustls_client_config(
-    ca_pem: &str,
-    client_identity: Option<(&str, &str)>,
-) -> Result<rustls::ClientConfig, crate::Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        let cert = cert.map_err(|e| crate::Error::Config(format!("bad CA PEM: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| crate::Error::Config(format!("bad CA certificate: {e}")))?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| crate::Error::Config(e.to_string()))?
-    .with_root_certificates(roots);
-    let cfg = match client_identity {
-        None => builder.with_no_client_auth(),
-        Some((cert_pem, key_pem)) => {
-            let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| crate::Error::Config(format!("bad client cert PEM: {e}")))?;
-            let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-                .map_err(|e| crate::Error::Config(format!("bad client key PEM: {e}")))?
-                .ok_or_else(|| crate::Error::Config("no private key in PEM".into()))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| crate::Error::Config(e.to_string()))?
-        }
-    };
-    Ok(cfg)
-}
-
-/// A reqwest client trusting `ca_pem` (aws-lc-rs rustls), optionally with a client cert.
-pub fn reqwest_client(
-    ca_pem: &str,
-    client_identity: Option<(&str, &str)>,
-) -> Result<reqwest::Client, crate::Error> {
-    let tls = rustls_client_config(ca_pem, client_identity)?;
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| crate::Error::Config(format!("http client: {e}")))
 }
 
 /// The request path's segments as the client sent them (not percent-decoded, case kept),

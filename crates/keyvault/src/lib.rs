@@ -15,7 +15,7 @@
 //!
 //! Public for tests, benches, the fuzzer and the `strongroom` binary: [`Server`],
 //! [`Config`], [`Error`], the token-verifier seam, and the data formats they need
-//! ([`crypto`], [`jwk`], [`model`], [`store`], [`seal`], [`clock`], [`audit`], [`authz`]'s
+//! ([`crypto`], [`jwk`], [`model`], [`store`], [`root_key`], [`clock`], [`audit`], [`authz`]'s
 //! built-in roles).
 
 mod api_error;
@@ -33,8 +33,8 @@ mod http_util;
 pub mod jwk;
 mod mgmt;
 pub mod model;
+pub mod root_key;
 mod rotation;
-pub mod seal;
 mod server;
 mod state;
 pub mod store;

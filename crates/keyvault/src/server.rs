@@ -12,9 +12,9 @@ use crate::audit::AuditLog;
 use crate::auth::{IdentityVerifier, TokenVerifier};
 use crate::config::Config;
 use crate::error::Error;
-use crate::seal::RootKey;
 use crate::state::{State, VaultEntry};
 use crate::store::Store;
+use sealed::MasterKey;
 
 /// Shared service context.
 pub struct Ctx {
@@ -22,7 +22,7 @@ pub struct Ctx {
     pub state: State,
     pub verifier: Arc<dyn TokenVerifier>,
     pub audit: AuditLog,
-    pub root: RootKey,
+    pub root: MasterKey,
     scheduler: Notify,
     mgmt_url: parking_lot::RwLock<String>,
 }
@@ -64,7 +64,7 @@ impl Ctx {
         self.stop_vault_listener(v).await;
         let listener = TcpListener::bind(SocketAddr::new(self.cfg.data_bind_ip, port)).await?;
         let routes = crate::data_plane::service(self.clone(), v.name());
-        let server = httpd::Server::serve(listener, self.cfg.tls.clone(), routes)?;
+        let server = platform::Server::serve(listener, self.cfg.tls.clone(), routes)?;
         let port = server.local_addr().port();
         // A concurrent start (two dev controls racing) may have bound one meanwhile.
         let replaced = v.listener.lock().replace(server);
@@ -88,7 +88,7 @@ impl Ctx {
 pub struct Server {
     ctx: Arc<Ctx>,
     mgmt_addr: SocketAddr,
-    mgmt: httpd::Server,
+    mgmt: platform::Server,
     scheduler: JoinHandle<()>,
 }
 
@@ -113,7 +113,7 @@ impl Server {
         verifier: Arc<dyn TokenVerifier>,
     ) -> Result<Server, Error> {
         std::fs::create_dir_all(&cfg.data_dir)?;
-        let root = RootKey::load_or_create(&cfg.data_dir)?;
+        let root = MasterKey::load_or_create(&cfg.data_dir.join(crate::root_key::ROOT_KEY_FILE))?;
         let (store, report) = Store::open(&cfg.data_dir, &root)?;
         if report.truncated_bytes > 0 {
             tracing::warn!(?report, "recovered vault state after an interrupted write");
@@ -157,7 +157,7 @@ impl Server {
         let mgmt_addr = listener.local_addr()?;
         *ctx.mgmt_url.write() = format!("https://{}:{}", cfg.data_host, mgmt_addr.port());
         let mgmt =
-            httpd::Server::serve(listener, cfg.tls.clone(), crate::mgmt::service(ctx.clone()))?;
+            platform::Server::serve(listener, cfg.tls.clone(), crate::mgmt::service(ctx.clone()))?;
         let scheduler = tokio::spawn(crate::rotation::run(ctx.clone()));
         tracing::info!(%mgmt_addr, "key vault service started");
         Ok(Server {

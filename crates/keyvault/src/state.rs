@@ -34,7 +34,7 @@ pub struct VaultEntry {
     /// Dev control: every data-plane request gets 403 ForbiddenByFirewall.
     pub firewall_deny: AtomicBool,
     /// The running data listener, if any.
-    pub listener: Mutex<Option<httpd::Server>>,
+    pub listener: Mutex<Option<platform::Server>>,
 }
 
 impl VaultEntry {

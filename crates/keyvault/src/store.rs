@@ -27,7 +27,9 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use crate::error::Error;
-use crate::seal::{RootKey, Sealer};
+use sealed::MasterKey;
+
+use crate::root_key::{RootKeyExt, Sealer};
 
 const LOG_FILE: &str = "state.log";
 const AAD: &[u8] = b"strongroom-kv-state-log-v1";
@@ -94,7 +96,7 @@ pub struct RecoveryReport {
 
 impl Store {
     /// Opens (or creates) the store in `dir`, replaying and repairing the log.
-    pub fn open(dir: &Path, root: &RootKey) -> Result<(Self, RecoveryReport), Error> {
+    pub fn open(dir: &Path, root: &MasterKey) -> Result<(Self, RecoveryReport), Error> {
         std::fs::create_dir_all(dir)?;
         let sealer = root.sealer(b"state-log")?;
         let path = dir.join(LOG_FILE);
@@ -310,8 +312,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn root() -> RootKey {
-        RootKey::from_bytes([3u8; 32])
+    fn root() -> MasterKey {
+        MasterKey::from_bytes([3u8; 32])
     }
 
     #[test]
@@ -533,7 +535,7 @@ mod tests {
         drop(s);
         // A different root key cannot read anything, and does not destroy the log either.
         assert!(matches!(
-            Store::open(dir.path(), &RootKey::from_bytes([9u8; 32])),
+            Store::open(dir.path(), &MasterKey::from_bytes([9u8; 32])),
             Err(Error::CorruptLog { offset: 0, .. })
         ));
         let (s, _) = Store::open(dir.path(), &root()).unwrap();

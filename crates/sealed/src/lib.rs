@@ -14,6 +14,14 @@
 //!   torn one, and the bytes are never readable by anyone else, not even briefly. Every
 //!   crate that writes a secrets file calls it (and [`sync_dir`]); there is no other copy.
 //! - [`SealedJson`]: a serde value stored as one sealed file, with all of the above.
+//! - [`Sealer`]: a derived key kept ready for many seals (the key vault's state log).
+//!
+//! Who uses it: the control plane (`master.key`, `clusters.sealed`, `service.sealed`,
+//! `audit-head.sealed`), the identity service (`master.key`, its sealed signing key), the
+//! key vault (`root.key`, its sealed state log), the audit log (`sync_dir`), pki
+//! (`ca.key`), envelope (`wrapped-dek.json`) and the binary (`endpoints.json`,
+//! credentials). It sits below `platform` (the HTTPS services' shared crate) because
+//! `pki` writes through it and `platform` builds on `pki`.
 
 use std::fs;
 use std::io::Write;
@@ -42,6 +50,12 @@ pub enum Error {
     Format { path: String, detail: String },
     #[error("the system random generator failed")]
     Random,
+    /// A master key others can read would defeat sealing at rest: refused.
+    #[error("{path}: permissions {mode:o} are too open; expected 0600")]
+    KeyFileTooOpen { path: String, mode: u32 },
+    /// The key is gone while state sealed under it exists: that state cannot be opened.
+    #[error("{path}: missing while state sealed under it exists; that state cannot be opened")]
+    MissingKey { path: String },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -65,19 +79,8 @@ impl std::fmt::Debug for MasterKey {
 impl MasterKey {
     /// Loads the key at `path`, creating it (mode 0600, durably) when absent.
     pub fn load_or_create(path: &Path) -> Result<MasterKey, Error> {
-        match fs::read(path) {
-            Ok(data) => {
-                let data = Zeroizing::new(data);
-                let bytes: [u8; 32] =
-                    data.as_slice().try_into().map_err(|_| Error::BadKeyFile {
-                        path: path.display().to_string(),
-                        len: data.len(),
-                    })?;
-                Ok(MasterKey {
-                    bytes: Zeroizing::new(bytes),
-                })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        match MasterKey::load(path) {
+            Err(Error::MissingKey { .. }) => {
                 let mut bytes = Zeroizing::new([0u8; 32]);
                 SystemRandom::new()
                     .fill(bytes.as_mut())
@@ -85,15 +88,68 @@ impl MasterKey {
                 write_atomic(path, bytes.as_ref(), 0o600)?;
                 Ok(MasterKey { bytes })
             }
-            Err(e) => Err(io_error(path)(e)),
+            other => other,
+        }
+    }
+
+    /// Loads the key at `path`, which must exist (the service has state sealed under it).
+    /// A key file readable by group or others is refused.
+    pub fn load(path: &Path) -> Result<MasterKey, Error> {
+        use std::io::Read;
+        use std::os::unix::fs::PermissionsExt;
+        let mut file = match fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::MissingKey {
+                    path: path.display().to_string(),
+                });
+            }
+            Err(e) => return Err(io_error(path)(e)),
+        };
+        let mode = file
+            .metadata()
+            .map_err(io_error(path))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(Error::KeyFileTooOpen {
+                path: path.display().to_string(),
+                mode: mode & 0o777,
+            });
+        }
+        let mut data = Zeroizing::new(Vec::with_capacity(33));
+        file.read_to_end(&mut data).map_err(io_error(path))?;
+        let bytes: [u8; 32] = data.as_slice().try_into().map_err(|_| Error::BadKeyFile {
+            path: path.display().to_string(),
+            len: data.len(),
+        })?;
+        Ok(MasterKey {
+            bytes: Zeroizing::new(bytes),
+        })
+    }
+
+    /// A key from raw bytes (tests).
+    pub fn from_bytes(bytes: [u8; 32]) -> MasterKey {
+        MasterKey {
+            bytes: Zeroizing::new(bytes),
         }
     }
 
     /// A key for one purpose: HKDF-SHA256(master, salt = "strongroom sealed v1", info = purpose).
     pub fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
-        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"strongroom sealed v1");
+        self.derive_in(b"strongroom sealed v1", purpose.as_bytes())
+    }
+
+    /// A key for one purpose in a service's own derivation domain (the HKDF salt):
+    /// HKDF-SHA256(master, salt = `domain`, info = `purpose`). The identity service
+    /// (`"strongroom-identity master-key v1"`) and the key vault
+    /// (`"strongroom-keyvault-v1"`) have sealed their state under their own domains since
+    /// before they used this crate; deriving in the same domain keeps every file they
+    /// wrote opening, byte for byte, with no migration.
+    pub fn derive_in(&self, domain: &[u8], purpose: &[u8]) -> Zeroizing<[u8; 32]> {
+        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, domain);
         let prk = salt.extract(self.bytes.as_ref());
-        let info = [purpose.as_bytes()];
+        let info = [purpose];
         let mut out = Zeroizing::new([0u8; 32]);
         // Expanding 32 bytes from SHA-256 cannot exceed HKDF's output limit.
         if let Ok(okm) = prk.expand(&info, hkdf::HKDF_SHA256) {
@@ -103,13 +159,44 @@ impl MasterKey {
     }
 }
 
+/// A derived key ready to seal and open many blobs (the key vault's state log seals one
+/// per record): [`seal`] / [`open`] without rebuilding the cipher each time.
+pub struct Sealer {
+    key: LessSafeKey,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealer(<redacted>)")
+    }
+}
+
+impl Sealer {
+    pub fn new(key: &[u8; 32]) -> Sealer {
+        Sealer { key: aead_key(key) }
+    }
+
+    /// [`seal`] under this key.
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+        seal_with(&self.key, aad, plaintext)
+    }
+
+    /// [`open`] under this key.
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        open_with(&self.key, aad, sealed)
+    }
+}
+
 /// Seals `plaintext` with AES-256-GCM: `nonce (12) ‖ ciphertext ‖ tag (16)`.
 pub fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+    seal_with(&aead_key(key), aad, plaintext)
+}
+
+fn seal_with(key: &LessSafeKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Error> {
     let mut nonce = [0u8; NONCE_LEN];
     SystemRandom::new()
         .fill(&mut nonce)
         .map_err(|_| Error::Random)?;
-    let key = aead_key(key);
     let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + 16);
     out.extend_from_slice(&nonce);
     let mut body = plaintext.to_vec();
@@ -125,13 +212,17 @@ pub fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Err
 
 /// Opens what [`seal`] produced; `None` when authentication fails.
 pub fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    open_with(&aead_key(key), aad, sealed)
+}
+
+fn open_with(key: &LessSafeKey, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     if sealed.len() < NONCE_LEN + 16 {
         return None;
     }
     let (nonce, body) = sealed.split_at(NONCE_LEN);
     let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
     let mut buf = Zeroizing::new(body.to_vec());
-    let len = aead_key(key)
+    let len = key
         .open_in_place(nonce, Aad::from(aad), &mut buf)
         .ok()?
         .len();
@@ -432,5 +523,43 @@ mod tests {
             MasterKey::load_or_create(&path),
             Err(Error::BadKeyFile { .. })
         ));
+    }
+
+    #[test]
+    fn a_master_key_others_can_read_or_a_missing_one_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        assert!(matches!(
+            MasterKey::load(&path),
+            Err(Error::MissingKey { .. })
+        ));
+        let key = MasterKey::load_or_create(&path).unwrap();
+        assert_eq!(MasterKey::load(&path).unwrap().derive("p"), key.derive("p"));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            MasterKey::load_or_create(&path),
+            Err(Error::KeyFileTooOpen { mode: 0o644, .. })
+        ));
+    }
+
+    #[test]
+    fn derive_is_derive_in_the_sealed_domain() {
+        let key = MasterKey::from_bytes([1u8; 32]);
+        assert_eq!(
+            key.derive("purpose"),
+            key.derive_in(b"strongroom sealed v1", b"purpose")
+        );
+        assert_ne!(
+            key.derive_in(b"strongroom-keyvault-v1", b"purpose"),
+            key.derive("purpose")
+        );
+        let sealer = Sealer::new(&key.derive("purpose"));
+        let blob = sealer.seal(b"aad", b"text").unwrap();
+        assert_eq!(
+            &open(&key.derive("purpose"), b"aad", &blob).unwrap()[..],
+            b"text"
+        );
+        assert!(sealer.open(b"other", &blob).is_none());
     }
 }

@@ -26,7 +26,13 @@ fn workspace_root() -> PathBuf {
 fn dependency_graph() -> BTreeMap<String, BTreeSet<String>> {
     let out = Command::new(env!("CARGO"))
         .current_dir(workspace_root())
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .output()
         .expect("run cargo metadata");
     assert!(
@@ -68,7 +74,10 @@ fn code_map() -> BTreeMap<String, BTreeSet<String>> {
     let mut map = BTreeMap::new();
     for line in section.lines().filter(|l| l.starts_with("| `")) {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        assert!(cells.len() >= 5, "a code map row with three columns: {line}");
+        assert!(
+            cells.len() >= 5,
+            "a code map row with three columns: {line}"
+        );
         let name = cells[1].trim_matches('`');
         let name = name.strip_prefix("crates/").unwrap_or(name).to_string();
         let names = cells[3].split(" — ").next().unwrap();
@@ -120,7 +129,9 @@ fn violations(
 ) -> Vec<String> {
     let mut problems = Vec::new();
     for name in graph.keys().filter(|n| !map.contains_key(*n)) {
-        problems.push(format!("crate {name} has no row in ARCHITECTURE.md's code map"));
+        problems.push(format!(
+            "crate {name} has no row in ARCHITECTURE.md's code map"
+        ));
     }
     for (name, forbidden) in map {
         if !graph.contains_key(name) {

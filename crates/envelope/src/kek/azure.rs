@@ -7,7 +7,6 @@
 //! because a cached token of a deleted identity is the usual reason for one.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -16,43 +15,15 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::{KekProvider, KeyState, KeyUrl};
-use crate::{KekError, RootDek, TokenSource, WrappedDek};
+use platform::TokenSource;
+
+use crate::{KekError, RootDek, WrappedDek};
 
 const API_VERSION: &str = "7.4";
 const VAULT_RESOURCE: &str = "https://vault.azure.net";
 /// The wrapping algorithm for root DEKs: OAEP with SHA-256 (SHA-1 OAEP and PKCS#1 v1.5
 /// are accepted by the vault for compatibility but not used here).
 pub const WRAP_ALGORITHM: &str = "RSA-OAEP-256";
-
-/// An HTTP client that trusts exactly the given CA and, for first-party services,
-/// presents a client certificate (how the vault firewall recognises trusted services).
-pub fn http_client(
-    ca_pem: &str,
-    client_identity: Option<&pki::CertifiedKey>,
-    timeout: Duration,
-) -> Result<reqwest::Client, KekError> {
-    let tls = match client_identity {
-        Some(identity) => pki::client_config_with_identity(ca_pem, identity),
-        None => pki::client_config(ca_pem),
-    }
-    .map_err(|e| KekError::Crypto(format!("TLS configuration: {e}")))?;
-    // One client per process, shared by every cluster's revalidation: its pool keeps
-    // the TLS connections to each vault alive between passes (a handshake per pass would
-    // cost more CPU than the pass itself). The idle timeout outlives a 1-second interval
-    // and drops connections of hourly revalidation, which would be stale by then anyway.
-    // Key Vault never redirects, and a bearer token must not follow one; failures are
-    // classified and retried by the caller (`send`, the revalidation loop), so reqwest's
-    // own retry layer (which clones each request) is off.
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(Arc::unwrap_or_clone(tls))
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .pool_idle_timeout(Duration::from_secs(30))
-        .redirect(reqwest::redirect::Policy::none())
-        .retry(reqwest::retry::never())
-        .build()
-        .map_err(|e| KekError::Crypto(format!("HTTP client: {e}")))
-}
 
 /// A KEK held in an Azure Key Vault–compatible service.
 ///

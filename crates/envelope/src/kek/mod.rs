@@ -4,7 +4,7 @@ mod azure;
 
 use async_trait::async_trait;
 
-pub use azure::{AzureKeyVault, http_client};
+pub use azure::AzureKeyVault;
 
 use crate::{KekError, RootDek, WrappedDek};
 

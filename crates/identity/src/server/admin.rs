@@ -162,7 +162,7 @@ async fn get_identity(
         .filter(|mi| mi.tenant_id == caller.tid)
     {
         Some(mi) => Json(arm_identity(&mi)).into_response(),
-        None => reply::arm(
+        None => platform::arm::response(
             StatusCode::NOT_FOUND,
             "ResourceNotFound",
             format!("The Resource '{MI_TYPE}/{name}' under resource group '{rg}' was not found."),

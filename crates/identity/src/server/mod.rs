@@ -1,4 +1,4 @@
-//! The HTTPS server: the shared accept loop (`httpd`: TLS, HTTP/1.1 and HTTP/2) and an
+//! The HTTPS server: the shared accept loop (`platform`: TLS, HTTP/1.1 and HTTP/2) and an
 //! axum router over the [`Service`].
 
 mod admin;
@@ -53,7 +53,7 @@ impl std::fmt::Debug for Config {
 pub struct Server {
     addr: SocketAddr,
     service: Arc<Service>,
-    http: httpd::Server,
+    http: platform::Server,
 }
 
 impl Server {
@@ -76,7 +76,7 @@ impl Server {
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))??;
         let service = Arc::new(service);
-        let http = httpd::Server::serve(listener, cfg.tls, router(service.clone()))
+        let http = platform::Server::serve(listener, cfg.tls, router(service.clone()))
             .map_err(|e| Error::io(format!("listen {}", cfg.listen), e))?;
         tracing::info!(%addr, base = service.issuer_base(), "identity service listening");
         Ok(Server {

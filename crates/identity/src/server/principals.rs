@@ -10,12 +10,10 @@ use axum::response::{IntoResponse, Response};
 
 use crate::service::Service;
 
-use super::reply;
-
 pub async fn get(State(svc): State<Arc<Service>>, Path(object_id): Path<String>) -> Response {
     match svc.principal(&object_id) {
         Some(p) => Json(p).into_response(),
-        None => reply::arm(
+        None => platform::arm::response(
             StatusCode::NOT_FOUND,
             "Request_ResourceNotFound",
             format!(

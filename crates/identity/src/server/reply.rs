@@ -1,10 +1,12 @@
 //! Error bodies in the shapes Azure clients expect: Entra token errors
-//! (`error`/`error_description`/`error_codes`), ARM errors (`{"error":{code,message}}`),
-//! and managed-identity endpoint errors (both vocabularies at once).
+//! (`error`/`error_description`/`error_codes`), ARM errors (`{"error":{code,message}}`,
+//! built by [`platform::arm`]), and managed-identity endpoint errors (both vocabularies
+//! at once).
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use platform::arm::{self, ArmError};
 use serde_json::json;
 
 use crate::Error;
@@ -34,40 +36,30 @@ pub fn entra(err: &TokenRequestError) -> Response {
     (status(err.status), Json(body)).into_response()
 }
 
-/// An ARM-style error response.
-pub fn arm(code: StatusCode, error_code: &str, message: impl Into<String>) -> Response {
-    (
-        code,
-        Json(json!({"error": {"code": error_code, "message": message.into()}})),
-    )
-        .into_response()
-}
-
 /// Maps a service error to an ARM-style response; internal details are logged, not sent.
 pub fn from_error(e: &Error) -> Response {
     match e {
-        Error::NotFound { .. } => arm(StatusCode::NOT_FOUND, "ResourceNotFound", e.to_string()),
-        Error::InvalidInput(_) => arm(
+        Error::NotFound { .. } => {
+            arm::response(StatusCode::NOT_FOUND, "ResourceNotFound", e.to_string())
+        }
+        Error::InvalidInput(_) => arm::response(
             StatusCode::BAD_REQUEST,
             "InvalidRequestContent",
             e.to_string(),
         ),
-        Error::Forbidden(_) => arm(StatusCode::FORBIDDEN, "AuthorizationFailed", e.to_string()),
-        Error::Unauthorized(_) => {
-            let mut r = arm(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                e.to_string(),
-            );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer error=\"invalid_token\""),
-            );
-            r
+        Error::Forbidden(_) => {
+            arm::response(StatusCode::FORBIDDEN, "AuthorizationFailed", e.to_string())
         }
+        Error::Unauthorized(_) => ArmError::new(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            e.to_string(),
+        )
+        .with_challenge("Bearer error=\"invalid_token\"")
+        .into_response(),
         _ => {
             tracing::error!(error = %e, "identity request failed");
-            arm(
+            arm::response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalServerError",
                 "internal error",
@@ -90,5 +82,5 @@ pub fn msi(code: StatusCode, error: &str, description: &str) -> Response {
 }
 
 pub async fn not_found() -> Response {
-    arm(StatusCode::NOT_FOUND, "NotFound", "no such endpoint")
+    arm::response(StatusCode::NOT_FOUND, "NotFound", "no such endpoint")
 }

@@ -16,15 +16,7 @@ pub struct Grant {
     pub claims: Claims,
 }
 
-/// How an MSI request selects a managed identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IdentitySelector {
-    ClientId(String),
-    ObjectId(String),
-    ResourceId(String),
-    /// No selector: allowed only when exactly one identity is attached.
-    Only,
-}
+pub use platform::IdentitySelector;
 
 impl Service {
     // ---- tokens ----

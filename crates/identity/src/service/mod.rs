@@ -28,9 +28,8 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 use crate::Error;
-use crate::crypto::master_key::MasterKey;
-use crate::crypto::seal;
 use crate::crypto::signing::{Jwks, SigningKey, jwk_public_point};
+use crate::crypto::{KEY_DOMAIN, MASTER_KEY_FILE};
 use crate::model::{STATE_VERSION, SealedKey, State};
 use crate::store::StateStore;
 use crate::token::{self, Claims, Expectations, TokenError};
@@ -83,6 +82,29 @@ impl std::fmt::Debug for Service {
     }
 }
 
+/// The master key's failures as the identity service has always reported them.
+fn master_key_error(path: &Path, e: sealed::Error) -> Error {
+    match e {
+        sealed::Error::Io { source, .. } => Error::io(path, source),
+        sealed::Error::KeyFileTooOpen { mode, .. } => Error::MasterKey {
+            path: path.to_path_buf(),
+            reason: format!("permissions {mode:o} are too open; expected 0600"),
+        },
+        sealed::Error::MissingKey { .. } => Error::MasterKey {
+            path: path.to_path_buf(),
+            reason: "missing while the state file exists; sealed keys cannot be opened".into(),
+        },
+        sealed::Error::BadKeyFile { len, .. } => Error::MasterKey {
+            path: path.to_path_buf(),
+            reason: format!("expected 32 bytes, found {len}"),
+        },
+        other => Error::MasterKey {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    }
+}
+
 fn seal_aad(kid: &str) -> Vec<u8> {
     format!("strongroom-identity signing-key {kid}").into_bytes()
 }
@@ -97,8 +119,14 @@ impl Service {
     ) -> Result<Service, Error> {
         let store = StateStore::open(data_dir)?;
         let existing = store.load()?;
-        let master = MasterKey::load_or_create(data_dir, existing.is_none())?;
-        let seal_key = master.derive(SEAL_INFO)?;
+        let key_path = data_dir.join(MASTER_KEY_FILE);
+        let master = if existing.is_none() {
+            sealed::MasterKey::load_or_create(&key_path)
+        } else {
+            sealed::MasterKey::load(&key_path)
+        }
+        .map_err(|e| master_key_error(&key_path, e))?;
+        let seal_key = master.derive_in(KEY_DOMAIN, SEAL_INFO);
         let (state, signing) = match existing {
             Some(state) => {
                 let sealed = STANDARD.decode(&state.signing_key.sealed).map_err(|_| {
@@ -107,7 +135,10 @@ impl Service {
                         reason: "signing key is not base64".into(),
                     }
                 })?;
-                let pkcs8 = seal::open(&seal_key, &seal_aad(&state.signing_key.kid), &sealed)?;
+                let pkcs8 = sealed::open(&seal_key, &seal_aad(&state.signing_key.kid), &sealed)
+                    .ok_or(Error::Crypto(
+                        "aead open (wrong master key or tampered state)",
+                    ))?;
                 let signing = SigningKey::from_pkcs8(pkcs8)?;
                 if signing.kid() != state.signing_key.kid {
                     return Err(Error::CorruptState {
@@ -119,7 +150,8 @@ impl Service {
             }
             None => {
                 let signing = SigningKey::generate()?;
-                let sealed = seal::seal(&seal_key, &seal_aad(signing.kid()), signing.pkcs8())?;
+                let sealed = sealed::seal(&seal_key, &seal_aad(signing.kid()), signing.pkcs8())
+                    .map_err(|_| Error::Crypto("aead seal"))?;
                 let state = State {
                     version: STATE_VERSION,
                     signing_key: SealedKey {

@@ -65,7 +65,8 @@ impl Harness {
         let admin_creds = boot.admin.clone().unwrap();
         let control_creds = boot.control_plane.clone().unwrap();
         let admin = AdminClient::new(&server.base_url(), &tls.ca_pem, &admin_creds).unwrap();
-        let http = identity::client::http_client_for_ca(&tls.ca_pem).unwrap();
+        let http =
+            platform::https_client(&tls.ca_pem, None, platform::ClientOptions::default()).unwrap();
         Harness {
             tls,
             data,

@@ -14,6 +14,7 @@ use crate::api_error::ApiError;
 use crate::http_util::{Body, json_response};
 use crate::jwk::{b64u, b64u_decode};
 use crate::model::KeyRecord;
+use crate::root_key::RootKeyExt;
 
 const BACKUP_MAGIC: &[u8] = b"StrongroomKeyVaultKeyBackupV1";
 

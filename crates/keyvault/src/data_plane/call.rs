@@ -71,7 +71,7 @@ impl FromRequest<DataState> for Call {
             ext.get::<RawSegments>(),
             ext.get::<Audit>().cloned(),
             ext.get::<LiveVault>().cloned(),
-            ext.get::<httpd::Peer>().copied(),
+            ext.get::<platform::Peer>().copied(),
         ) else {
             return Err(ApiError::internal());
         };

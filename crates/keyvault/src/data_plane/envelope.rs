@@ -10,8 +10,8 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
-use httpd::Peer;
 use parking_lot::Mutex;
+use platform::Peer;
 
 use super::DataState;
 use crate::api_error::ApiError;
@@ -47,7 +47,7 @@ async fn envelope(State(s): State<DataState>, mut req: Request, next: Next) -> R
         .extensions()
         .get::<Peer>()
         .copied()
-        .expect("httpd sets the peer");
+        .expect("platform::Server sets the peer");
     let correlation = req
         .headers()
         .get("x-ms-client-request-id")
@@ -106,13 +106,7 @@ async fn envelope(State(s): State<DataState>, mut req: Request, next: Next) -> R
         h.insert("x-ms-keyvault-network-info", v);
     }
     let mut ev = audit.0.lock().clone();
-    ev.http_status = resp.status().as_u16();
-    ev.result = if resp.status().is_success() {
-        "Success".into()
-    } else {
-        format!("Failure:{}", resp.status().as_u16())
-    };
-    ev.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    ev.finish(resp.status(), started);
     s.ctx.audit.record(&ev);
     resp
 }

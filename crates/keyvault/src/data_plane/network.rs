@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
-use httpd::Peer;
+use platform::Peer;
 
 use crate::api_error::ApiError;
 use crate::state::VaultEntry;

@@ -33,8 +33,8 @@ use axum::routing::{MethodRouter, any};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, Method, StatusCode};
-use httpd::Peer;
 use parking_lot::Mutex;
+use platform::Peer;
 use serde_json::{Value, json};
 
 use crate::api_error::ApiError;
@@ -102,7 +102,10 @@ fn routes() -> Router<Arc<Ctx>> {
         .route("/dev/clock", any(dev::clock))
         .route("/dev/scheduler/run", any(dev::scheduler_run))
         .route("/dev/vaults/{name}/clock", any(dev::vault_clock))
-        .route("/dev/vaults/{name}/unreachable", any(dev::vault_unreachable))
+        .route(
+            "/dev/vaults/{name}/unreachable",
+            any(dev::vault_unreachable),
+        )
         .route("/dev/vaults/{name}/firewall", any(dev::vault_firewall))
         .route("/dev/vaults/{name}/{other}", any(dev::vault_unknown));
     use role_assignments as ra;
@@ -246,16 +249,16 @@ impl Mgmt {
             ctx.cfg.identity_url.trim_end_matches('/')
         );
         let Some(token) = bearer(headers) else {
-            let mut e = arm_error(
+            let e = arm_error(
                 StatusCode::UNAUTHORIZED,
                 "AuthenticationFailed",
                 "Authentication failed. The 'Authorization' header is missing.",
             );
-            e.challenge = Some(challenge);
+            let e = e.with_challenge(challenge);
             return Err(e);
         };
         let claims = ctx.verifier.verify(token).await.map_err(|e| {
-            let mut err = arm_error(
+            let err = arm_error(
                 StatusCode::UNAUTHORIZED,
                 match e {
                     crate::auth::AuthError::Expired => "ExpiredAuthenticationToken",
@@ -263,11 +266,10 @@ impl Mgmt {
                 },
                 format!("The access token is invalid: {e}."),
             );
-            err.challenge = Some(challenge.clone());
-            err
+            err.with_challenge(challenge.clone())
         })?;
         if !claims.has_audience(MANAGEMENT_RESOURCE) {
-            let mut err = arm_error(
+            let err = arm_error(
                 StatusCode::UNAUTHORIZED,
                 "InvalidAuthenticationTokenAudience",
                 format!(
@@ -276,7 +278,7 @@ impl Mgmt {
                     MANAGEMENT_RESOURCE
                 ),
             );
-            err.challenge = Some(challenge);
+            let err = err.with_challenge(challenge);
             return Err(err);
         }
         Ok(claims)
@@ -343,7 +345,7 @@ async fn envelope(State(ctx): State<Arc<Ctx>>, req: Request, next: Next) -> Resp
         .extensions()
         .get::<Peer>()
         .copied()
-        .expect("httpd sets the peer");
+        .expect("platform::Server sets the peer");
     let audit = Arc::new(Mutex::new(AuditEvent {
         time: now_rfc3339(),
         client_address: peer.addr.ip().to_string(),
@@ -367,13 +369,7 @@ async fn envelope(State(ctx): State<Arc<Ctx>>, req: Request, next: Next) -> Resp
     if let Ok(v) = HeaderValue::from_str(&ev.correlation_id) {
         resp.headers_mut().insert("x-ms-correlation-request-id", v);
     }
-    ev.http_status = resp.status().as_u16();
-    ev.result = if resp.status().is_success() {
-        "Success".into()
-    } else {
-        format!("Failure:{}", resp.status().as_u16())
-    };
-    ev.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    ev.finish(resp.status(), started);
     ctx.audit.record(&ev);
     resp
 }

@@ -48,8 +48,8 @@ impl TokenProvider for SpTokens {
         .map_err(|e| ClientError::Token(e.to_string()))?;
         self.cache
             .lock()
-            .insert(resource.to_string(), (t.token.clone(), t.expires_on));
-        Ok(t.token)
+            .insert(resource.to_string(), (t.token.to_string(), t.expires_on));
+        Ok(t.token.to_string())
     }
 }
 
@@ -103,7 +103,8 @@ impl Env {
         kv_cfg.admin_object_ids = vec![admin_creds.object_id.clone()];
         kv_cfg.scheduler_interval = Duration::from_millis(200);
         let kv = keyvault::Server::start(kv_cfg.clone()).await.unwrap();
-        let http = identity::client::http_client_for_ca(&ca_pem).unwrap();
+        let http =
+            platform::https_client(&ca_pem, None, platform::ClientOptions::default()).unwrap();
         Env {
             tenant: boot.tenant_id.clone(),
             root,

@@ -92,7 +92,7 @@ pub enum Command {
 pub(crate) struct Client {
     pub(crate) http: reqwest::Client,
     pub(crate) base: String,
-    token: String,
+    token: zeroize::Zeroizing<String>,
     pub(crate) subscription: String,
 }
 
@@ -103,7 +103,7 @@ impl Client {
         let ca =
             std::fs::read_to_string(&endpoints.ca_path).context("reading the CA certificate")?;
         let creds = identity::Credentials::load(&endpoints.admin_credentials_path)?;
-        let http = identity::client::http_client_for_ca(&ca)?;
+        let http = platform::https_client(&ca, None, platform::ClientOptions::default())?;
         let token = identity::client::client_credentials_token(
             &http,
             &endpoints.identity_url,
@@ -135,7 +135,7 @@ impl Client {
     }
 
     pub(crate) async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let resp = req.bearer_auth(&self.token).send().await?;
+        let resp = req.bearer_auth(self.token.as_str()).send().await?;
         let status = resp.status();
         let text = resp.text().await?;
         let body: Value = if text.is_empty() {

@@ -256,7 +256,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         vec![admin.object_id.clone()],
         format!("{identity_url}/{}", admin.tenant_id),
     );
-    let control_server = httpd::Server::serve(control_listener, plain_tls, router)?;
+    let control_server = platform::Server::serve(control_listener, plain_tls, router)?;
 
     // The default cluster.
     let mut connection_string = None;

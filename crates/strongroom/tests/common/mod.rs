@@ -38,7 +38,7 @@ impl TokenProvider for SpTokens {
             &scope,
         )
         .await
-        .map(|t| t.token)
+        .map(|t| t.token.to_string())
         .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 }
@@ -138,7 +138,8 @@ impl Deployment {
             endpoints["adminCredentialsPath"].as_str().unwrap(),
         ))
         .unwrap();
-        let http = identity::client::http_client_for_ca(&ca_pem).unwrap();
+        let http =
+            platform::https_client(&ca_pem, None, platform::ClientOptions::default()).unwrap();
         let identity_url = endpoints["identityUrl"].as_str().unwrap().to_string();
         let tokens = Arc::new(SpTokens {
             http: http.clone(),

@@ -20,13 +20,13 @@ use tokio_rustls::client::TlsStream;
 const P99_BOUND: Duration = Duration::from_secs(1);
 
 struct TestServer {
-    server: httpd::Server,
+    server: platform::Server,
     ca_pem: String,
     _dir: tempfile::TempDir,
 }
 
 impl TestServer {
-    async fn start(limits: httpd::Limits) -> TestServer {
+    async fn start(limits: platform::Limits) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = pki::DevCa::load_or_create(&dir.path().join("ca")).expect("CA");
         let identity = ca.issue_server(&["localhost"]).expect("server cert");
@@ -35,7 +35,7 @@ impl TestServer {
             .await
             .expect("bind");
         let router = Router::new().route("/ping", get(|| async { "ok" }));
-        let server = httpd::Server::serve_with(listener, tls, router, limits).expect("serve");
+        let server = platform::Server::serve_with(listener, tls, router, limits).expect("serve");
         TestServer {
             server,
             ca_pem: ca.ca_pem().to_string(),
@@ -58,12 +58,12 @@ impl TestServer {
     }
 }
 
-fn short_limits() -> httpd::Limits {
-    httpd::Limits {
+fn short_limits() -> platform::Limits {
+    platform::Limits {
         tls_handshake_timeout: Duration::from_secs(1),
         header_read_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(1),
-        ..httpd::Limits::default()
+        ..platform::Limits::default()
     }
 }
 
@@ -251,7 +251,7 @@ async fn idle_connections_are_closed() {
 async fn many_connections_are_bounded_and_the_served_keep_being_served() {
     const LIMIT: usize = 50;
     const ATTACKERS: usize = 300;
-    let ts = TestServer::start(httpd::Limits {
+    let ts = TestServer::start(platform::Limits {
         max_connections: LIMIT,
         ..short_limits()
     })

@@ -1,6 +1,9 @@
-//! Bearer tokens for the key vault: managed identity (what clusters use) and client
-//! secret (what administrators and tools use). Both cache a token until shortly before
-//! it expires, as the Azure SDKs do.
+//! Bearer tokens: what one is ([`AccessToken`]), how a managed identity is named
+//! ([`IdentitySelector`]), and the two sources the services fetch them from — managed
+//! identity (what clusters use, [`ManagedIdentityTokens`]) and client secret (what
+//! administrators and tools use, [`ClientSecretTokens`]). Both cache a token until
+//! shortly before it expires, as the Azure SDKs do. The identity service mints these
+//! tokens and parses these selectors; the vault clients spend them.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,13 +12,25 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::KekError;
+/// Why no token could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The endpoint knows the caller but cannot issue for the identity named: it was
+    /// deleted (or detached).
+    #[error("the managed identity {identity} does not exist: {message}")]
+    IdentityDeleted { identity: String, message: String },
+    /// Anything else: unreachable endpoint, refused credentials, malformed answer.
+    #[error("token endpoint: {0}")]
+    Endpoint(String),
+}
 
 /// A bearer token and when it stops being valid (unix seconds).
 #[derive(Clone)]
 pub struct AccessToken {
     pub token: Zeroizing<String>,
     pub expires_on: i64,
+    /// Managed-identity responses: the identity's client id.
+    pub client_id: Option<String>,
 }
 
 impl std::fmt::Debug for AccessToken {
@@ -23,6 +38,7 @@ impl std::fmt::Debug for AccessToken {
         f.debug_struct("AccessToken")
             .field("token", &"<redacted>")
             .field("expires_on", &self.expires_on)
+            .field("client_id", &self.client_id)
             .finish()
     }
 }
@@ -30,7 +46,7 @@ impl std::fmt::Debug for AccessToken {
 /// Something that hands out tokens for a resource such as `https://vault.azure.net`.
 #[async_trait]
 pub trait TokenSource: Send + Sync {
-    async fn token(&self, resource: &str) -> Result<AccessToken, KekError>;
+    async fn token(&self, resource: &str) -> Result<AccessToken, TokenError>;
     /// Forgets cached tokens, so that the next call asks the identity service again
     /// (used after a vault answered 401: the identity may have been deleted).
     fn invalidate(&self);
@@ -90,19 +106,22 @@ struct TokenResponse {
     access_token: String,
     expires_on: Option<IntOrString>,
     expires_in: Option<IntOrString>,
+    #[serde(default)]
+    client_id: Option<String>,
 }
 
 impl TokenResponse {
-    fn into_token(self) -> Result<AccessToken, KekError> {
+    fn into_token(self) -> Result<AccessToken, TokenError> {
         let expires_on = match (&self.expires_on, &self.expires_in) {
             (Some(on), _) => on.value(),
             (None, Some(inn)) => inn.value().map(|s| now_unix() + s),
             (None, None) => None,
         }
-        .ok_or_else(|| KekError::Token("token response without a valid expiry".into()))?;
+        .ok_or_else(|| TokenError::Endpoint("token response without a valid expiry".into()))?;
         Ok(AccessToken {
             token: Zeroizing::new(self.access_token),
             expires_on,
+            client_id: self.client_id,
         })
     }
 }
@@ -128,11 +147,25 @@ async fn read_error(resp: reqwest::Response) -> (u16, String) {
 }
 
 /// How a managed identity is named in a token request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentitySelector {
     ClientId(String),
     ObjectId(String),
     ResourceId(String),
+    /// No selector: allowed only when exactly one identity is attached.
+    Only,
+}
+
+impl IdentitySelector {
+    /// The query parameter that names the identity (none for [`IdentitySelector::Only`]).
+    pub fn query_pair(&self) -> Option<(&'static str, &str)> {
+        match self {
+            IdentitySelector::ClientId(v) => Some(("client_id", v)),
+            IdentitySelector::ObjectId(v) => Some(("object_id", v)),
+            IdentitySelector::ResourceId(v) => Some(("mi_res_id", v)),
+            IdentitySelector::Only => None,
+        }
+    }
 }
 
 /// Tokens of a user-assigned managed identity, from the App Service–style endpoint
@@ -165,32 +198,25 @@ impl ManagedIdentityTokens {
 
 #[async_trait]
 impl TokenSource for ManagedIdentityTokens {
-    async fn token(&self, resource: &str) -> Result<AccessToken, KekError> {
+    async fn token(&self, resource: &str) -> Result<AccessToken, TokenError> {
         if let Some(token) = self.cache.get(resource) {
             return Ok(token);
         }
-        let (name, value) = match &self.identity {
-            IdentitySelector::ClientId(v) => ("client_id", v),
-            IdentitySelector::ObjectId(v) => ("object_id", v),
-            IdentitySelector::ResourceId(v) => ("mi_res_id", v),
-        };
+        let mut query = vec![("api-version", "2019-08-01"), ("resource", resource)];
+        query.extend(self.identity.query_pair());
         let resp = self
             .http
             .get(&self.endpoint)
-            .query(&[
-                ("api-version", "2019-08-01"),
-                ("resource", resource),
-                (name, value),
-            ])
+            .query(&query)
             .header("X-IDENTITY-HEADER", self.secret.as_str())
             .send()
             .await
-            .map_err(|e| KekError::Token(format!("{}: {e}", self.endpoint)))?;
+            .map_err(|e| TokenError::Endpoint(format!("{}: {e}", self.endpoint)))?;
         if resp.status().is_success() {
             let token = resp
                 .json::<TokenResponse>()
                 .await
-                .map_err(|e| KekError::Token(format!("malformed token response: {e}")))?
+                .map_err(|e| TokenError::Endpoint(format!("malformed token response: {e}")))?
                 .into_token()?;
             self.cache.put(resource, &token);
             return Ok(token);
@@ -199,12 +225,12 @@ impl TokenSource for ManagedIdentityTokens {
         if (400..500).contains(&status) && status != 401 && status != 403 {
             // The endpoint knows the resource but cannot issue for this identity: it was
             // deleted (or detached). That is the "identity deleted" cause, not a bug.
-            return Err(KekError::IdentityDeleted {
+            return Err(TokenError::IdentityDeleted {
                 identity: self.describe(),
                 message,
             });
         }
-        Err(KekError::Token(format!(
+        Err(TokenError::Endpoint(format!(
             "managed identity endpoint answered HTTP {status}: {message}"
         )))
     }
@@ -218,6 +244,7 @@ impl TokenSource for ManagedIdentityTokens {
             IdentitySelector::ClientId(v) => format!("clientId {v}"),
             IdentitySelector::ObjectId(v) => format!("principalId {v}"),
             IdentitySelector::ResourceId(v) => v.clone(),
+            IdentitySelector::Only => "the only attached identity".to_string(),
         }
     }
 }
@@ -253,7 +280,7 @@ impl ClientSecretTokens {
 
 #[async_trait]
 impl TokenSource for ClientSecretTokens {
-    async fn token(&self, resource: &str) -> Result<AccessToken, KekError> {
+    async fn token(&self, resource: &str) -> Result<AccessToken, TokenError> {
         if let Some(token) = self.cache.get(resource) {
             return Ok(token);
         }
@@ -270,17 +297,17 @@ impl TokenSource for ClientSecretTokens {
             ])
             .send()
             .await
-            .map_err(|e| KekError::Token(format!("{url}: {e}")))?;
+            .map_err(|e| TokenError::Endpoint(format!("{url}: {e}")))?;
         if !resp.status().is_success() {
             let (status, message) = read_error(resp).await;
-            return Err(KekError::Token(format!(
+            return Err(TokenError::Endpoint(format!(
                 "{url} answered HTTP {status}: {message}"
             )));
         }
         let token = resp
             .json::<TokenResponse>()
             .await
-            .map_err(|e| KekError::Token(format!("malformed token response: {e}")))?
+            .map_err(|e| TokenError::Endpoint(format!("malformed token response: {e}")))?
             .into_token()?;
         self.cache.put(resource, &token);
         Ok(token)
@@ -303,6 +330,7 @@ mod tests {
         AccessToken {
             token: Zeroizing::new("t".into()),
             expires_on: now_unix() + expires_in,
+            client_id: None,
         }
     }
 
