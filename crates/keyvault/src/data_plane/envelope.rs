@@ -11,11 +11,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
 use parking_lot::Mutex;
-use platform::Peer;
 
 use super::DataState;
 use crate::api_error::ApiError;
-use crate::audit::{AuditEvent, now_rfc3339};
+use crate::audit::AuditEvent;
 use crate::http_util::reroute;
 use crate::state::VaultEntry;
 
@@ -43,24 +42,11 @@ pub(super) fn wrap(state: DataState, routes: Router) -> Router {
 
 async fn envelope(State(s): State<DataState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let peer = req
-        .extensions()
-        .get::<Peer>()
-        .copied()
-        .expect("platform::Server sets the peer");
-    let correlation = req
-        .headers()
-        .get("x-ms-client-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let (peer, ev) = AuditEvent::start(&req);
+    let correlation = ev.correlation_id.clone();
     let audit = Audit(Arc::new(Mutex::new(AuditEvent {
-        time: now_rfc3339(),
-        client_address: peer.addr.ip().to_string(),
         vault: Some(s.vault.clone()),
-        correlation_id: correlation.clone(),
-        operation_name: "Unknown".into(),
-        ..Default::default()
+        ..ev
     })));
     let mut resp = match s.ctx.state.vault(&s.vault) {
         Some(v) if !v.is_deleted() && !v.is_unreachable() => {

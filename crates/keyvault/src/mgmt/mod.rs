@@ -34,11 +34,10 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, Method, StatusCode};
 use parking_lot::Mutex;
-use platform::Peer;
 use serde_json::{Value, json};
 
 use crate::api_error::ApiError;
-use crate::audit::{AuditEvent, now_rfc3339};
+use crate::audit::AuditEvent;
 use crate::auth::Claims;
 use crate::http_util::{Body, RawSegments, bearer, read_body, reroute};
 use crate::model::VaultRecord;
@@ -341,23 +340,8 @@ impl Mgmt {
 /// the correlation header and the audit record.
 async fn envelope(State(ctx): State<Arc<Ctx>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let peer = req
-        .extensions()
-        .get::<Peer>()
-        .copied()
-        .expect("platform::Server sets the peer");
-    let audit = Arc::new(Mutex::new(AuditEvent {
-        time: now_rfc3339(),
-        client_address: peer.addr.ip().to_string(),
-        operation_name: "Unknown".into(),
-        correlation_id: req
-            .headers()
-            .get("x-ms-client-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-        ..Default::default()
-    }));
+    let (_, ev) = AuditEvent::start(&req);
+    let audit = Arc::new(Mutex::new(ev));
     let mut resp = match admit(&ctx, req, &audit).await {
         Ok(req) => next.run(req).await,
         Err(e) => e.into_response(),
