@@ -10,6 +10,7 @@ use crate::api_error::ApiError;
 use crate::http_util::{Body, json_response, query_get};
 use crate::jwk::{b64u, b64u_decode};
 use crate::model::KeyRecord;
+use crate::state::KeyEntry;
 
 /// `GET /keys`: the latest version of each live key.
 pub(super) async fn keys(call: Call) -> Result<Response<Body>, ApiError> {
@@ -17,13 +18,7 @@ pub(super) async fn keys(call: Call) -> Result<Response<Body>, ApiError> {
     let query = &call.query[..];
     let (max, skip) = paging(query)?;
     let keys = call.vault.keys.read();
-    let mut recs: Vec<&KeyRecord> = keys
-        .values()
-        .map(|e| &e.record)
-        .filter(|r| r.deleted.is_none())
-        .collect();
-    recs.sort_by_key(|r| r.name.to_ascii_lowercase());
-    let items = recs
+    let items = by_name(keys.values(), false)
         .into_iter()
         .filter_map(|r| {
             r.latest()
@@ -68,13 +63,7 @@ pub(super) async fn deleted(call: Call) -> Result<Response<Body>, ApiError> {
     let query = &call.query[..];
     let (max, skip) = paging(query)?;
     let keys = call.vault.keys.read();
-    let mut recs: Vec<&KeyRecord> = keys
-        .values()
-        .map(|e| &e.record)
-        .filter(|r| r.deleted.is_some())
-        .collect();
-    recs.sort_by_key(|r| r.name.to_ascii_lowercase());
-    let items = recs
+    let items = by_name(keys.values(), true)
         .into_iter()
         .filter_map(|r| {
             let kv = r.latest()?;
@@ -87,6 +76,16 @@ pub(super) async fn deleted(call: Call) -> Result<Response<Body>, ApiError> {
         })
         .collect();
     Ok(page(call, "/deletedkeys", items, max, skip))
+}
+
+/// The live (or soft-deleted) key records, in name order ignoring case.
+fn by_name<'a>(entries: impl Iterator<Item = &'a KeyEntry>, deleted: bool) -> Vec<&'a KeyRecord> {
+    let mut recs: Vec<&KeyRecord> = entries
+        .map(|e| &e.record)
+        .filter(|r| r.deleted.is_some() == deleted)
+        .collect();
+    recs.sort_by_key(|r| r.name.to_ascii_lowercase());
+    recs
 }
 
 /// Resolves `maxresults` and `$skiptoken`.
