@@ -1,19 +1,23 @@
-//! HTTP errors in the Azure shape `{"error":{"code","message","innererror":{"code"}}}`, with
-//! the codes, statuses and message templates of the real service (see
-//! shared/reference/keyvault-api.md §2).
+//! Key Vault's errors: the codes, statuses and message templates of the real service (see
+//! shared/reference/keyvault-api.md §2) built as [`platform::arm::ArmError`]s, the ARM
+//! error shape `{"error":{"code","message","innererror":{"code"}}}` every service answers
+//! with. The codes are the vault's, so they live here; the shape is the platform's.
+//! Rendering ([`crate::http_util::error_response`]) keeps the vault's own headers
+//! (`application/json; charset=utf-8`, `Cache-Control: no-cache`), which the SDKs see.
 
 use http::StatusCode;
-use serde_json::json;
+use platform::arm::ArmError;
 
 /// An error answered to a client.
 #[derive(Debug, Clone)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: String,
-    pub message: String,
-    pub inner: Option<String>,
-    /// `WWW-Authenticate` value for 401 answers.
-    pub challenge: Option<String>,
+pub struct ApiError(pub ArmError);
+
+impl std::ops::Deref for ApiError {
+    type Target = ArmError;
+
+    fn deref(&self) -> &ArmError {
+        &self.0
+    }
 }
 
 /// Caller description as Key Vault prints it in 403 messages.
@@ -23,32 +27,15 @@ pub fn caller_desc(appid: &str, oid: &str, iss: &str) -> String {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code: code.to_string(),
-            message: message.into(),
-            inner: None,
-            challenge: None,
-        }
+        ApiError(ArmError::new(status, code, message))
     }
 
-    pub fn with_inner(mut self, inner: &str) -> Self {
-        self.inner = Some(inner.to_string());
-        self
+    pub fn with_inner(self, inner: &str) -> Self {
+        ApiError(self.0.with_inner(inner))
     }
 
-    /// The JSON body.
-    pub fn body(&self) -> serde_json::Value {
-        let mut err = json!({"code": self.code, "message": self.message});
-        if let Some(inner) = &self.inner {
-            err["innererror"] = json!({"code": inner});
-        }
-        json!({ "error": err })
-    }
-
-    /// The innermost code (what SDKs and our client classify on).
-    pub fn effective_code(&self) -> &str {
-        self.inner.as_deref().unwrap_or(&self.code)
+    pub fn with_challenge(self, challenge: impl Into<String>) -> Self {
+        ApiError(self.0.with_challenge(challenge))
     }
 
     pub fn bad_parameter(msg: impl Into<String>) -> Self {
@@ -66,9 +53,7 @@ impl ApiError {
     }
 
     pub fn unauthorized(message: impl Into<String>, challenge: String) -> Self {
-        let mut e = Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", message);
-        e.challenge = Some(challenge);
-        e
+        Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", message).with_challenge(challenge)
     }
 
     pub fn key_not_found(name_or_id: &str) -> Self {
@@ -234,5 +219,11 @@ impl From<crate::error::Error> for ApiError {
     fn from(e: crate::error::Error) -> Self {
         tracing::error!(error = %e, "internal error");
         ApiError::internal()
+    }
+}
+
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        crate::http_util::error_response(&self)
     }
 }

@@ -31,6 +31,43 @@ pub struct AuditEvent {
     pub trusted_service: bool,
 }
 
+impl AuditEvent {
+    /// The line of a request that just arrived: its time, client address and correlation
+    /// id (`x-ms-client-request-id`, or a fresh one), operation `Unknown` until routing
+    /// names it. Also returns the connection's peer (set by `platform::Server`).
+    pub fn start<B>(req: &http::Request<B>) -> (platform::Peer, AuditEvent) {
+        let peer = req
+            .extensions()
+            .get::<platform::Peer>()
+            .copied()
+            .expect("platform::Server sets the peer");
+        let ev = AuditEvent {
+            time: now_rfc3339(),
+            client_address: peer.addr.ip().to_string(),
+            operation_name: "Unknown".into(),
+            correlation_id: req
+                .headers()
+                .get("x-ms-client-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            ..Default::default()
+        };
+        (peer, ev)
+    }
+
+    /// Completes the line with the answer's status and how long the request took.
+    pub fn finish(&mut self, status: http::StatusCode, started: Instant) {
+        self.http_status = status.as_u16();
+        self.result = if status.is_success() {
+            "Success".into()
+        } else {
+            format!("Failure:{}", status.as_u16())
+        };
+        self.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    }
+}
+
 enum Msg {
     Line(String),
     Flush(mpsc::Sender<()>),

@@ -1,44 +1,23 @@
-//! HTTP plumbing shared by both planes: the handler each listener serves through
-//! [`platform`] and body/JSON helpers. (The HTTPS client is `platform::https_client`.)
+//! HTTP plumbing shared by both planes: bounded body reads, JSON/empty responses, error
+//! rendering, query and bearer parsing, and the path canonicalization both routers route
+//! on. (The HTTPS client is `platform::https_client`.)
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use platform::Peer;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 
 use crate::api_error::ApiError;
 
 /// Largest request body accepted (JSON requests are tiny; backups are the largest).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
-pub type Body = Full<Bytes>;
-/// A request body as the accept loop ([`platform`]) hands it over.
-pub type ReqBody = axum::body::Body;
-
-/// A request handler for one listener.
-pub trait Handler: Send + Sync + 'static {
-    fn handle(
-        self: Arc<Self>,
-        req: Request<ReqBody>,
-        peer: Peer,
-    ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
-}
-
-/// Hands every request on a listener to `handler`, which routes it itself.
-pub fn router<H: Handler>(handler: Arc<H>) -> axum::Router {
-    axum::Router::new().fallback(
-        move |axum::Extension(peer): axum::Extension<Peer>, req: Request<ReqBody>| {
-            handler.clone().handle(req, peer)
-        },
-    )
-}
+/// A response body (axum's; the listeners are axum routers served by [`platform`]).
+pub type Body = axum::body::Body;
 
 /// Reads the whole body, bounded by [`MAX_BODY`].
-pub async fn read_body(body: ReqBody) -> Result<Bytes, ApiError> {
+pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(_) => Err(ApiError::bad_parameter(
@@ -50,7 +29,7 @@ pub async fn read_body(body: ReqBody) -> Result<Bytes, ApiError> {
 /// A compact JSON response.
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    let mut resp = Response::new(Body::from(bytes));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -65,14 +44,16 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<B
 
 /// An empty response with `status`.
 pub fn empty_response(status: StatusCode) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::new()));
+    let mut resp = Response::new(Body::empty());
     *resp.status_mut() = status;
     resp
 }
 
-/// Renders an [`ApiError`] (with its `WWW-Authenticate` challenge, if any).
+/// Renders an [`ApiError`] — the ARM error body of `platform::arm`, with the vault's
+/// JSON headers and its `WWW-Authenticate` challenge, if any.
 pub fn error_response(e: &ApiError) -> Response<Body> {
-    let mut resp = json_response(e.status, &e.body());
+    let body = serde_json::to_value(e.body()).unwrap_or_default();
+    let mut resp = json_response(e.status, &body);
     if let Some(ch) = &e.challenge
         && let Ok(v) = HeaderValue::from_str(ch)
     {
@@ -109,4 +90,44 @@ pub fn bearer(req_headers: &http::HeaderMap) -> Option<&str> {
     }
     let t = token.trim();
     if t.is_empty() { None } else { Some(t) }
+}
+
+/// The request path's segments as the client sent them (not percent-decoded, case kept),
+/// put in the request's extensions before routing. Both routers route on a canonical,
+/// lower-cased copy of the path (Key Vault and ARM match their literal segments
+/// case-insensitively), so handlers take names and ids from here, by position.
+#[derive(Debug, Clone)]
+pub struct RawSegments(pub Arc<[String]>);
+
+impl RawSegments {
+    /// Segment `i`, or `""` past the end.
+    pub fn get(&self, i: usize) -> &str {
+        self.0.get(i).map(String::as_str).unwrap_or("")
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn last(&self) -> &str {
+        self.0.last().map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Replaces the request's path with `canonical` for routing (keeping the query), after
+/// recording the client's own segments of `trimmed` as [`RawSegments`].
+pub fn reroute<B>(req: &mut http::Request<B>, trimmed: &str, canonical: String) {
+    let segs: Arc<[String]> = trimmed.split('/').map(str::to_string).collect();
+    req.extensions_mut().insert(RawSegments(segs));
+    let pq = match req.uri().query() {
+        Some(q) => format!("{canonical}?{q}"),
+        None => canonical,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = http::uri::PathAndQuery::try_from(pq) {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
 }

@@ -1,37 +1,46 @@
 //! Strongroom key vault: a self-hosted service speaking the Azure Key Vault keys REST API
-//! (data plane, api-version 7.4/7.5/7.6) and an ARM-shaped management plane, so that the
-//! official Azure SDKs work against it unmodified.
+//! (data plane, api-version 7.0–7.6 and 2025-07-01) and an ARM-shaped management plane,
+//! so that the official Azure SDKs work against it unmodified.
 //!
-//! Layout:
-//! - [`server`]: listeners (one management listener, one data listener per vault) and wiring.
-//! - [`mgmt`] / [`data_plane`]: request handlers for the two planes.
-//! - [`state`]: the in-memory model backed by the sealed, crash-safe [`store`].
-//! - [`crypto`]: RSA operations on aws-lc-rs, BYOK unwrapping, backup sealing.
-//! - [`auth`] / [`authz`]: token verification and RBAC / access-policy decisions.
+//! Layout (private modules; what other crates use is re-exported or public below):
+//! - `server`: listeners (one management listener, one data listener per vault), wiring.
+//! - `data_plane` / `mgmt`: the two planes as axum routers — declared routes, the request
+//!   pipeline as an envelope and extractors, one module per group of operations.
+//! - `state`: the in-memory model backed by the sealed, crash-safe [`store`].
+//! - [`crypto`]: RSA operations on aws-lc-rs, BYOK unwrapping.
+//! - `auth` / [`authz`]: token verification and RBAC / access-policy decisions.
 //! - [`audit`]: the append-only audit log.
+//! - `rotation`: the scheduler (policy rotations, end-of-retention purges).
 //! - [`client`]: a typed Rust client for both planes.
+//!
+//! Public for tests, benches, the fuzzer and the `strongroom` binary: [`Server`],
+//! [`Config`], [`Error`], the token-verifier seam, and the data formats they need
+//! ([`crypto`], [`jwk`], [`model`], [`store`], [`root_key`], [`clock`], [`audit`], [`authz`]'s
+//! built-in roles).
 
-pub mod api_error;
+mod api_error;
 pub mod audit;
-pub mod auth;
+mod auth;
 pub mod authz;
 pub mod client;
 pub mod clock;
-pub mod config;
+mod config;
 pub mod crypto;
-pub mod data_plane;
-pub mod duration;
-pub mod error;
+mod data_plane;
+mod duration;
+mod error;
 mod http_util;
 pub mod jwk;
-pub mod mgmt;
+mod mgmt;
 pub mod model;
 pub mod root_key;
-pub mod rotation;
-pub mod server;
-pub mod state;
+mod rotation;
+mod server;
+mod state;
 pub mod store;
 
+pub use auth::{AuthError, Claims, IdentityVerifier, TokenVerifier};
 pub use config::Config;
 pub use error::Error;
-pub use server::Server;
+pub use server::{Ctx, Server};
+pub use state::State;

@@ -11,10 +11,7 @@ use tokio::task::JoinHandle;
 use crate::audit::AuditLog;
 use crate::auth::{IdentityVerifier, TokenVerifier};
 use crate::config::Config;
-use crate::data_plane::DataHandler;
 use crate::error::Error;
-use crate::http_util::router;
-use crate::mgmt::MgmtHandler;
 use crate::state::{State, VaultEntry};
 use crate::store::Store;
 use sealed::MasterKey;
@@ -66,11 +63,8 @@ impl Ctx {
     ) -> Result<u16, Error> {
         self.stop_vault_listener(v).await;
         let listener = TcpListener::bind(SocketAddr::new(self.cfg.data_bind_ip, port)).await?;
-        let handler = Arc::new(DataHandler {
-            ctx: self.clone(),
-            vault: v.name(),
-        });
-        let server = platform::Server::serve(listener, self.cfg.tls.clone(), router(handler))?;
+        let routes = crate::data_plane::service(self.clone(), v.name());
+        let server = platform::Server::serve(listener, self.cfg.tls.clone(), routes)?;
         let port = server.local_addr().port();
         // A concurrent start (two dev controls racing) may have bound one meanwhile.
         let replaced = v.listener.lock().replace(server);
@@ -162,8 +156,8 @@ impl Server {
         let listener = TcpListener::bind(cfg.mgmt_listen).await?;
         let mgmt_addr = listener.local_addr()?;
         *ctx.mgmt_url.write() = format!("https://{}:{}", cfg.data_host, mgmt_addr.port());
-        let handler = Arc::new(MgmtHandler { ctx: ctx.clone() });
-        let mgmt = platform::Server::serve(listener, cfg.tls.clone(), router(handler))?;
+        let mgmt =
+            platform::Server::serve(listener, cfg.tls.clone(), crate::mgmt::service(ctx.clone()))?;
         let scheduler = tokio::spawn(crate::rotation::run(ctx.clone()));
         tracing::info!(%mgmt_addr, "key vault service started");
         Ok(Server {
