@@ -17,9 +17,10 @@ use std::sync::OnceLock;
 
 use keyvault::crypto::{EncAlg, LoadedKey, generate_rsa, pkcs8_from_components};
 use keyvault::jwk::{JsonWebKey, b64u_decode};
-use keyvault::seal::RootKey;
+use keyvault::root_key::RootKeyExt;
 use keyvault::store::Store;
 use libfuzzer_sys::fuzz_target;
+use sealed::MasterKey;
 
 const ROOT: [u8; 32] = [9; 32];
 
@@ -34,7 +35,7 @@ fn log() -> &'static Log {
     static LOG: OnceLock<Log> = OnceLock::new();
     LOG.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut store, _) = Store::open(dir.path(), &RootKey::from_bytes(ROOT)).expect("open");
+        let (mut store, _) = Store::open(dir.path(), &MasterKey::from_bytes(ROOT)).expect("open");
         let mut records = BTreeMap::new();
         let mut ends = Vec::new();
         for i in 0..24 {
@@ -85,7 +86,7 @@ fn state_log(mode: u8, rest: &[u8]) {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("state.log"), &bytes).expect("write");
-    let opened = Store::open(dir.path(), &RootKey::from_bytes(ROOT));
+    let opened = Store::open(dir.path(), &MasterKey::from_bytes(ROOT));
     match (opened, cut) {
         (Ok((store, _)), cut) => {
             let live: Vec<(String, serde_json::Value)> = store.scan("").expect("scan");
@@ -141,7 +142,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         _ => {
-            let sealer = RootKey::from_bytes(ROOT).sealer(b"backup:tenant").expect("sealer");
+            let sealer = MasterKey::from_bytes(ROOT).sealer(b"backup:tenant").expect("sealer");
             let _ = sealer.open(b"StrongroomKeyVaultKeyBackupV1", rest);
             let _ = serde_json::from_slice::<keyvault::model::KeyRecord>(rest);
         }

@@ -486,6 +486,9 @@ impl Runtime {
                 if let Err(e) = n.lock(&message).await {
                     tracing::error!(cluster = %self.name, error = %e, "node failed to lock");
                 }
+                // The status turns as soon as the node refuses clients, not after its
+                // replacement has started: the API never says Ready over a locked node.
+                self.mark_inaccessible(reason, &message);
                 n.shutdown().await;
             }
             *self.node_open.lock() = false;
@@ -494,20 +497,7 @@ impl Runtime {
                 tracing::error!(cluster = %self.name, error = %e, "locked node cannot be started");
             }
         }
-        let changed = {
-            let mut status = self.status.lock();
-            let next = Status::Inaccessible {
-                reason,
-                message: message.clone(),
-            };
-            let changed = *status != next;
-            *status = next;
-            changed
-        };
-        if changed {
-            tracing::warn!(cluster = %self.name, %message, "cluster is Inaccessible");
-            self.audit(notice(EventKind::ClusterInaccessible, false, message));
-        }
+        self.mark_inaccessible(reason, &message);
         if self.health.lock().restarting && reason.is_transient() {
             // A restart that could not reach the vault is tried again on the backoff
             // schedule, not an interval later.
@@ -524,6 +514,28 @@ impl Runtime {
             .is_some_and(|n| !n.has_exited());
         if running {
             self.node_healthy();
+        }
+    }
+
+    /// Sets the status to Inaccessible for `reason`; logs and audits the transition once.
+    fn mark_inaccessible(&self, reason: Reason, message: &str) {
+        let changed = {
+            let mut status = self.status.lock();
+            let next = Status::Inaccessible {
+                reason,
+                message: message.to_string(),
+            };
+            let changed = *status != next;
+            *status = next;
+            changed
+        };
+        if changed {
+            tracing::warn!(cluster = %self.name, %message, "cluster is Inaccessible");
+            self.audit(notice(
+                EventKind::ClusterInaccessible,
+                false,
+                message.to_string(),
+            ));
         }
     }
 
