@@ -251,33 +251,34 @@ pub async fn write_command<W: AsyncWrite + Unpin>(
     out: &mut W,
     command: &Command,
 ) -> Result<(), ProtocolError> {
-    let mut frame = Zeroizing::new(Vec::new());
-    match command {
-        Command::Init(init) => {
-            frame.push(TAG_INIT);
-            frame.extend_from_slice(&serde_json::to_vec(init).map_err(|e| malformed("init", e))?);
+    // The payload's JSON is serialized first so the frame is allocated once, at its final
+    // size: a Vec that grows copies what it holds (keys included) into a new allocation and
+    // frees the old one without zeroizing it.
+    let json = Zeroizing::new(match command {
+        Command::Init(init) => serde_json::to_vec(init).map_err(|e| malformed("init", e))?,
+        Command::Open { params, .. } => {
+            serde_json::to_vec(params).map_err(|e| malformed("open", e))?
         }
-        Command::Open { dek, params } => {
+        Command::Lock { reason } => reason.as_bytes().to_vec(),
+        Command::Shutdown => Vec::new(),
+        // serde_json's errors carry no input, so the password cannot leak through one.
+        Command::ResetAdminPassword(admin) => {
+            serde_json::to_vec(admin).map_err(|e| malformed("reset admin password", e))?
+        }
+        Command::Job { spec, .. } => serde_json::to_vec(spec).map_err(|e| malformed("job", e))?,
+    });
+    // Tag, key bits, up to three 32-byte keys, the payload.
+    let mut frame = Zeroizing::new(Vec::with_capacity(2 + 3 * 32 + json.len()));
+    match command {
+        Command::Init(_) => frame.push(TAG_INIT),
+        Command::Open { dek, .. } => {
             frame.push(TAG_OPEN);
             frame.extend_from_slice(dek.as_ref());
-            let json =
-                Zeroizing::new(serde_json::to_vec(params).map_err(|e| malformed("open", e))?);
-            frame.extend_from_slice(&json);
         }
-        Command::Lock { reason } => {
-            frame.push(TAG_LOCK);
-            frame.extend_from_slice(reason.as_bytes());
-        }
+        Command::Lock { .. } => frame.push(TAG_LOCK),
         Command::Shutdown => frame.push(TAG_SHUTDOWN),
-        Command::ResetAdminPassword(admin) => {
-            frame.push(TAG_RESET_ADMIN_PASSWORD);
-            // serde_json's errors carry no input, so the password cannot leak through one.
-            let json = Zeroizing::new(
-                serde_json::to_vec(admin).map_err(|e| malformed("reset admin password", e))?,
-            );
-            frame.extend_from_slice(&json);
-        }
-        Command::Job { spec, keys } => {
+        Command::ResetAdminPassword(_) => frame.push(TAG_RESET_ADMIN_PASSWORD),
+        Command::Job { keys, .. } => {
             frame.push(TAG_JOB);
             let slots = keys.slots();
             frame.push(
@@ -289,9 +290,13 @@ pub async fn write_command<W: AsyncWrite + Unpin>(
             for key in slots.iter().filter_map(|(_, k)| *k) {
                 frame.extend_from_slice(key.as_ref());
             }
-            frame.extend_from_slice(&serde_json::to_vec(spec).map_err(|e| malformed("job", e))?);
         }
     }
+    frame.extend_from_slice(&json);
+    debug_assert!(
+        frame.len() <= 2 + 3 * 32 + json.len(),
+        "the frame never grew"
+    );
     let len = u32::try_from(frame.len()).map_err(|_| ProtocolError::TooLarge(u32::MAX))?;
     out.write_all(&len.to_le_bytes()).await?;
     out.write_all(&frame).await?;
