@@ -61,20 +61,7 @@ pub struct Deployment {
 
 impl Drop for Deployment {
     fn drop(&mut self) {
-        // SIGTERM lets `up` stop its nodes; SIGKILL if it does not within a few seconds.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.terminate(Duration::from_secs(10));
     }
 }
 
@@ -166,11 +153,16 @@ impl Deployment {
 
     /// Stops `up` (SIGTERM, then waits for it to exit) and leaves the data directory.
     pub fn stop(&mut self) {
+        self.terminate(Duration::from_secs(20));
+    }
+
+    /// SIGTERM lets `up` stop its nodes; SIGKILL if it has not exited within `grace`.
+    fn terminate(&mut self, grace: Duration) {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
